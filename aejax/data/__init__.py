@@ -1,0 +1,126 @@
+"""Datasets for aejax, read through TensorFlow Datasets, prepared offline when TFDS cannot download.
+
+>>> from aejax import data
+>>> images, labels = data.load("mnist", "test")      # numpy: uint8 [10000, 28, 28, 1], int32
+>>> images.shape, images.dtype, labels[:3]
+((10000, 28, 28, 1), dtype('uint8'), array([2, 0, 4], dtype=int32))
+
+Reading goes through TFDS, from TFDS's ``data_dir`` (``TFDS_DATA_DIR``, default
+``~/tensorflow_datasets``). A dataset that is not prepared there is prepared on first use, by
+TFDS's own download when its host answers, else from local raw files
+(:mod:`aejax.data.prepare`). ``python -m aejax.data prepare mnist fashion_mnist`` does it ahead
+of time.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import numpy as np
+
+from aejax.data import prepare as _prepare
+from aejax.data._tf import tfds
+from aejax.errors import AejaxError
+
+IMAGE_SHAPE = (28, 28, 1)  # what aejax's models take: 28x28 grey-scale, uint8
+
+
+def default_data_dir() -> str:
+    return os.environ.get("TFDS_DATA_DIR") or os.path.expanduser("~/tensorflow_datasets")
+
+
+def builder(name: str, data_dir: str | None = None):
+    """TFDS's builder for ``name``, checked to hold 28x28x1 uint8 images and labels."""
+    lib = tfds()
+    try:
+        b = lib.builder(name, data_dir=data_dir or default_data_dir())
+    except lib.core.registered.DatasetNotFoundError:
+        raise AejaxError(
+            f"unknown dataset {name!r}: use a TFDS image dataset of 28x28x1 images such as "
+            "mnist, fashion_mnist, kmnist or emnist/mnist"
+        ) from None
+    features = b.info.features
+    image = features["image"] if "image" in features else None
+    if image is None or "label" not in features:
+        raise AejaxError(f"dataset {name!r} has no 'image' and 'label' features; aejax needs both")
+    if tuple(image.shape) != IMAGE_SHAPE or image.np_dtype != np.uint8:
+        raise AejaxError(
+            f"dataset {name!r} has {tuple(image.shape)} {np.dtype(image.np_dtype).name} images; "
+            f"aejax's models "
+            f"take {IMAGE_SHAPE} uint8 images (mnist, fashion_mnist, kmnist, emnist/mnist)"
+        )
+    return b
+
+
+def ensure_prepared(name: str, data_dir: str | None = None, **prepare_kwargs) -> str:
+    """Prepares ``name`` in ``data_dir`` if needed; returns how (see :func:`prepare.prepare`)."""
+    return _prepare.prepare(builder(name, data_dir), **prepare_kwargs)
+
+
+def load(
+    name: str, split: str, data_dir: str | None = None, **prepare_kwargs
+) -> tuple[np.ndarray, np.ndarray]:
+    """A whole split as ``(images uint8 [N, 28, 28, 1], labels int32 [N])``, in TFDS's order.
+
+    Args:
+      name: a TFDS dataset of 28x28x1 images: ``mnist``, ``fashion_mnist``, ``kmnist``, ...
+      split: a TFDS split, slices included: ``train``, ``test``, ``train[55000:]``.
+      data_dir: TFDS's data directory; default ``$TFDS_DATA_DIR`` or ``~/tensorflow_datasets``.
+      **prepare_kwargs: ``raw_dir``, ``mnist_pickle``, ``offline``, used only when the dataset
+        has to be prepared first.
+    """
+    b = builder(name, data_dir)
+    _prepare.prepare(b, **prepare_kwargs)
+    try:
+        batch = tfds().as_numpy(b.as_dataset(split=split, batch_size=-1, shuffle_files=False))
+    except (ValueError, KeyError) as e:
+        raise AejaxError(
+            f"bad split {split!r} for {name!r} (splits: {', '.join(b.info.splits)}): {e}"
+        ) from None
+    return batch["image"], batch["label"].astype(np.int32)
+
+
+def iterate(
+    name: str,
+    split: str,
+    batch_size: int,
+    data_dir: str | None = None,
+    shuffle_seed: int | None = None,
+    **prepare_kwargs,
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Streams ``(images, labels)`` numpy batches, for datasets too large to hold whole.
+
+    The last batch may be smaller. With ``shuffle_seed``, file order and a 10k-example
+    buffer are shuffled reproducibly; without it the order is TFDS's, as in :func:`load`.
+    """
+    b = builder(name, data_dir)
+    _prepare.prepare(b, **prepare_kwargs)
+    lib = tfds()
+    shuffle = shuffle_seed is not None
+    read_config = lib.ReadConfig(shuffle_seed=shuffle_seed) if shuffle else None
+    ds = b.as_dataset(split=split, shuffle_files=shuffle, read_config=read_config)
+    if shuffle:
+        ds = ds.shuffle(10_000, seed=shuffle_seed, reshuffle_each_iteration=False)
+    for batch in lib.as_numpy(ds.batch(batch_size).prefetch(2)):
+        yield batch["image"], batch["label"].astype(np.int32)
+
+
+def info(name: str, data_dir: str | None = None) -> dict:
+    """Split sizes of a prepared dataset and the source it was prepared from."""
+    b = builder(name, data_dir)
+    if not b.is_prepared():
+        return {"name": name, "prepared": False, "data_dir": b.data_dir_root}
+    metadata = b.info.metadata or {}
+    try:
+        source = metadata.get("aejax_source")
+    except FileNotFoundError:  # prepared by TFDS itself: it wrote no metadata.json
+        source = None
+    return {
+        "name": name,
+        "prepared": True,
+        "version": str(b.info.version),
+        "data_dir": b.data_dir,
+        "splits": {split: info.num_examples for split, info in b.info.splits.items()},
+        "source": source or {"kind": "tfds-download"},
+    }

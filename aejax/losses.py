@@ -1,0 +1,36 @@
+"""Reconstruction losses, per example. Decoders return logits; the sigmoid lives here."""
+
+import jax
+import jax.numpy as jnp
+import optax
+
+
+def bce_per_example(logits: jax.Array, targets: jax.Array) -> jax.Array:
+    r"""Binary cross-entropy of each example, averaged over its pixels, from logits.
+
+    .. math::
+      \ell(x, z) = \frac{1}{P} \sum_p \max(z_p, 0) - z_p x_p + \log(1 + e^{-|z_p|})
+
+    which equals :math:`-\frac1P\sum_p x_p \log \sigma(z_p) + (1 - x_p) \log(1 - \sigma(z_p))`
+    without overflow for large :math:`|z|` (Keras computes it the same way when the output is a
+    sigmoid layer's).
+
+    Args:
+      logits: decoder outputs ``[B, ...]``.
+      targets: the inputs, in ``[0, 1]``, same shape.
+
+    Returns:
+      ``[B]`` float32.
+
+    >>> import jax.numpy as jnp
+    >>> float(bce_per_example(jnp.zeros((1, 4)), jnp.full((1, 4), 0.5))[0])  # log 2
+    0.6931471...
+    """
+    per_pixel = optax.sigmoid_binary_cross_entropy(logits, targets)
+    return jnp.mean(per_pixel.reshape(per_pixel.shape[0], -1), axis=1)
+
+
+def mse_per_example(logits: jax.Array, targets: jax.Array) -> jax.Array:
+    """Mean squared error between ``sigmoid(logits)`` and ``targets``, per example: ``[B]``."""
+    error = jax.nn.sigmoid(logits) - targets
+    return jnp.mean(jnp.square(error).reshape(error.shape[0], -1), axis=1)

@@ -1,0 +1,36 @@
+"""What every aejax model is: an encoder/decoder pair whose decoder returns logits."""
+
+import jax
+from flax import nnx
+
+from aejax.losses import bce_per_example
+
+# Keras' defaults, which the reference numbers were measured with (flax's own default
+# kernel init is LeCun-normal).
+kernel_init = nnx.initializers.glorot_uniform()
+bias_init = nnx.initializers.zeros_init()
+
+
+class Autoencoder(nnx.Module):
+    """An encoder/decoder pair over images ``x_BxHxWxC`` in ``[0, 1]``.
+
+    Subclasses define :meth:`encode` and :meth:`decode`; :meth:`loss` is the training
+    objective per example, reconstruction BCE unless a model says otherwise (a VAE adds its KL
+    term, a denoising model corrupts its input).
+    """
+
+    def encode(self, x_BxHxWxC: jax.Array) -> jax.Array:
+        raise NotImplementedError
+
+    def decode(self, z: jax.Array) -> jax.Array:
+        """Codes to logits ``[B, H, W, C]`` (``jax.nn.sigmoid`` of them is the image)."""
+        raise NotImplementedError
+
+    def __call__(self, x_BxHxWxC: jax.Array) -> jax.Array:
+        return self.decode(self.encode(x_BxHxWxC))
+
+    def loss(self, x_BxHxWxC: jax.Array, key: jax.Array) -> tuple[jax.Array, dict]:
+        """Training loss per example ``[B]`` and extra per-example metrics; ``key`` is for
+        models that sample (unused here)."""
+        del key
+        return bce_per_example(self(x_BxHxWxC), x_BxHxWxC), {}

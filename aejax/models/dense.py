@@ -1,0 +1,25 @@
+"""``dense``: 784 -> Dense(latent, relu) -> Dense(784) logits (the Keras tutorial's first model)."""
+
+import math
+
+import jax
+from flax import nnx
+
+from aejax.models import register
+from aejax.models.base import Autoencoder, bias_init, kernel_init
+
+
+@register("dense")
+class Dense(Autoencoder):
+    def __init__(self, latent_dim: int = 15, image_shape=(28, 28, 1), *, rngs: nnx.Rngs):
+        self.image_shape = tuple(image_shape)
+        pixels = math.prod(self.image_shape)
+        layer = dict(kernel_init=kernel_init, bias_init=bias_init, rngs=rngs)
+        self.encoder = nnx.Linear(pixels, latent_dim, **layer)
+        self.decoder = nnx.Linear(latent_dim, pixels, **layer)
+
+    def encode(self, x_BxHxWxC: jax.Array) -> jax.Array:
+        return nnx.relu(self.encoder(x_BxHxWxC.reshape(x_BxHxWxC.shape[0], -1)))
+
+    def decode(self, z_BxL: jax.Array) -> jax.Array:
+        return self.decoder(z_BxL).reshape(z_BxL.shape[0], *self.image_shape)
