@@ -1,0 +1,42 @@
+"""aejax: image autoencoders in JAX/Flax NNX, and out-of-distribution detection with them.
+
+The training core is pure and jitted::
+
+    import jax
+    from aejax import data, init_state, train_epoch, eval_loss, score
+
+    images, _ = data.load("mnist", "train")
+    state = init_state("dense", jax.random.key(0))
+    state, metrics = train_epoch(state, jax.device_put(images), jax.random.key(1))
+
+Names are imported on first use (PEP 562), so ``import aejax.data`` does not load JAX, and
+nothing here starts a JAX backend before the CLIs have chosen the devices.
+"""
+
+import importlib
+
+_EXPORTS = {
+    "TrainState": "aejax.core",
+    "init_state": "aejax.core",
+    "train_step": "aejax.core",
+    "train_epoch": "aejax.core",
+    "eval_loss": "aejax.core",
+    "reconstruct": "aejax.core",
+    "encode": "aejax.core",
+    "decode": "aejax.core",
+    "score": "aejax.core",
+    "restore": "aejax.run",
+    "AejaxError": "aejax.errors",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'aejax' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(list(globals()) + __all__)

@@ -1,4 +1,4 @@
-"""The real MNIST and Fashion-MNIST, read through TFDS (prepared by scripts/setup.sh or on first use)."""
+"""The real MNIST and Fashion-MNIST, read through TFDS (prepared by scripts/setup.sh or on use)."""
 
 import hashlib
 

@@ -1,10 +1,11 @@
-"""``python -m aejax.data prepare|info NAME [NAME ...]``: prepare datasets ahead of time, or show them."""
+"""``python -m aejax.data prepare|info NAME [NAME ...]``: prepare datasets ahead of time."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from aejax import data
 from aejax.errors import AejaxError
@@ -29,7 +30,8 @@ def _describe(entry: dict) -> str:
         return f"{entry['name']}: not prepared in {entry['data_dir']}"
     splits = ", ".join(f"{s} {n}" for s, n in entry["splits"].items())
     source = entry["source"]
-    where = ", ".join(source.get("files", {})) or "TFDS download"
+    files = [Path(f) for f in source.get("files", {})]
+    where = f"{files[0].parent}/{{{','.join(f.name for f in files)}}}" if files else "download"
     return (f"{entry['name']} {entry['version']}: {splits}; source: {source['kind']} "
             f"({source.get('origin', 'tfds')}: {where}); in {entry['data_dir']}")
 

@@ -9,7 +9,9 @@ came from in its ``metadata.json`` (``info.metadata['aejax_source']``).
 
 from __future__ import annotations
 
+import contextlib
 import datetime
+import io
 import os
 import socket
 import urllib.parse
@@ -129,7 +131,9 @@ def prepare(
             f"no raw files in {', '.join(tried)}. Fix: `{fix}`, then "
             f"`python -m aejax.data prepare {name}` (or pass --raw-dir DIR with the IDX files)"
         )
-    _offline_builder(builder, source).download_and_prepare(
-        download_config=tfds().download.DownloadConfig(try_download_gcs=False)
-    )
+    # TFDS prints "Downloading and preparing ..." (print, not logging): misleading here.
+    with contextlib.redirect_stdout(io.StringIO()):
+        _offline_builder(builder, source).download_and_prepare(
+            download_config=tfds().download.DownloadConfig(try_download_gcs=False)
+        )
     return f"prepared offline from {source.kind} files ({source.origin}: {source.paths[0].parent})"

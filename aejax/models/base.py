@@ -19,6 +19,8 @@ class Autoencoder(nnx.Module):
     term, a denoising model corrupts its input).
     """
 
+    default_batch_size = 256  # what the reference trained this architecture with
+
     def encode(self, x_BxHxWxC: jax.Array) -> jax.Array:
         raise NotImplementedError
 

@@ -15,6 +15,8 @@ from aejax.models.layers import max_pool_2x2, upsample_2x2
 
 @register("conv")
 class Conv(Autoencoder):
+    default_batch_size = 128
+
     def __init__(self, latent_dim: int = 15, width: int = 30, channels: int = 1, *,
                  rngs: nnx.Rngs):
         def conv(cin, cout):

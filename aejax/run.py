@@ -1,0 +1,121 @@
+"""A training run on disk: its config, its workdir layout, and restoring its checkpoints.
+
+::
+
+    runs/dense-mnist/
+      config.json        the resolved config (also saved inside every checkpoint)
+      metrics.jsonl      one line per epoch
+      loss.png           the loss curves
+      checkpoints/<epoch>/{state,meta}
+      eval/              what `python -m aejax.eval` writes
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+
+import jax
+
+from aejax import core, models
+from aejax.checkpoint import Checkpoints, abstract
+from aejax.errors import AejaxError
+
+RUNS_DIR = Path("runs")
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    """What defines a training run. Defaults reproduce the reference runs."""
+
+    arch: str = "dense"
+    dataset: str = "mnist"
+    epochs: int = 15
+    batch_size: int = 0  # 0: the architecture's reference batch size (dense 256, conv 128)
+    lr: float = 1e-3
+    seed: int = 0
+    holdout: int = 1000  # last examples of the train split, held out (thresholds, statistics)
+    model: dict = dataclasses.field(default_factory=dict)  # model options, e.g. latent_dim
+
+    def resolved(self) -> RunConfig:
+        """Fills in the architecture's defaults, so the saved config says what was used."""
+        batch_size = self.batch_size or models.get(self.arch).default_batch_size
+        model = {**models.options(self.arch), **self.model}
+        return dataclasses.replace(self, batch_size=batch_size, model=_jsonable(model))
+
+    # Everything but `epochs` shapes the trajectory; a resumed run must agree on all of it.
+    def trajectory(self) -> dict:
+        return {k: v for k, v in dataclasses.asdict(self).items() if k != "epochs"}
+
+    @property
+    def train_split(self) -> str:
+        return f"train[:-{self.holdout}]" if self.holdout else "train"
+
+    @property
+    def holdout_split(self) -> str | None:
+        return f"train[-{self.holdout}:]" if self.holdout else None
+
+    @classmethod
+    def from_dict(cls, d: dict) -> RunConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+def _jsonable(value):
+    return json.loads(json.dumps(value))  # tuples -> lists, as they come back from JSON
+
+
+def default_workdir(arch: str, dataset: str) -> Path:
+    return RUNS_DIR / f"{arch}-{dataset.replace('/', '-')}"
+
+
+def write_json_atomic(path: Path, obj) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2) + "\n")
+    os.replace(tmp, path)  # readers see the old file or the new one, never half of one
+
+
+def abstract_state(config: RunConfig):
+    """The shapes and dtypes of ``config``'s TrainState, without computing it."""
+    return abstract(jax.eval_shape(
+        lambda: core.init_state(config.arch, jax.random.key(config.seed), lr=config.lr,
+                                **config.model)))
+
+
+def saved_config(workdir: Path) -> RunConfig | None:
+    """The config of the run in ``workdir``, from its latest checkpoint, if it has one."""
+    checkpoints = Checkpoints(workdir / "checkpoints")
+    try:
+        if checkpoints.latest_step() is None:
+            return None
+        return RunConfig.from_dict(checkpoints.meta()["config"])
+    finally:
+        checkpoints.close()
+
+
+def latest_workdir() -> Path:
+    """The run under ``runs/`` with the most recently written checkpoint."""
+    candidates = [d for d in RUNS_DIR.glob("*") if (d / "checkpoints").is_dir()
+                  and any(p.name.isdigit() for p in (d / "checkpoints").iterdir())]
+    if not candidates:
+        raise AejaxError(f"no trained run under {RUNS_DIR.absolute()}: train one first "
+                         "(python -m aejax.train --arch dense) or pass --workdir")
+    return max(candidates, key=lambda d: (d / "checkpoints").stat().st_mtime)
+
+
+def restore(workdir: str | Path, step: int | None = None):
+    """``(state, config, meta)`` of a trained run; ``step`` None means the latest epoch."""
+    workdir = Path(workdir)
+    if not (workdir / "checkpoints").is_dir():
+        raise AejaxError(f"{workdir} holds no checkpoints: train first "
+                         f"(python -m aejax.train --workdir {workdir}) or give another --workdir")
+    with Checkpoints(workdir / "checkpoints") as checkpoints:
+        meta = checkpoints.meta(step)
+        config = RunConfig.from_dict(meta["config"])
+        if config.arch not in models.names():
+            raise AejaxError(f"{workdir} was trained with --arch {config.arch}, which this "
+                             f"aejax does not have ({', '.join(models.names())})")
+        state, meta = checkpoints.restore(step, abstract_state(config))
+    return state, config, meta

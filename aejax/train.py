@@ -1,0 +1,209 @@
+"""``python -m aejax.train``: train an autoencoder, checkpoint every epoch, resume where it stopped.
+
+    python -m aejax.train --arch dense                 # the reference run: 15 epochs on MNIST
+    python -m aejax.train --arch conv --epochs 3
+    python -m aejax.train --workdir runs/dense-mnist   # resume (or extend with --epochs)
+
+Re-running a command in the same workdir resumes from its latest checkpoint; options you do
+not give are taken from that run, options you give must agree with it (``--fresh`` starts
+over, keeping the old run beside the new one).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+from tqdm import tqdm
+
+from aejax import core, data, models, plots
+from aejax.checkpoint import Checkpoints
+from aejax.errors import AejaxError
+from aejax.run import RunConfig, abstract_state, default_workdir, saved_config, write_json_atomic
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m aejax.train", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    # Defaults are None so that "not given" can be told from "given": on resume, what is not
+    # given comes from the run being resumed (RunConfig's defaults for a new run).
+    p.add_argument("--arch", help=f"model: {', '.join(models.names())} (default dense)")
+    p.add_argument("--dataset", help="TFDS dataset of 28x28x1 images (default mnist)")
+    p.add_argument("--epochs", type=int, help="train until this epoch (default 15)")
+    p.add_argument("--batch-size", type=int, help="default: the arch's (dense 256, conv 128)")
+    p.add_argument("--latent-dim", type=int, help="code size (default 15)")
+    p.add_argument("--lr", type=float, help="Adam learning rate (default 1e-3)")
+    p.add_argument("--seed", type=int, help="default 0")
+    p.add_argument("--holdout", type=int, help="examples at the end of the train split kept "
+                   "out of training, for eval's thresholds and statistics (default 1000)")
+    p.add_argument("--workdir", type=Path, help="default runs/<arch>-<dataset>")
+    p.add_argument("--fresh", action="store_true", help="start over; an existing run in the "
+                   "workdir is moved aside to <workdir>.<time>, not deleted")
+    p.add_argument("--data-dir", help="TFDS data dir (default $TFDS_DATA_DIR)")
+    return p
+
+
+def resolve_config(args) -> tuple[RunConfig, Path, bool]:
+    """The run's config, its workdir, and whether it resumes a saved run."""
+    given = {
+        "arch": args.arch, "dataset": args.dataset, "epochs": args.epochs,
+        "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
+        "holdout": args.holdout,
+    }
+    given = {k: v for k, v in given.items() if v is not None}
+    model_given = {"latent_dim": args.latent_dim} if args.latent_dim is not None else {}
+    defaults = RunConfig()
+    workdir = args.workdir or default_workdir(given.get("arch", defaults.arch),
+                                              given.get("dataset", defaults.dataset))
+    if args.fresh and workdir.exists():
+        aside = workdir.with_name(f"{workdir.name}.{datetime.datetime.now():%Y%m%d-%H%M%S}")
+        workdir.rename(aside)
+        print(f"--fresh: moved the previous run to {aside}", file=sys.stderr)
+
+    saved = saved_config(workdir)
+    if saved is None:
+        config = dataclasses.replace(defaults, **given, model=model_given).resolved()
+        return config, workdir, False
+
+    if given.get("arch", saved.arch) != saved.arch:
+        raise AejaxError(f"{workdir} holds a {saved.arch} run, not {given['arch']}: use "
+                         f"--arch {saved.arch} to resume it, or --fresh or another --workdir")
+    asked = dataclasses.replace(saved, **given, model={**saved.model, **model_given}).resolved()
+    clashes = [f"{k}={asked.trajectory()[k]!r} (run has {v!r})"
+               for k, v in saved.trajectory().items() if asked.trajectory()[k] != v]
+    if clashes:
+        raise AejaxError(
+            f"{workdir} holds a {saved.arch} run on {saved.dataset} that differs in "
+            f"{', '.join(clashes)}: drop those options to resume it, or use --fresh or "
+            "another --workdir"
+        )
+    return asked, workdir, True
+
+
+def _check_finite(epoch: int, metrics: dict) -> None:
+    bad = [k for k, v in metrics.items() if not math.isfinite(v)]
+    if bad:
+        raise AejaxError(
+            f"{', '.join(bad)} became {metrics[bad[0]]} in epoch {epoch}; training stopped and "
+            "the last good checkpoint is kept: lower --lr (or check the data) and run again"
+        )
+
+
+class Trainer:
+    """The training loop of one run: data on the device, checkpoints, metrics, progress."""
+
+    def __init__(self, config: RunConfig, workdir: Path, data_dir: str | None = None):
+        self.config, self.workdir = config, workdir
+        train_images, _ = data.load(config.dataset, config.train_split, data_dir)
+        test_images, _ = data.load(config.dataset, "test", data_dir)
+        self.train_images = jax.device_put(train_images)
+        self.test_images = jax.device_put(test_images)
+        self.holdout_images = (
+            jax.device_put(data.load(config.dataset, config.holdout_split, data_dir)[0])
+            if config.holdout_split else None)
+        root = jax.random.key(config.seed)
+        self.init_key, self.shuffle_key = jax.random.split(root)
+
+    def initial_state(self, checkpoints: Checkpoints) -> tuple[core.TrainState, list[dict]]:
+        if checkpoints.latest_step() is None:
+            state = core.init_state(self.config.arch, self.init_key, lr=self.config.lr,
+                                    **self.config.model)
+            return state, []
+        state, meta = checkpoints.restore(None, abstract_state(self.config))
+        return state, meta["history"]
+
+    def evaluate(self, state) -> dict:
+        metrics = {"val_loss": float(core.eval_loss(state, self.test_images))}
+        if self.holdout_images is not None:
+            metrics["holdout_loss"] = float(core.eval_loss(state, self.holdout_images))
+        return metrics
+
+    def run_epoch(self, state, epoch: int) -> tuple[core.TrainState, dict]:
+        n, batch_size = self.train_images.shape[0], self.config.batch_size
+        bar = tqdm(total=math.ceil(n / batch_size), desc=f"epoch {epoch}/{self.config.epochs}",
+                   unit="step", leave=True, dynamic_ncols=True, disable=None)
+
+        def on_step(i, sums):
+            bar.update(1)
+            if i % 50 == 0:  # reading the loss waits for the device: now and then only
+                bar.set_postfix(loss=f"{float(sums['loss'] / sums['count']):.4f}")
+
+        start = time.perf_counter()
+        state, train_metrics = core.train_epoch(
+            state, self.train_images, jax.random.fold_in(self.shuffle_key, epoch),
+            batch_size=batch_size, on_step=on_step)
+        train_metrics = {k: float(v) for k, v in train_metrics.items()}
+        train_seconds = time.perf_counter() - start
+        metrics = {"epoch": epoch, **train_metrics, **self.evaluate(state),
+                   "train_seconds": round(train_seconds, 3),
+                   "epoch_seconds": round(time.perf_counter() - start, 3),
+                   "images_per_second": round(n / train_seconds, 1)}
+        bar.set_postfix(loss=f"{metrics['loss']:.4f}", val_loss=f"{metrics['val_loss']:.4f}",
+                        img_s=f"{metrics['images_per_second']:.0f}")
+        bar.close()
+        if bar.disable:  # not a terminal (a log file): one plain line per epoch instead
+            print(f"epoch {epoch}/{self.config.epochs} loss {metrics['loss']:.4f} val_loss "
+                  f"{metrics['val_loss']:.4f} {metrics['epoch_seconds']:.2f}s "
+                  f"{metrics['images_per_second']:.0f} img/s", flush=True)
+        return state, metrics
+
+    def write_records(self, history: list[dict]) -> None:
+        lines = "".join(json.dumps(h) + "\n" for h in history)
+        tmp = self.workdir / "metrics.jsonl.tmp"
+        tmp.write_text(lines)
+        tmp.replace(self.workdir / "metrics.jsonl")
+
+    def fit(self) -> tuple[core.TrainState, list[dict]]:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(self.workdir / "config.json", dataclasses.asdict(self.config))
+        with Checkpoints(self.workdir / "checkpoints") as checkpoints:
+            state, history = self.initial_state(checkpoints)
+            self.write_records(history)  # drops lines of epochs that never got a checkpoint
+            for epoch in range(len(history) + 1, self.config.epochs + 1):
+                state, metrics = self.run_epoch(state, epoch)
+                _check_finite(epoch, {k: metrics[k] for k in ("loss", "val_loss")})
+                history.append(metrics)
+                checkpoints.save(epoch, state, {"config": dataclasses.asdict(self.config),
+                                                "history": history})
+                self.write_records(history)
+        return state, history
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        config, workdir, resumed = resolve_config(args)
+        trainer = Trainer(config, workdir, args.data_dir)
+        done = len(saved_history(workdir)) if resumed else 0
+        if resumed:
+            print(f"resuming {workdir} from epoch {done}", file=sys.stderr)
+        state, history = trainer.fit()
+    except AejaxError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if history:
+        plots.loss_curve(history, workdir / "loss.png",
+                         title=f"{config.arch} on {config.dataset}")
+    last = history[-1] if history else {}
+    seconds = np.median([h["epoch_seconds"] for h in history]) if history else float("nan")
+    print(f"{config.arch} on {config.dataset}: {last.get('epoch', 0)} epochs, "
+          f"{core.param_count(state):,} params, test BCE {last.get('val_loss', float('nan')):.4f}"
+          f", median {seconds:.2f} s/epoch; run in {workdir}")
+    return 0
+
+
+def saved_history(workdir: Path) -> list[dict]:
+    with Checkpoints(workdir / "checkpoints") as checkpoints:
+        return checkpoints.meta()["history"] if checkpoints.latest_step() is not None else []
+
+
+if __name__ == "__main__":
+    sys.exit(main())

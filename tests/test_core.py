@@ -1,0 +1,94 @@
+"""The pure training core on tiny synthetic data and on real MNIST."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from aejax import core, data
+from tests.test_losses import numpy_bce
+
+
+def random_images(n, seed=0):
+    return jnp.asarray(np.random.default_rng(seed).integers(0, 256, (n, 28, 28, 1), np.uint8))
+
+
+def params_equal(a, b):
+    return all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b),
+                                                    strict=True))
+
+
+@pytest.fixture(scope="module")
+def mnist_test():
+    return jax.device_put(data.load("mnist", "test")[0])
+
+
+@pytest.mark.parametrize("arch", ["dense", "conv"])
+def test_a_few_steps_reduce_the_loss_on_mnist(arch, mnist_test):
+    state = core.init_state(arch, jax.random.key(0))
+    images = mnist_test[:2048]
+    before = float(core.eval_loss(state, images))
+    for i in range(20):
+        state, _ = core.train_step(state, images[i * 64:(i + 1) * 64])
+    after = float(core.eval_loss(state, images))
+    assert after < before - 0.05, (before, after)
+    assert int(state.step) == 20
+
+
+def test_epoch_order_covers_every_example_once():
+    order = np.asarray(core.epoch_order(jax.random.key(3), 1000, 256))
+    assert order.shape == (4, 256)
+    assert sorted(order[order >= 0].tolist()) == list(range(1000))
+    assert (order[-1, 1000 - 768:] == -1).all() and (order[:-1] >= 0).all()
+
+
+def test_masked_ragged_batch_equals_training_on_it():
+    """The padded, masked last batch gives the update Keras' ragged batch would."""
+    images = random_images(40)
+    state = core.init_state("dense", jax.random.key(0))
+    ragged, _ = core.train_step(jax.tree.map(jnp.copy, state), images[:24])
+    padded = jnp.concatenate([images[:24], images[24:]])
+    weights = jnp.concatenate([jnp.ones(24), jnp.zeros(16)])
+    masked, metrics = core.train_step(state, padded, weights)
+    assert float(metrics["count"]) == 24
+    for a, b in zip(jax.tree.leaves(ragged.params), jax.tree.leaves(masked.params), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+
+
+def test_train_epoch_is_deterministic_and_counts_every_example():
+    images = random_images(300)
+    runs = []
+    for _ in range(2):
+        state = core.init_state("dense", jax.random.key(0))
+        state, metrics = core.train_epoch(state, images, jax.random.key(1), batch_size=64)
+        runs.append((state, float(metrics["loss"])))
+    assert runs[0][1] == runs[1][1]
+    assert params_equal(runs[0][0].params, runs[1][0].params)
+    assert int(runs[0][0].step) == 5  # ceil(300 / 64): the ragged tail is trained on
+    other, _ = core.train_epoch(core.init_state("dense", jax.random.key(0)), images,
+                                jax.random.key(2), batch_size=64)
+    assert not params_equal(other.params, runs[0][0].params)  # the key shuffles
+
+
+def test_score_is_per_image_bce_in_any_batching():
+    images = random_images(23)
+    state = core.init_state("conv", jax.random.key(0))
+    scores = core.score(state, images, batch_size=5)  # ragged: 5 batches, last one of 3
+    assert scores.shape == (23,)
+    logits = np.log(np.asarray(core.reconstruct(state, images), np.float64))
+    logits -= np.log1p(-np.exp(logits))  # back from probabilities
+    expected = numpy_bce(logits, np.asarray(images) / 255)
+    np.testing.assert_allclose(scores, expected, rtol=2e-5)
+    np.testing.assert_allclose(core.score(state, images, batch_size=23), scores, rtol=1e-6)
+    np.testing.assert_allclose(core.eval_loss(state, images), expected.mean(), rtol=2e-5)
+    mse = core.score(state, images, kind="mse", batch_size=4)
+    expected_mse = ((np.asarray(core.reconstruct(state, images)) - images / 255) ** 2)
+    np.testing.assert_allclose(mse, expected_mse.reshape(23, -1).mean(1), rtol=1e-5)
+
+
+def test_state_is_a_pytree_that_jit_donates():
+    state = core.init_state("dense", jax.random.key(0))
+    before = state.params["encoder"]["kernel"][...]
+    new_state, _ = core.train_step(state, random_images(8))
+    assert not np.array_equal(new_state.params["encoder"]["kernel"][...], before)
+    assert jax.tree.structure(new_state) == jax.tree.structure(state)

@@ -1,0 +1,63 @@
+"""The reference architectures: sizes, shapes, initialisation, the registry."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from aejax import core, models
+from aejax.errors import AejaxError
+from aejax.models.layers import max_pool_2x2, upsample_2x2
+
+
+@pytest.mark.parametrize("arch, count", [("dense", 24_319), ("conv", 10_756)])
+def test_parameter_counts_match_the_reference(arch, count):
+    assert core.param_count(core.init_state(arch, jax.random.key(0))) == count
+
+
+@pytest.mark.parametrize("arch, code_shape", [("dense", (5, 15)), ("conv", (5, 7, 7, 15))])
+def test_encode_and_decode_work_alone(arch, code_shape):
+    state = core.init_state(arch, jax.random.key(0))
+    images = jnp.asarray(np.random.default_rng(0).integers(0, 256, (5, 28, 28, 1), np.uint8))
+    codes = core.encode(state, images)
+    assert codes.shape == code_shape
+    decoded = core.decode(state, codes)
+    assert decoded.shape == (5, 28, 28, 1)
+    assert float(decoded.min()) >= 0 and float(decoded.max()) <= 1
+    # decode(encode(x)) is the reconstruction.
+    np.testing.assert_allclose(decoded, core.reconstruct(state, images), rtol=1e-6)
+    # Decoding codes that no image produced works too (the decoder is a generator).
+    assert core.decode(state, jnp.ones(code_shape)).shape == (5, 28, 28, 1)
+
+
+def test_latent_dim_option_changes_the_code():
+    state = core.init_state("dense", jax.random.key(0), latent_dim=32)
+    assert core.encode(state, jnp.zeros((2, 28, 28, 1))).shape == (2, 32)
+    assert core.param_count(state) == 784 * 32 + 32 + 32 * 784 + 784
+
+
+def test_keras_initialisation():
+    model = models.create("conv", rngs=nnx.Rngs(0))
+    # Glorot uniform: U(-l, l), l = sqrt(6 / (fan_in + fan_out)), fan = 3*3*channels.
+    kernel = np.asarray(model.enc2.kernel[...])
+    limit = np.sqrt(6 / (9 * 30 + 9 * 15))
+    assert np.abs(kernel).max() <= limit and np.abs(kernel).max() > 0.95 * limit
+    assert np.std(kernel) == pytest.approx(limit / np.sqrt(3), rel=0.05)
+    assert not np.any(model.enc2.bias[...])
+
+
+def test_pool_and_upsample_match_lax():
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 28, 28, 3)), jnp.float32)
+    expected = nnx.max_pool(x, (2, 2), strides=(2, 2), padding="SAME")
+    np.testing.assert_array_equal(max_pool_2x2(x), expected)
+    up = upsample_2x2(x)
+    np.testing.assert_array_equal(up, jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2))
+
+
+def test_registry_lists_and_rejects():
+    assert {"dense", "conv"} <= set(models.names())
+    with pytest.raises(AejaxError, match="unknown --arch 'mlp'.*dense"):
+        models.get("mlp")
+    with pytest.raises(AejaxError, match="takes no option"):
+        models.create("dense", rngs=nnx.Rngs(0), width=3)

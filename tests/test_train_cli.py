@@ -1,0 +1,129 @@
+"""`python -m aejax.train` on real MNIST with a small config: files, resume, errors.
+
+`--holdout 50000` keeps 50k of the 60k training images out, so an epoch is 10k images.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from aejax import run, train
+
+SMALL = ["--arch", "dense", "--holdout", "50000"]
+
+# Orbax leaves an asyncio callback behind when a restore fails half-way (the damaged
+# checkpoint test); it fires after its event loop closed, during a later test. Harmless.
+pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+
+
+def metrics(workdir):
+    lines = (workdir / "metrics.jsonl").read_text().splitlines()
+    return [json.loads(line) for line in lines]
+
+
+def losses(workdir):
+    return [(m["epoch"], m["loss"], m["val_loss"], m["holdout_loss"]) for m in metrics(workdir)]
+
+
+def test_writes_every_file_and_resumes(tmp_path, capsys):
+    workdir = tmp_path / "run"
+    assert train.main([*SMALL, "--epochs", "2", "--workdir", str(workdir)]) == 0
+    summary = capsys.readouterr().out.strip().splitlines()[-1]
+    assert summary.startswith("dense on mnist: 2 epochs, 24,319 params, test BCE 0.")
+    config = json.loads((workdir / "config.json").read_text())
+    assert config == {"arch": "dense", "dataset": "mnist", "epochs": 2, "batch_size": 256,
+                      "lr": 0.001, "seed": 0, "holdout": 50000,
+                      "model": {"latent_dim": 15, "image_shape": [28, 28, 1]}}
+    assert [m["epoch"] for m in metrics(workdir)] == [1, 2]
+    assert (workdir / "loss.png").stat().st_size > 10_000
+    assert sorted(p.name for p in (workdir / "checkpoints").iterdir()) == ["1", "2"]
+    # The last epoch's test BCE is what the checkpoint's model gives.
+    state, _, meta = run.restore(workdir)
+    from aejax import core, data
+    test_images, _ = data.load("mnist", "test")
+    assert float(core.eval_loss(state, test_images)) == pytest.approx(
+        metrics(workdir)[-1]["val_loss"], rel=1e-6)
+    assert meta["history"] == metrics(workdir)
+
+    # The same workdir with more epochs continues: options come from the saved run.
+    assert train.main(["--workdir", str(workdir), "--epochs", "3"]) == 0
+    assert "resuming" in capsys.readouterr().err
+    assert [m["epoch"] for m in metrics(workdir)] == [1, 2, 3]
+    assert int(run.restore(workdir)[0].step) == 3 * 40  # 10k / 256 -> 40 steps an epoch
+
+
+def test_mismatched_options_are_one_clear_error(tmp_path, capsys):
+    workdir = tmp_path / "run"
+    assert train.main([*SMALL, "--epochs", "1", "--workdir", str(workdir)]) == 0
+    capsys.readouterr()
+    assert train.main(["--arch", "conv", "--workdir", str(workdir)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "holds a dense run, not conv" in err
+    assert train.main([*SMALL, "--lr", "0.01", "--workdir", str(workdir)]) == 2
+    assert "lr=0.01 (run has 0.001)" in capsys.readouterr().err
+    # --fresh starts over and keeps the old run beside the new one.
+    assert train.main([*SMALL, "--arch", "dense", "--lr", "0.01", "--epochs", "1", "--fresh",
+                       "--workdir", str(workdir)]) == 0
+    assert len(list(tmp_path.glob("run.*"))) == 1
+    assert json.loads((workdir / "config.json").read_text())["lr"] == 0.01
+
+
+def test_damaged_checkpoint_is_one_clear_error(tmp_path, capsys):
+    workdir = tmp_path / "run"
+    assert train.main([*SMALL, "--epochs", "1", "--workdir", str(workdir)]) == 0
+    for f in (workdir / "checkpoints" / "1" / "state").rglob("*"):
+        if f.is_file() and f.parent.name == "d":
+            f.write_bytes(b"garbage")
+    capsys.readouterr()
+    assert train.main([*SMALL, "--epochs", "2", "--workdir", str(workdir)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("error: checkpoint") and "cannot be restored" in err
+
+
+def test_nan_loss_stops_with_a_clear_error(tmp_path, capsys):
+    workdir = tmp_path / "run"
+    assert train.main([*SMALL, "--epochs", "2", "--lr", "1e30", "--workdir", str(workdir)]) == 2
+    err = capsys.readouterr().err
+    assert "became nan in epoch 1" in err and "lower --lr" in err
+    assert not (workdir / "checkpoints" / "1").exists()
+
+
+def _command(workdir, epochs):
+    return [sys.executable, "-m", "aejax.train", *SMALL, "--epochs", str(epochs),
+            "--workdir", str(workdir)]
+
+
+def test_same_seed_same_losses_and_sigkill_resume_is_bit_identical(tmp_path):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    straight, again, killed = tmp_path / "straight", tmp_path / "again", tmp_path / "killed"
+    for workdir in (straight, again):
+        subprocess.run(_command(workdir, 5), check=True, env=env, capture_output=True)
+    assert losses(straight) == losses(again)
+
+    process = subprocess.Popen(_command(killed, 5), env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (killed / "checkpoints" / "2").exists():
+        assert time.time() < deadline and process.poll() is None
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    done_before = sorted(int(p.name) for p in (killed / "checkpoints").iterdir()
+                         if p.name.isdigit())
+    assert done_before and max(done_before) < 5
+
+    result = subprocess.run(_command(killed, 5), env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "resuming" in result.stderr
+    assert losses(killed) == losses(straight)
+    final_killed, _, _ = run.restore(killed)
+    final_straight, _, _ = run.restore(straight)
+    for a, b in zip(jax.tree.leaves(final_killed), jax.tree.leaves(final_straight), strict=True):
+        np.testing.assert_array_equal(a, b)
