@@ -25,6 +25,7 @@ _EXPORTS = {
     "encode": "aejax.core",
     "decode": "aejax.core",
     "score": "aejax.core",
+    "ood_metrics": "aejax.metrics",
     "restore": "aejax.run",
     "AejaxError": "aejax.errors",
 }

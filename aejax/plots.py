@@ -46,3 +46,47 @@ def reconstruction_grid(originals: np.ndarray, reconstructions: np.ndarray,
     axes[1, 0].set_ylabel("output")
     fig.suptitle(title)
     return _save(fig, path)
+
+
+def _bins(all_scores: list[np.ndarray]) -> tuple[np.ndarray, bool]:
+    """Histogram bins over all the scores; logarithmic when they span > 2 decades."""
+    merged = np.concatenate([np.ravel(s) for s in all_scores])
+    lo, hi = float(merged.min()), float(merged.max())
+    if lo > 0 and hi / lo > 100:
+        return np.geomspace(lo, hi, 60), True
+    return np.linspace(lo, hi if hi > lo else lo + 1e-6, 60), False
+
+
+def score_histogram(in_scores: np.ndarray, out_scores: np.ndarray, path: str | Path, *,
+                    in_name: str, out_name: str, score: str, threshold: float | None = None,
+                    ) -> Path:
+    """In-distribution vs OOD score distributions, with the threshold if given.
+
+    Bars are fractions of each set (not densities), which stay comparable on a log x-axis.
+    """
+    bins, log_x = _bins([in_scores, out_scores])
+    fig, ax = plt.subplots(figsize=(6, 3.8))
+    for scores, name in ((in_scores, f"{in_name} (in)"), (out_scores, f"{out_name} (OOD)")):
+        scores = np.ravel(scores)
+        ax.hist(scores, bins=bins, weights=np.full(scores.size, 1 / scores.size), alpha=0.55,
+                label=name)
+    if threshold is not None:
+        ax.axvline(threshold, color="k", ls="--", lw=1, label="threshold")
+    if log_x:
+        ax.set_xscale("log")
+    ax.set(xlabel=f"{score} score (higher = more anomalous)", ylabel="fraction of images")
+    ax.legend()
+    return _save(fig, path)
+
+
+def roc_curves(curves: dict[str, tuple[np.ndarray, np.ndarray, float]], path: str | Path,
+               title: str = "") -> Path:
+    """ROC curves, OOD positive: ``{name: (fpr, tpr, auroc)}``."""
+    fig, ax = plt.subplots(figsize=(5, 5))
+    for name, (fpr, tpr, auroc) in curves.items():
+        ax.plot(fpr, tpr, label=f"{name} (AUROC {auroc:.4f})")
+    ax.plot([0, 1], [0, 1], color="grey", ls=":", lw=1)
+    ax.set(xlabel="false positive rate (in-distribution flagged)",
+           ylabel="true positive rate (OOD flagged)", title=title, xlim=(0, 1), ylim=(0, 1.01))
+    ax.legend(loc="lower right", fontsize="small")
+    return _save(fig, path)

@@ -1,0 +1,102 @@
+"""`python -m aejax.eval` on a tiny trained checkpoint (dense, 1 epoch on 10k MNIST images)."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from aejax import eval as eval_cli
+from aejax import ood, train
+
+REPORT_FIELDS = {"config", "checkpoint_step", "score", "positive_class", "threshold_percentile",
+                 "threshold", "in_distribution", "ood", "workdir", "files"}
+OOD_FIELDS = {"auroc", "aupr_out", "aupr_in", "fpr_at_95_tpr", "detection_rate", "n",
+              "mean_score"}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("eval")
+    workdir = root / "runs" / "dense-mnist"
+    assert train.main(["--arch", "dense", "--epochs", "1", "--holdout", "50000",
+                       "--workdir", str(workdir)]) == 0
+    return root, workdir
+
+
+def test_cli_writes_every_file_and_field(trained, tmp_path, capsys):
+    _, workdir = trained
+    out = tmp_path / "out"
+    assert eval_cli.main(["--workdir", str(workdir), "--ood", "fashion_mnist,uniform,black",
+                          "--out", str(out)]) == 0
+    stdout = capsys.readouterr().out
+    assert "positive class: OOD" in stdout and "fashion_mnist" in stdout
+
+    report = json.loads((out / "report.json").read_text())
+    assert set(report) == REPORT_FIELDS
+    assert report["positive_class"] == "ood" and report["checkpoint_step"] == 1
+    assert set(report["ood"]) == {"fashion_mnist", "uniform", "black"}
+    for name, m in report["ood"].items():
+        assert set(m) == OOD_FIELDS, name
+        assert 0 <= m["auroc"] <= 1 and m["n"] == 10_000
+    ind = report["in_distribution"]
+    # The test BCE equals what training reported for this checkpoint.
+    assert ind["test_bce"] == pytest.approx(ind["training_reported_test_bce"], rel=1e-6)
+    assert ind["n_holdout"] == 50_000 and ind["test_flagged"] == pytest.approx(0.05, abs=0.02)
+    assert report["ood"]["uniform"]["auroc"] > 0.99  # noise is nothing like digits
+
+    with open(out / "scores.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert {"dataset", "index", "label", "score"} <= set(rows[0])
+    counts = {}
+    for row in rows:
+        counts[(row["dataset"], row["split"])] = counts.get((row["dataset"], row["split"]), 0) + 1
+    assert counts == {("mnist", "test"): 10_000, ("mnist", "holdout"): 50_000,
+                      ("fashion_mnist", "test"): 10_000, ("uniform", "test"): 10_000,
+                      ("black", "test"): 10_000}
+    for name in report["files"]:
+        assert (out / name).stat().st_size > 0, name
+    assert {"roc.png", "hist_fashion_mnist.png", "reconstructions_mnist.png",
+            "reconstructions_black.png"} <= set(report["files"])
+
+
+def test_without_workdir_uses_the_latest_run(trained, monkeypatch, capsys):
+    root, workdir = trained
+    monkeypatch.chdir(root)
+    assert eval_cli.main(["--ood", "uniform"]) == 0
+    assert "evaluating runs/dense-mnist (the most recently trained run" in capsys.readouterr().err
+    assert (workdir / "eval" / "report.json").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--workdir", "{tmp}/nothing"], "holds no checkpoints"),
+    (["--workdir", "{run}", "--ood", "no_such_set"], "unknown OOD set 'no_such_set'"),
+    (["--workdir", "{run}", "--ood", "cifar10"], "has (32, 32, 3) uint8 images"),
+    (["--workdir", "{run}", "--step", "7"], "no checkpoint for step 7"),
+    (["--workdir", "{run}", "--step", "last"], "--step takes an epoch number"),
+])
+def test_bad_input_is_one_clear_line(trained, tmp_path, capsys, args, message):
+    _, workdir = trained
+    args = [a.format(tmp=tmp_path, run=workdir) for a in args]
+    assert eval_cli.main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and message in err and "\n" not in err
+
+
+def test_no_runs_at_all_is_one_clear_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert eval_cli.main([]) == 2
+    assert "no trained run under" in capsys.readouterr().err
+
+
+def test_synthetic_sets_are_seeded_and_well_formed():
+    like = np.random.default_rng(0).integers(0, 256, (50, 28, 28, 1), np.uint8)
+    for name in ood.SYNTHETIC:
+        images = ood.synthetic(name, like, seed=3)
+        assert images.shape == like.shape and images.dtype == np.uint8, name
+        np.testing.assert_array_equal(images, ood.synthetic(name, like, seed=3))
+    assert not np.array_equal(ood.synthetic("uniform", like, 3), ood.synthetic("uniform", like, 4))
+    assert (ood.synthetic("black", like) == 0).all() and (ood.synthetic("white", like) == 255).all()
+    np.testing.assert_array_equal(ood.synthetic("inverted", like), 255 - like)
+    constant = ood.synthetic("constant", like)
+    assert (constant == constant[:, :1, :1, :]).all()
