@@ -22,6 +22,7 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax import nnx, struct
 
@@ -136,11 +137,14 @@ def train_step(state: TrainState, batch: jax.Array, weight_B: jax.Array | None =
     return _apply_gradients(state, batch, weight_B)
 
 
-def epoch_order(key: jax.Array, n: int, batch_size: int) -> jax.Array:
+def epoch_order(key_data: jax.Array, n: int, batch_size: int) -> jax.Array:
     """The indices of an epoch's batches, ``[steps, batch_size]``: a permutation of ``range(n)``,
-    padded with ``-1`` to whole batches (the ragged tail is masked, not dropped)."""
+    padded with ``-1`` to whole batches (the ragged tail is masked, not dropped).
+
+    ``key_data`` is raw ``uint32`` key data (host data is the same on every process).
+    """
     steps = math.ceil(n / batch_size)
-    order = jax.random.permutation(key, n)
+    order = jax.random.permutation(jax.random.wrap_key_data(key_data), n)
     return jnp.pad(order, (0, steps * batch_size - n), constant_values=-1).reshape(steps, -1)
 
 
@@ -151,7 +155,19 @@ def _gather_step(state, images_NxHxWxC, order_SxB, i, batch_sharding=None):
     batch = images_NxHxWxC[jnp.maximum(idx_B, 0)]
     if batch_sharding is not None:
         batch = jax.lax.with_sharding_constraint(batch, batch_sharding)
+        weight_B = jax.lax.with_sharding_constraint(weight_B, batch_sharding)
     return _apply_gradients(state, batch, weight_B)
+
+
+def _replicated(sharding: jax.sharding.Sharding | None):
+    if isinstance(sharding, jax.sharding.NamedSharding):
+        return jax.sharding.NamedSharding(sharding.mesh, jax.sharding.PartitionSpec())
+    return None
+
+
+def _on_multi_device_cpu(sharding: jax.sharding.Sharding | None) -> bool:
+    devices = sharding.device_set if sharding is not None else set()
+    return len(devices) > 1 and next(iter(devices)).platform == "cpu"
 
 
 def train_epoch(
@@ -160,10 +176,11 @@ def train_epoch(
     key: jax.Array,
     *,
     batch_size: int = 256,
+    num_examples: int | None = None,
     batch_sharding: jax.sharding.Sharding | None = None,
     on_step: Callable[[int, dict], None] | None = None,
 ) -> tuple[TrainState, dict]:
-    """One shuffled pass over ``images`` already on the device.
+    """One shuffled pass over ``images`` already on the device(s).
 
     Each batch is gathered by index on the device; the last, ragged batch is trained on, as
     Keras does (padded to a whole batch and masked, so one compiled step serves every batch).
@@ -172,9 +189,12 @@ def train_epoch(
 
     Args:
       state: training state (donated).
-      images: ``[N, H, W, C]`` uint8 (or float) images on the device.
+      images: ``[N, H, W, C]`` uint8 (or float) images on the device(s), possibly sharded
+        along N (:mod:`aejax.parallel`).
       key: shuffles this epoch.
-      batch_size: examples per step.
+      batch_size: examples per step (the global batch, over all devices).
+      num_examples: how many leading rows of ``images`` are real (the rest pad the array to a
+        whole number of rows per device); default all.
       batch_sharding: where each gathered batch lives (data parallelism: the batch axis
         sharded over a mesh); ``None`` leaves it to XLA.
       on_step: called after each step with ``(step_in_epoch, metrics)``; metrics are device
@@ -183,11 +203,20 @@ def train_epoch(
     Returns:
       ``(state, metrics)`` with ``loss`` the mean training loss over the epoch's examples.
     """
-    order_SxB = epoch_order(key, images.shape[0], batch_size)
+    n = images.shape[0] if num_examples is None else num_examples
+    order_fn = jax.jit(epoch_order, static_argnums=(1, 2),
+                       out_shardings=_replicated(batch_sharding))
+    order_SxB = order_fn(np.asarray(jax.random.key_data(key)), n, batch_size)
+    # XLA:CPU can deadlock when many multi-device steps with collectives are queued at once
+    # (seen with jax 0.10.2: a device's run waits on a semaphore while its peer waits in a
+    # collective). Keeping at most two steps in flight avoids it and costs nothing measurable.
+    throttle = _on_multi_device_cpu(batch_sharding)
     sums = []
     for i in range(order_SxB.shape[0]):
         state, step_sums = _gather_step(state, images, order_SxB, i, batch_sharding)
         sums.append(step_sums)
+        if throttle and i >= 1:
+            sums[i - 1]["count"].block_until_ready()
         if on_step is not None:
             on_step(i, step_sums)
     totals = jax.tree.map(lambda *v: jnp.sum(jnp.stack(v)), *sums)
@@ -198,12 +227,13 @@ def train_epoch(
 SCORES = {"bce": losses.bce_per_example, "mse": losses.mse_per_example}
 
 
-@functools.partial(jax.jit, static_argnames=("kind", "batch_size"))
-def score(state: TrainState, images: jax.Array, kind: str = "bce",
-          batch_size: int = 1000) -> jax.Array:
+@functools.partial(jax.jit, static_argnames=("kind", "batch_size", "batch_sharding"))
+def score(state: TrainState, images: jax.Array, kind: str = "bce", batch_size: int = 1000,
+          batch_sharding: jax.sharding.Sharding | None = None) -> jax.Array:
     """Per-image reconstruction error ``[N]`` (``kind``: ``bce`` or ``mse``).
 
-    Runs ``batch_size`` images at a time (``lax.map``), so memory stays bounded whatever N.
+    Runs ``batch_size`` images at a time (``lax.map``), so memory stays bounded whatever N;
+    with ``batch_sharding``, each of those batches is split over the devices.
     """
     error_fn = SCORES[kind]
     model = state.model
@@ -212,22 +242,39 @@ def score(state: TrainState, images: jax.Array, kind: str = "bce",
         x = to_float(x_BxHxWxC)
         return error_fn(model(x), x)
 
-    return _batched(one_batch, images, batch_size)
+    return batched(one_batch, images, batch_size, batch_sharding)
 
 
-def _batched(fn, images_NxHxWxC: jax.Array, batch_size: int) -> jax.Array:
-    """``fn`` over ``images`` in batches of ``batch_size`` (zero-padded tail, cut off again)."""
+def batched(fn, images_NxHxWxC: jax.Array, batch_size: int,
+            batch_sharding: jax.sharding.Sharding | None = None) -> jax.Array:
+    """``fn`` over ``images`` in batches of ``batch_size`` (zero-padded tail, cut off again).
+
+    Like big_vision's evaluators: fixed-size batches, so one compiled function serves any N,
+    and per-example outputs, so padding never leaks into a mean.
+    """
     n = images_NxHxWxC.shape[0]
     batch_size = min(batch_size, n)
+    if batch_sharding is not None:  # every batch must split evenly over the devices
+        devices = len(batch_sharding.device_set)
+        batch_size = math.ceil(batch_size / devices) * devices
     steps = math.ceil(n / batch_size)
     padded = jnp.pad(images_NxHxWxC, [(0, steps * batch_size - n)] + [(0, 0)] * 3)
-    out = jax.lax.map(fn, padded.reshape(steps, batch_size, *images_NxHxWxC.shape[1:]))
+    batches = padded.reshape(steps, batch_size, *images_NxHxWxC.shape[1:])
+    if batch_sharding is not None:
+        spec = jax.sharding.PartitionSpec(None, *batch_sharding.spec)
+        batches = jax.lax.with_sharding_constraint(
+            batches, jax.sharding.NamedSharding(batch_sharding.mesh, spec))
+    out = jax.lax.map(fn, batches)
     return out.reshape(steps * batch_size, *out.shape[2:])[:n]
 
 
-def eval_loss(state: TrainState, images: jax.Array, batch_size: int = 1000) -> jax.Array:
-    """Mean reconstruction BCE over ``images`` (Keras' ``val_loss`` for these models)."""
-    return jnp.mean(score(state, images, "bce", batch_size))
+def eval_loss(state: TrainState, images: jax.Array, batch_size: int = 1000,
+              num_examples: int | None = None,
+              batch_sharding: jax.sharding.Sharding | None = None) -> jax.Array:
+    """Mean reconstruction BCE over the first ``num_examples`` (default all) ``images``
+    (Keras' ``val_loss`` for these models)."""
+    scores = score(state, images, "bce", batch_size, batch_sharding)
+    return jnp.mean(scores[:num_examples])
 
 
 @jax.jit

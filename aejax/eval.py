@@ -22,8 +22,10 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from aejax import core, data, metrics, ood, plots, run
+from aejax import cli, core, data, metrics, models, ood, parallel, plots, run
 from aejax.errors import AejaxError
+from aejax.parallel import Placement
+from aejax.run import put_split
 
 OTHER = {"mnist": "fashion_mnist", "fashion_mnist": "mnist"}
 
@@ -42,6 +44,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, help="output directory (default <workdir>/eval)")
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic OOD sets")
     p.add_argument("--data-dir", help="TFDS data dir (default $TFDS_DATA_DIR)")
+    cli.add_device_args(p)
     return p
 
 
@@ -54,26 +57,58 @@ class ScoredSet:
     scores: np.ndarray
 
 
-def score_set(state, name, split, images, labels, kind) -> ScoredSet:
-    scores = np.asarray(core.score(state, jax.device_put(images), kind))
-    return ScoredSet(name, split, images, labels, scores)
+class Scorer:
+    """Scores image sets with one restored model, over the placement's devices."""
+
+    def __init__(self, state, placement: Placement, kind: str):
+        self.state, self.placement, self.kind = state, placement, kind
+        self.batch_sharding = placement.batch if placement.size > 1 else None
+
+    def scores(self, images: jax.Array, n: int) -> np.ndarray:
+        scores = core.score(self.state, images, self.kind, batch_sharding=self.batch_sharding)
+        return parallel.to_numpy(scores)[:n]
+
+    def tfds_set(self, name, split, dataset, start=None, stop=None, data_dir=None) -> ScoredSet:
+        images, n = put_split(self.placement, dataset, split, start, stop, data_dir)
+        tfds_split = f"{split}[{start or 0}:{(start or 0) + n}]"
+        # Labels and the first images (for figures) are small: read them whole on the host.
+        labels = data.load(dataset, tfds_split, data_dir)[1] if parallel.is_main_process() \
+            else np.zeros(n, np.int32)
+        first = data.load(dataset, f"{split}[{start or 0}:{(start or 0) + 10}]", data_dir)[0]
+        return ScoredSet(name, "holdout" if start else split, first, labels,
+                         self.scores(images, n))
+
+    def array_set(self, name, images_np, labels) -> ScoredSet:
+        images = self.placement.put_rows(len(images_np), lambda a, b: images_np[a:b])
+        return ScoredSet(name, "test", images_np[:10], labels,
+                         self.scores(images, len(images_np)))
 
 
 def evaluate(state, config: run.RunConfig, meta: dict, ood_names: list[str], *, kind: str,
-             percentile: float, seed: int = 0, data_dir: str | None = None):
+             percentile: float, placement: Placement, seed: int = 0,
+             data_dir: str | None = None):
     """The report (a JSON-able dict) and the scored sets behind it."""
-    if not config.holdout_split:
+    for name in ood_names:  # all names checked before any work
+        ood.check_name(name, data_dir)
+    ranges = config.row_ranges(data.num_examples(config.dataset, "train", data_dir))
+    if "holdout" not in ranges:
         raise AejaxError("this run trained on its whole train split (--holdout 0), so nothing "
                          "is held out to set the threshold on: train with --holdout 1000")
-    test_images, test_labels = data.load(config.dataset, "test", data_dir)
-    test = score_set(state, config.dataset, "test", test_images, test_labels, kind)
-    holdout = score_set(state, config.dataset, "holdout",
-                        *data.load(config.dataset, config.holdout_split, data_dir), kind)
-    outs = [score_set(state, name, "test", *ood.load(name, test_images, seed, data_dir), kind)
-            for name in ood_names]
+    scorer = Scorer(state, placement, kind)
+    test = scorer.tfds_set(config.dataset, "test", config.dataset, data_dir=data_dir)
+    holdout = scorer.tfds_set(config.dataset, "train", config.dataset, *ranges["holdout"][1:],
+                              data_dir=data_dir)
+    outs = []
+    for name in ood_names:
+        if name in ood.SYNTHETIC:
+            like = np.zeros((len(test.scores), *data.IMAGE_SHAPE), np.uint8)
+            if name == "inverted":
+                like = data.load(config.dataset, "test", data_dir)[0]
+            outs.append(scorer.array_set(name, *ood.load(name, like, seed, data_dir)))
+        else:
+            outs.append(scorer.tfds_set(name, "test", name, data_dir=data_dir))
 
     threshold = metrics.threshold_at(holdout.scores, percentile)
-    test_bce = float(core.eval_loss(state, test_images))
     last_epoch = meta["history"][-1]  # the checkpoint's own epoch
     report = {
         "config": dataclasses.asdict(config),
@@ -84,11 +119,11 @@ def evaluate(state, config: run.RunConfig, meta: dict, ood_names: list[str], *, 
         "threshold": threshold,
         "in_distribution": {
             "dataset": config.dataset,
-            "test_bce": test_bce,
+            "test_bce": _test_bce(scorer, test, kind, placement, config, data_dir),
             "training_reported_test_bce": last_epoch["val_loss"],
             "n_test": len(test.scores),
             "n_holdout": len(holdout.scores),
-            "holdout_split": config.holdout_split,
+            "holdout_rows": list(ranges["holdout"]),
             "test_flagged": metrics.flagged_fraction(test.scores, threshold),
             "mean_score": float(test.scores.mean()),
         },
@@ -103,6 +138,15 @@ def evaluate(state, config: run.RunConfig, meta: dict, ood_names: list[str], *, 
         },
     }
     return report, test, holdout, outs
+
+
+def _test_bce(scorer, test, kind, placement, config, data_dir) -> float:
+    """The test BCE, computed exactly as training computed its val_loss."""
+    if kind == "bce":
+        return float(np.mean(test.scores, dtype=np.float32))
+    images, n = put_split(placement, config.dataset, "test", data_dir=data_dir)
+    return float(core.eval_loss(scorer.state, images, num_examples=n,
+                                batch_sharding=scorer.batch_sharding))
 
 
 def write_scores_csv(path: Path, sets: list[ScoredSet]) -> None:
@@ -120,7 +164,7 @@ def write_figures(out_dir: Path, state, report: dict, test: ScoredSet,
     files = []
     for s in [test, *outs]:
         originals = s.images[:10]
-        recon = np.asarray(core.reconstruct(state, jax.device_put(originals)))
+        recon = np.asarray(core.reconstruct(state, originals))
         path = plots.reconstruction_grid(originals / 255.0, recon,
                                          out_dir / f"reconstructions_{s.name}.png",
                                          title=f"{s.name}: inputs (top), reconstructions")
@@ -143,7 +187,7 @@ def format_table(report: dict, workdir: Path) -> str:
     check = ind["training_reported_test_bce"]
     lines = [
         f"{report['config']['arch']} on {ind['dataset']}, checkpoint {report['checkpoint_step']}"
-        f" ({workdir}); score: {report['score']}; positive class: OOD",
+        f" ({workdir}; {report['devices']}); score: {report['score']}; positive class: OOD",
         f"{ind['dataset']} test BCE {ind['test_bce']:.4f}"
         + (f" (training reported {check:.4f})" if check is not None else "")
         + f"; threshold {report['threshold']:.4g} = {report['threshold_percentile']:g}th "
@@ -166,18 +210,24 @@ def main(argv: list[str] | None = None) -> int:
             workdir = run.latest_workdir()
             print(f"evaluating {workdir} (the most recently trained run; --workdir to choose)",
                   file=sys.stderr)
+        peeked = run.peek_config(workdir)
+        model = models.get(peeked.arch) if peeked else None
+        placement = cli.setup_devices(args, splits_well=bool(model and model.splits_well_on_cpu),
+                                      batch_size=1000)
         step = None if args.step == "latest" else _int(args.step, "--step")
-        state, config, meta = run.restore(workdir, step)
+        state, config, meta = run.restore(workdir, step, placement)
         ood_names = _ood_names(args.ood, config.dataset)
         report, test, holdout, outs = evaluate(
-            state, config, meta, ood_names, kind=args.score,
+            state, config, meta, ood_names, kind=args.score, placement=placement,
             percentile=args.threshold_percentile, seed=args.seed, data_dir=args.data_dir)
     except AejaxError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return cli.fail(e)
+    if not parallel.is_main_process():
+        return 0
     out_dir = args.out or workdir / "eval"
     out_dir.mkdir(parents=True, exist_ok=True)
     report["workdir"] = str(workdir)
+    report["devices"] = cli.describe(placement)
     write_scores_csv(out_dir / "scores.csv", [test, holdout, *outs])
     report["files"] = ["report.json", "scores.csv", *write_figures(out_dir, state, report,
                                                                     test, outs)]

@@ -66,8 +66,16 @@ def load(name: str, in_test_images: np.ndarray, seed: int = 0,
     if name in SYNTHETIC:
         images = synthetic(name, in_test_images, seed)
         return images, np.full(len(images), -1, np.int32)
+    check_name(name, data_dir)
+    return data.load(name, "test", data_dir)
+
+
+def check_name(name: str, data_dir: str | None = None) -> None:
+    """Raises one clear error unless ``name`` is a synthetic set or a usable TFDS dataset."""
+    if name in SYNTHETIC:
+        return
     try:
-        return data.load(name, "test", data_dir)
+        data.builder(name, data_dir)
     except AejaxError as e:
         if str(e).startswith("unknown dataset"):
             raise AejaxError(

@@ -19,9 +19,10 @@ from pathlib import Path
 
 import jax
 
-from aejax import core, models
-from aejax.checkpoint import Checkpoints, abstract
+from aejax import core, data, models
+from aejax.checkpoint import Checkpoints
 from aejax.errors import AejaxError
+from aejax.parallel import Placement
 
 RUNS_DIR = Path("runs")
 
@@ -49,13 +50,16 @@ class RunConfig:
     def trajectory(self) -> dict:
         return {k: v for k, v in dataclasses.asdict(self).items() if k != "epochs"}
 
-    @property
-    def train_split(self) -> str:
-        return f"train[:-{self.holdout}]" if self.holdout else "train"
-
-    @property
-    def holdout_split(self) -> str | None:
-        return f"train[-{self.holdout}:]" if self.holdout else None
+    def row_ranges(self, n_train: int) -> dict[str, tuple[str, int, int]]:
+        """``{role: (tfds_split, start, stop)}`` for the rows trained on and held out, given
+        the size of the dataset's train split."""
+        if not 0 <= self.holdout < n_train:
+            raise AejaxError(f"--holdout {self.holdout} must be in [0, {n_train})")
+        cut = n_train - self.holdout
+        ranges = {"train": ("train", 0, cut)}
+        if self.holdout:
+            ranges["holdout"] = ("train", cut, n_train)
+        return ranges
 
     @classmethod
     def from_dict(cls, d: dict) -> RunConfig:
@@ -77,11 +81,40 @@ def write_json_atomic(path: Path, obj) -> None:
     os.replace(tmp, path)  # readers see the old file or the new one, never half of one
 
 
-def abstract_state(config: RunConfig):
-    """The shapes and dtypes of ``config``'s TrainState, without computing it."""
-    return abstract(jax.eval_shape(
-        lambda: core.init_state(config.arch, jax.random.key(config.seed), lr=config.lr,
-                                **config.model)))
+def abstract_state(config: RunConfig, placement: Placement | None = None):
+    """The shapes and dtypes (and, with a placement, replicated shardings) of ``config``'s
+    TrainState, without computing it."""
+    shapes = jax.eval_shape(lambda: core.init_state(
+        config.arch, jax.random.key(config.seed), lr=config.lr, **config.model))
+    if placement is not None:
+        return placement.abstract_replicated(shapes)
+    # One device, whatever devices saved it (a checkpoint keeps its writer's shardings).
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=device),
+                        shapes)
+
+
+def put_split(placement: Placement, dataset: str, split: str, start: int | None = None,
+              stop: int | None = None, data_dir: str | None = None) -> tuple[jax.Array, int]:
+    """Rows ``[start, stop)`` of a TFDS split (default all), sharded over the placement's
+    devices; each process reads only its own devices' rows. Returns ``(images, n)``, the
+    array padded past its ``n`` real rows to a whole number of rows per device."""
+    start = start or 0
+    stop = data.num_examples(dataset, split, data_dir) if stop is None else stop
+
+    def load_rows(a, b):
+        return data.load(dataset, f"{split}[{start + a}:{start + b}]", data_dir)[0]
+
+    return placement.put_rows(stop - start, load_rows), stop - start
+
+
+def peek_config(workdir: Path) -> RunConfig | None:
+    """The config a workdir's ``config.json`` records (read before JAX starts, to choose the
+    devices); :func:`saved_config`, from the checkpoint, is the authority."""
+    try:
+        return RunConfig.from_dict(json.loads((workdir / "config.json").read_text()))
+    except (OSError, ValueError, TypeError):
+        return None
 
 
 def saved_config(workdir: Path) -> RunConfig | None:
@@ -105,8 +138,9 @@ def latest_workdir() -> Path:
     return max(candidates, key=lambda d: (d / "checkpoints").stat().st_mtime)
 
 
-def restore(workdir: str | Path, step: int | None = None):
-    """``(state, config, meta)`` of a trained run; ``step`` None means the latest epoch."""
+def restore(workdir: str | Path, step: int | None = None, placement: Placement | None = None):
+    """``(state, config, meta)`` of a trained run; ``step`` None means the latest epoch; with a
+    placement, the state is replicated over its devices."""
     workdir = Path(workdir)
     if not (workdir / "checkpoints").is_dir():
         raise AejaxError(f"{workdir} holds no checkpoints: train first "
@@ -117,5 +151,5 @@ def restore(workdir: str | Path, step: int | None = None):
         if config.arch not in models.names():
             raise AejaxError(f"{workdir} was trained with --arch {config.arch}, which this "
                              f"aejax does not have ({', '.join(models.names())})")
-        state, meta = checkpoints.restore(step, abstract_state(config))
+        state, meta = checkpoints.restore(step, abstract_state(config, placement))
     return state, config, meta

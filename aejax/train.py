@@ -24,10 +24,19 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
-from aejax import core, data, models, plots
+from aejax import cli, core, data, models, parallel, plots
 from aejax.checkpoint import Checkpoints
 from aejax.errors import AejaxError
-from aejax.run import RunConfig, abstract_state, default_workdir, saved_config, write_json_atomic
+from aejax.parallel import Placement
+from aejax.run import (
+    RunConfig,
+    abstract_state,
+    default_workdir,
+    peek_config,
+    put_split,
+    saved_config,
+    write_json_atomic,
+)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -48,6 +57,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--fresh", action="store_true", help="start over; an existing run in the "
                    "workdir is moved aside to <workdir>.<time>, not deleted")
     p.add_argument("--data-dir", help="TFDS data dir (default $TFDS_DATA_DIR)")
+    cli.add_device_args(p)
     return p
 
 
@@ -98,17 +108,19 @@ def _check_finite(epoch: int, metrics: dict) -> None:
 
 
 class Trainer:
-    """The training loop of one run: data on the device, checkpoints, metrics, progress."""
+    """The training loop of one run: data on the devices, checkpoints, metrics, progress."""
 
-    def __init__(self, config: RunConfig, workdir: Path, data_dir: str | None = None):
-        self.config, self.workdir = config, workdir
-        train_images, _ = data.load(config.dataset, config.train_split, data_dir)
-        test_images, _ = data.load(config.dataset, "test", data_dir)
-        self.train_images = jax.device_put(train_images)
-        self.test_images = jax.device_put(test_images)
-        self.holdout_images = (
-            jax.device_put(data.load(config.dataset, config.holdout_split, data_dir)[0])
-            if config.holdout_split else None)
+    def __init__(self, config: RunConfig, workdir: Path, placement: Placement,
+                 data_dir: str | None = None):
+        self.config, self.workdir, self.placement = config, workdir, placement
+        placement.check_batch_size(config.batch_size)
+        self.is_main = parallel.is_main_process()
+        ranges = config.row_ranges(data.num_examples(config.dataset, "train", data_dir))
+        self.sets = {role: put_split(placement, config.dataset, *rows, data_dir=data_dir)
+                     for role, rows in ranges.items()}
+        self.sets["test"] = put_split(placement, config.dataset, "test", data_dir=data_dir)
+        # One device: leave placement to XLA, as a user of the plain functions would.
+        self.batch_sharding = placement.batch if placement.size > 1 else None
         root = jax.random.key(config.seed)
         self.init_key, self.shuffle_key = jax.random.split(root)
 
@@ -116,30 +128,32 @@ class Trainer:
         if checkpoints.latest_step() is None:
             state = core.init_state(self.config.arch, self.init_key, lr=self.config.lr,
                                     **self.config.model)
-            return state, []
-        state, meta = checkpoints.restore(None, abstract_state(self.config))
+            return self.placement.replicate(state), []
+        state, meta = checkpoints.restore(None, abstract_state(self.config, self.placement))
         return state, meta["history"]
 
     def evaluate(self, state) -> dict:
-        metrics = {"val_loss": float(core.eval_loss(state, self.test_images))}
-        if self.holdout_images is not None:
-            metrics["holdout_loss"] = float(core.eval_loss(state, self.holdout_images))
-        return metrics
+        names = {"test": "val_loss", "holdout": "holdout_loss"}
+        return {names[role]: float(core.eval_loss(state, images, num_examples=n,
+                                                  batch_sharding=self.batch_sharding))
+                for role, (images, n) in self.sets.items() if role in names}
 
     def run_epoch(self, state, epoch: int) -> tuple[core.TrainState, dict]:
-        n, batch_size = self.train_images.shape[0], self.config.batch_size
+        images, n = self.sets["train"]
+        batch_size = self.config.batch_size
         bar = tqdm(total=math.ceil(n / batch_size), desc=f"epoch {epoch}/{self.config.epochs}",
-                   unit="step", leave=True, dynamic_ncols=True, disable=None)
+                   unit="step", leave=True, dynamic_ncols=True,
+                   disable=None if self.is_main else True)
 
         def on_step(i, sums):
             bar.update(1)
-            if i % 50 == 0:  # reading the loss waits for the device: now and then only
+            if i % 50 == 0 and not bar.disable:  # reading the loss waits for the device
                 bar.set_postfix(loss=f"{float(sums['loss'] / sums['count']):.4f}")
 
         start = time.perf_counter()
         state, train_metrics = core.train_epoch(
-            state, self.train_images, jax.random.fold_in(self.shuffle_key, epoch),
-            batch_size=batch_size, on_step=on_step)
+            state, images, jax.random.fold_in(self.shuffle_key, epoch), batch_size=batch_size,
+            num_examples=n, batch_sharding=self.batch_sharding, on_step=on_step)
         train_metrics = {k: float(v) for k, v in train_metrics.items()}
         train_seconds = time.perf_counter() - start
         metrics = {"epoch": epoch, **train_metrics, **self.evaluate(state),
@@ -149,23 +163,31 @@ class Trainer:
         bar.set_postfix(loss=f"{metrics['loss']:.4f}", val_loss=f"{metrics['val_loss']:.4f}",
                         img_s=f"{metrics['images_per_second']:.0f}")
         bar.close()
-        if bar.disable:  # not a terminal (a log file): one plain line per epoch instead
+        if bar.disable and self.is_main:  # not a terminal (a log file): one line per epoch
             print(f"epoch {epoch}/{self.config.epochs} loss {metrics['loss']:.4f} val_loss "
                   f"{metrics['val_loss']:.4f} {metrics['epoch_seconds']:.2f}s "
                   f"{metrics['images_per_second']:.0f} img/s", flush=True)
         return state, metrics
 
     def write_records(self, history: list[dict]) -> None:
+        if not self.is_main:
+            return
         lines = "".join(json.dumps(h) + "\n" for h in history)
         tmp = self.workdir / "metrics.jsonl.tmp"
         tmp.write_text(lines)
         tmp.replace(self.workdir / "metrics.jsonl")
 
     def fit(self) -> tuple[core.TrainState, list[dict]]:
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(self.workdir / "config.json", dataclasses.asdict(self.config))
+        if self.is_main:
+            self.workdir.mkdir(parents=True, exist_ok=True)
+            write_json_atomic(self.workdir / "config.json", dataclasses.asdict(self.config))
+        # Every process saves and restores (Orbax coordinates them); only process 0 logs.
         with Checkpoints(self.workdir / "checkpoints") as checkpoints:
             state, history = self.initial_state(checkpoints)
+            if self.is_main:
+                doing = f"resuming {self.workdir} from epoch {len(history)}" if history else \
+                    f"training {self.config.arch} on {self.config.dataset} in {self.workdir}"
+                print(f"{doing}, on {cli.describe(self.placement)}", file=sys.stderr)
             self.write_records(history)  # drops lines of epochs that never got a checkpoint
             for epoch in range(len(history) + 1, self.config.epochs + 1):
                 state, metrics = self.run_epoch(state, epoch)
@@ -177,18 +199,30 @@ class Trainer:
         return state, history
 
 
+def _device_defaults(args) -> tuple[bool, int]:
+    """Whether the run's model splits well over CPU devices, and its batch size, known before
+    JAX starts: from the options, else the workdir's config.json, else the defaults."""
+    defaults = RunConfig()
+    arch = args.arch or defaults.arch
+    workdir = args.workdir or default_workdir(arch, args.dataset or defaults.dataset)
+    peeked = None if args.fresh else peek_config(workdir)
+    arch = args.arch or (peeked.arch if peeked else arch)
+    model = models.get(arch)
+    batch = args.batch_size or (peeked.batch_size if peeked and peeked.arch == arch else 0)
+    return model.splits_well_on_cpu, batch or model.default_batch_size
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        config, workdir, resumed = resolve_config(args)
-        trainer = Trainer(config, workdir, args.data_dir)
-        done = len(saved_history(workdir)) if resumed else 0
-        if resumed:
-            print(f"resuming {workdir} from epoch {done}", file=sys.stderr)
-        state, history = trainer.fit()
+        splits_well, batch_size = _device_defaults(args)
+        placement = cli.setup_devices(args, splits_well=splits_well, batch_size=batch_size)
+        config, workdir, _ = resolve_config(args)
+        state, history = Trainer(config, workdir, placement, args.data_dir).fit()
     except AejaxError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return cli.fail(e)
+    if not parallel.is_main_process():
+        return 0
     if history:
         plots.loss_curve(history, workdir / "loss.png",
                          title=f"{config.arch} on {config.dataset}")
@@ -198,11 +232,6 @@ def main(argv: list[str] | None = None) -> int:
           f"{core.param_count(state):,} params, test BCE {last.get('val_loss', float('nan')):.4f}"
           f", median {seconds:.2f} s/epoch; run in {workdir}")
     return 0
-
-
-def saved_history(workdir: Path) -> list[dict]:
-    with Checkpoints(workdir / "checkpoints") as checkpoints:
-        return checkpoints.meta()["history"] if checkpoints.latest_step() is not None else []
 
 
 if __name__ == "__main__":

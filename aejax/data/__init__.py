@@ -58,6 +58,18 @@ def ensure_prepared(name: str, data_dir: str | None = None, **prepare_kwargs) ->
     return _prepare.prepare(builder(name, data_dir), **prepare_kwargs)
 
 
+def num_examples(name: str, split: str, data_dir: str | None = None, **prepare_kwargs) -> int:
+    """How many examples ``split`` (slices included) holds; prepares the dataset if needed."""
+    b = builder(name, data_dir)
+    _prepare.prepare(b, **prepare_kwargs)
+    try:
+        return b.info.splits[split].num_examples
+    except (ValueError, KeyError) as e:
+        raise AejaxError(
+            f"bad split {split!r} for {name!r} (splits: {', '.join(b.info.splits)}): {e}"
+        ) from None
+
+
 def load(
     name: str, split: str, data_dir: str | None = None, **prepare_kwargs
 ) -> tuple[np.ndarray, np.ndarray]:

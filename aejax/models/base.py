@@ -20,6 +20,9 @@ class Autoencoder(nnx.Module):
     """
 
     default_batch_size = 256  # what the reference trained this architecture with
+    # Whether a CPU step gains from splitting the batch over one host device per core
+    # (aejax.parallel.default_cpu_devices); measured per architecture.
+    splits_well_on_cpu = False
 
     def encode(self, x_BxHxWxC: jax.Array) -> jax.Array:
         raise NotImplementedError

@@ -16,6 +16,7 @@ from aejax.models.layers import max_pool_2x2, upsample_2x2
 @register("conv")
 class Conv(Autoencoder):
     default_batch_size = 128
+    splits_well_on_cpu = True  # one 128-batch step: 75 ms on 1 CPU device, 41 ms on 2
 
     def __init__(self, latent_dim: int = 15, width: int = 30, channels: int = 1, *,
                  rngs: nnx.Rngs):
