@@ -34,7 +34,8 @@ def host_cores() -> int:
 def configure(*, cpu_devices: int | None = None, coordinator_address: str | None = None,
               num_processes: int | None = None, process_id: int | None = None,
               distributed: bool = False) -> None:
-    """Sets the CPU device count and joins a multi-process job; call before any JAX work.
+    """Sets XLA:CPU's flags and device count, and joins a multi-process job; call before any
+    JAX work (flags and device count cannot change once a backend has started).
 
     Args:
       cpu_devices: host devices to split the CPU into (XLA's own threading of small
@@ -44,6 +45,7 @@ def configure(*, cpu_devices: int | None = None, coordinator_address: str | None
         (``host:port`` of process 0). ``distributed=True`` without them lets
         ``jax.distributed.initialize()`` detect the cluster (TPU pods, SLURM, ...).
     """
+    _add_xla_flags(CPU_XLA_FLAGS)
     if cpu_devices:
         try:
             jax.config.update("jax_num_cpu_devices", cpu_devices)
@@ -55,6 +57,21 @@ def configure(*, cpu_devices: int | None = None, coordinator_address: str | None
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
         jax.distributed.initialize(coordinator_address=coordinator_address,
                                    num_processes=num_processes, process_id=process_id)
+
+
+# XLA:CPU flags aejax runs with (experiments/results/speed.md): YNNPACK fusions off. With
+# them on, XLA fuses a dot, the loss's exp/log1p and the reduction into one YNN kernel that
+# ran the dense net's loss 4x slower (0.82 -> 0.30 s per epoch when off); the conv net's
+# dots also ran faster without them. Not applied where the user's XLA_FLAGS sets it already.
+CPU_XLA_FLAGS = ("--xla_cpu_experimental_ynn_fusion_type=",)
+
+
+def _add_xla_flags(flags) -> None:
+    current = os.environ.get("XLA_FLAGS", "")
+    for flag in flags:
+        if flag.split("=")[0] not in current:
+            current = f"{current} {flag}".strip()
+    os.environ["XLA_FLAGS"] = current
 
 
 def started() -> bool:

@@ -145,15 +145,15 @@ class Trainer:
                    unit="step", leave=True, dynamic_ncols=True,
                    disable=None if self.is_main else True)
 
-        def on_step(i, sums):
-            bar.update(1)
-            if i % 50 == 0 and not bar.disable:  # reading the loss waits for the device
+        def on_progress(steps_done, sums):
+            bar.update(steps_done - bar.n)
+            if not bar.disable:  # reading the loss waits for the device
                 bar.set_postfix(loss=f"{float(sums['loss'] / sums['count']):.4f}")
 
         start = time.perf_counter()
         state, train_metrics = core.train_epoch(
             state, images, jax.random.fold_in(self.shuffle_key, epoch), batch_size=batch_size,
-            num_examples=n, batch_sharding=self.batch_sharding, on_step=on_step)
+            num_examples=n, batch_sharding=self.batch_sharding, on_progress=on_progress)
         train_metrics = {k: float(v) for k, v in train_metrics.items()}
         train_seconds = time.perf_counter() - start
         metrics = {"epoch": epoch, **train_metrics, **self.evaluate(state),

@@ -11,7 +11,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import jax  # noqa: E402
 
-jax.config.update("jax_num_cpu_devices", 8)
+from aejax import parallel  # noqa: E402
+
+parallel.configure(cpu_devices=8)  # aejax's XLA:CPU flags too, as the CLIs use them
 # Start the backend now: from here on nothing (e.g. a CLI's own --cpu-devices default) can
 # change the device count.
 assert jax.device_count() == 8, jax.devices()

@@ -8,7 +8,6 @@ from flax import nnx
 
 from aejax import core, models
 from aejax.errors import AejaxError
-from aejax.models.layers import max_pool_2x2, upsample_2x2
 
 
 @pytest.mark.parametrize("arch, count", [("dense", 24_319), ("conv", 10_756)])
@@ -45,14 +44,6 @@ def test_keras_initialisation():
     assert np.abs(kernel).max() <= limit and np.abs(kernel).max() > 0.95 * limit
     assert np.std(kernel) == pytest.approx(limit / np.sqrt(3), rel=0.05)
     assert not np.any(model.enc2.bias[...])
-
-
-def test_pool_and_upsample_match_lax():
-    x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 28, 28, 3)), jnp.float32)
-    expected = nnx.max_pool(x, (2, 2), strides=(2, 2), padding="SAME")
-    np.testing.assert_array_equal(max_pool_2x2(x), expected)
-    up = upsample_2x2(x)
-    np.testing.assert_array_equal(up, jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2))
 
 
 def test_registry_lists_and_rejects():
