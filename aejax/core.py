@@ -44,6 +44,10 @@ class TrainState:
     rng: jax.Array
     graphdef: nnx.GraphDef = struct.field(pytree_node=False)
     tx: optax.GradientTransformation = struct.field(pytree_node=False)
+    # Mixed precision: the training forward/backward pass runs in this dtype on a cast copy
+    # of the float32 parameters; the loss, the gradients' accumulation in Adam and every
+    # evaluation stay float32.
+    compute_dtype: str = struct.field(pytree_node=False, default="float32")
 
     @property
     def model(self) -> models.Autoencoder:
@@ -64,7 +68,8 @@ def adam(lr: float = 1e-3) -> optax.GradientTransformation:
 
 def init_state(
     arch: str, key: jax.Array, *, lr: float = 1e-3,
-    tx: optax.GradientTransformation | None = None, **model_options,
+    tx: optax.GradientTransformation | None = None, compute_dtype: str = "float32",
+    **model_options,
 ) -> TrainState:
     """A fresh model of architecture ``arch`` and its optimizer state.
 
@@ -74,6 +79,7 @@ def init_state(
         training randomness of stochastic models from the other.
       lr: Adam's learning rate, ignored when ``tx`` is given.
       tx: an optax transformation to train with instead of Keras-default Adam.
+      compute_dtype: ``float32``, or ``bfloat16`` for mixed-precision training.
       **model_options: the model's options, e.g. ``latent_dim=32``.
     """
     init_key, train_key = jax.random.split(key)
@@ -87,6 +93,7 @@ def init_state(
         rng=jax.random.key_data(train_key),
         graphdef=graphdef,
         tx=tx,
+        compute_dtype=compute_dtype,
     )
 
 
@@ -103,6 +110,8 @@ def _apply_gradients(state: TrainState, batch: jax.Array, weight_B: jax.Array):
     key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
 
     def mean_loss(params):
+        if state.compute_dtype != "float32":
+            params = jax.tree.map(lambda p: p.astype(state.compute_dtype), params)
         loss_B, aux = nnx.merge(state.graphdef, params).loss(x, key)
         return jnp.sum(loss_B * weight_B) / jnp.sum(weight_B), (loss_B, aux)
 

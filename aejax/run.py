@@ -38,6 +38,7 @@ class RunConfig:
     lr: float = 1e-3
     seed: int = 0
     holdout: int = 1000  # last examples of the train split, held out (thresholds, statistics)
+    compute_dtype: str = "float32"  # or "bfloat16": mixed-precision training
     model: dict = dataclasses.field(default_factory=dict)  # model options, e.g. latent_dim
 
     def resolved(self) -> RunConfig:
@@ -85,7 +86,8 @@ def abstract_state(config: RunConfig, placement: Placement | None = None):
     """The shapes and dtypes (and, with a placement, replicated shardings) of ``config``'s
     TrainState, without computing it."""
     shapes = jax.eval_shape(lambda: core.init_state(
-        config.arch, jax.random.key(config.seed), lr=config.lr, **config.model))
+        config.arch, jax.random.key(config.seed), lr=config.lr,
+        compute_dtype=config.compute_dtype, **config.model))
     if placement is not None:
         return placement.abstract_replicated(shapes)
     # One device, whatever devices saved it (a checkpoint keeps its writer's shardings).

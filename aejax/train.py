@@ -53,6 +53,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, help="default 0")
     p.add_argument("--holdout", type=int, help="examples at the end of the train split kept "
                    "out of training, for eval's thresholds and statistics (default 1000)")
+    p.add_argument("--compute-dtype", choices=["float32", "bfloat16"],
+                   help="mixed precision: bfloat16 forward/backward, float32 parameters, "
+                   "loss and optimizer (default float32)")
     p.add_argument("--workdir", type=Path, help="default runs/<arch>-<dataset>")
     p.add_argument("--fresh", action="store_true", help="start over; an existing run in the "
                    "workdir is moved aside to <workdir>.<time>, not deleted")
@@ -66,7 +69,7 @@ def resolve_config(args) -> tuple[RunConfig, Path, bool]:
     given = {
         "arch": args.arch, "dataset": args.dataset, "epochs": args.epochs,
         "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
-        "holdout": args.holdout,
+        "holdout": args.holdout, "compute_dtype": args.compute_dtype,
     }
     given = {k: v for k, v in given.items() if v is not None}
     model_given = {"latent_dim": args.latent_dim} if args.latent_dim is not None else {}
@@ -127,6 +130,7 @@ class Trainer:
     def initial_state(self, checkpoints: Checkpoints) -> tuple[core.TrainState, list[dict]]:
         if checkpoints.latest_step() is None:
             state = core.init_state(self.config.arch, self.init_key, lr=self.config.lr,
+                                    compute_dtype=self.config.compute_dtype,
                                     **self.config.model)
             return self.placement.replicate(state), []
         state, meta = checkpoints.restore(None, abstract_state(self.config, self.placement))

@@ -6,8 +6,12 @@ tests read the TFDS datasets that scripts/setup.sh prepared (or prepare them on 
 """
 
 import os
+import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# The decoded-array cache of this session (subprocesses inherit it): the tests fill it from
+# TFDS themselves, and their tiny temporary datasets stay out of the user's cache.
+os.environ.setdefault("AEJAX_CACHE_DIR", tempfile.mkdtemp(prefix="aejax-test-cache-"))
 
 import jax  # noqa: E402
 

@@ -169,3 +169,33 @@ def test_unknown_dataset_and_wrong_shape_are_clear(tmp_path):
         data.builder("no_such_set", str(tmp_path))
     with pytest.raises(AejaxError, match=r"\(32, 32, 3\) uint8 images"):
         data.builder("cifar10", str(tmp_path))
+
+
+def test_decoded_cache_serves_the_same_arrays_and_follows_the_dataset(tmp_path, monkeypatch,
+                                                                       no_default_sources):
+    monkeypatch.setenv("AEJAX_CACHE_DIR", str(tmp_path / "cache"))
+    rng = np.random.default_rng(2)
+    write_idx_dir(tmp_path / "raw" / "kmnist", tiny_split(rng, 30), tiny_split(rng, 10))
+    data_dir = str(tmp_path / "tfds")
+    data.ensure_prepared("kmnist", data_dir, raw_dir=tmp_path / "raw", offline=True)
+
+    first = data.load("kmnist", "train", data_dir)  # read by TFDS, then cached
+    cached = sorted((tmp_path / "cache").rglob("*.npy"))
+    assert [p.name.split("-")[0] for p in cached] == ["train", "train"]
+    again = data.load("kmnist", "train", data_dir)  # from the cache
+    sliced = data.load("kmnist", "train[5:-5]", data_dir)
+    monkeypatch.setenv("AEJAX_NO_CACHE", "1")
+    by_tfds = data.load("kmnist", "train", data_dir)
+    by_tfds_sliced = data.load("kmnist", "train[5:-5]", data_dir)
+    for a, b in ((first, again), (first, by_tfds), (sliced, by_tfds_sliced)):
+        np.testing.assert_array_equal(a[0], b[0])
+        np.testing.assert_array_equal(a[1], b[1])
+    assert data.num_examples("kmnist", "train[5:-5]", data_dir) == 20
+    monkeypatch.delenv("AEJAX_NO_CACHE")
+
+    # Preparing the dataset anew (other files) leaves the old copy unused.
+    version_dir = next((tmp_path / "tfds" / "kmnist").iterdir())
+    (version_dir / "dataset_info.json").write_text(
+        (version_dir / "dataset_info.json").read_text() + " ")
+    data.load("kmnist", "train", data_dir)
+    assert len(list((tmp_path / "cache").rglob("train-*.images.npy"))) == 2

@@ -39,7 +39,7 @@ def test_writes_every_file_and_resumes(tmp_path, capsys):
     assert summary.startswith("dense on mnist: 2 epochs, 24,319 params, test BCE 0.")
     config = json.loads((workdir / "config.json").read_text())
     assert config == {"arch": "dense", "dataset": "mnist", "epochs": 2, "batch_size": 256,
-                      "lr": 0.001, "seed": 0, "holdout": 50000,
+                      "lr": 0.001, "seed": 0, "holdout": 50000, "compute_dtype": "float32",
                       "model": {"latent_dim": 15, "image_shape": [28, 28, 1]}}
     assert [m["epoch"] for m in metrics(workdir)] == [1, 2]
     assert (workdir / "loss.png").stat().st_size > 10_000

@@ -15,10 +15,12 @@ of time.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 
 import numpy as np
 
+from aejax.data import cache
 from aejax.data import prepare as _prepare
 from aejax.data._tf import tfds
 from aejax.errors import AejaxError
@@ -58,8 +60,50 @@ def ensure_prepared(name: str, data_dir: str | None = None, **prepare_kwargs) ->
     return _prepare.prepare(builder(name, data_dir), **prepare_kwargs)
 
 
+# A split TFDS would read whole or as one absolute slice: "train", "train[100:]", "test[:-5]".
+_SIMPLE_SPLIT = re.compile(r"(\w+)(?:\[(-?\d*):(-?\d*)\])?")
+
+
+def _read_tfds(b, split: str) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        batch = tfds().as_numpy(b.as_dataset(split=split, batch_size=-1, shuffle_files=False))
+    except (ValueError, KeyError) as e:
+        raise AejaxError(
+            f"bad split {split!r} for {b.name!r} (splits: {', '.join(b.info.splits)}): {e}"
+        ) from None
+    return batch["image"], batch["label"].astype(np.int32)
+
+
+def _whole_split(name: str, split: str, data_dir: str, prepare_kwargs) -> tuple | None:
+    """A whole split from the decoded-array cache (filled from TFDS on a miss), memory-mapped;
+    None where the cache does not apply."""
+    if not cache.enabled():
+        return None
+    version_dir = cache.dataset_dir(data_dir, name)
+    cached = cache.load(version_dir, split) if version_dir else None
+    if cached is None:
+        b = builder(name, data_dir)
+        _prepare.prepare(b, **prepare_kwargs)
+        version_dir = cache.dataset_dir(data_dir, name)
+        if version_dir is None or split not in b.info.splits:
+            return None
+        cache.save(version_dir, split, *_read_tfds(b, split))
+        cached = cache.load(version_dir, split)
+    return cached
+
+
+def _simple_slice(match) -> slice:
+    start, stop = (int(v) if v else None for v in match.group(2, 3))
+    return slice(start, stop)
+
+
 def num_examples(name: str, split: str, data_dir: str | None = None, **prepare_kwargs) -> int:
     """How many examples ``split`` (slices included) holds; prepares the dataset if needed."""
+    data_dir = data_dir or default_data_dir()
+    match = _SIMPLE_SPLIT.fullmatch(split)
+    whole = _whole_split(name, match.group(1), data_dir, prepare_kwargs) if match else None
+    if whole is not None:
+        return len(range(len(whole[1]))[_simple_slice(match)])
     b = builder(name, data_dir)
     _prepare.prepare(b, **prepare_kwargs)
     try:
@@ -81,16 +125,19 @@ def load(
       data_dir: TFDS's data directory; default ``$TFDS_DATA_DIR`` or ``~/tensorflow_datasets``.
       **prepare_kwargs: ``raw_dir``, ``mnist_pickle``, ``offline``, used only when the dataset
         has to be prepared first.
+
+    Whole splits and their absolute slices are served from a decoded copy after the first
+    read (:mod:`aejax.data.cache`); anything else is read by TFDS each time.
     """
+    data_dir = data_dir or default_data_dir()
+    match = _SIMPLE_SPLIT.fullmatch(split)
+    whole = _whole_split(name, match.group(1), data_dir, prepare_kwargs) if match else None
+    if whole is not None:
+        rows = _simple_slice(match)
+        return np.array(whole[0][rows]), np.array(whole[1][rows])
     b = builder(name, data_dir)
     _prepare.prepare(b, **prepare_kwargs)
-    try:
-        batch = tfds().as_numpy(b.as_dataset(split=split, batch_size=-1, shuffle_files=False))
-    except (ValueError, KeyError) as e:
-        raise AejaxError(
-            f"bad split {split!r} for {name!r} (splits: {', '.join(b.info.splits)}): {e}"
-        ) from None
-    return batch["image"], batch["label"].astype(np.int32)
+    return _read_tfds(b, split)
 
 
 def iterate(

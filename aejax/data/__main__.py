@@ -46,6 +46,8 @@ def main(argv: list[str] | None = None) -> int:
                     offline=args.offline or None,
                 )
                 print(f"{name}: {how}")
+                for split in data.info(name, args.data_dir)["splits"]:
+                    data.load(name, split, args.data_dir)  # fills the decoded-array cache
             entry = data.info(name, args.data_dir)
             print(json.dumps(entry) if args.json else _describe(entry))
     except AejaxError as e:

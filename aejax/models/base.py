@@ -1,6 +1,7 @@
 """What every aejax model is: an encoder/decoder pair whose decoder returns logits."""
 
 import jax
+import jax.numpy as jnp
 from flax import nnx
 
 from aejax.losses import bce_per_example
@@ -34,8 +35,14 @@ class Autoencoder(nnx.Module):
     def __call__(self, x_BxHxWxC: jax.Array) -> jax.Array:
         return self.decode(self.encode(x_BxHxWxC))
 
+    def logits(self, x_BxHxWxC: jax.Array) -> jax.Array:
+        """``self(x)`` computed in the parameters' dtype (bfloat16 under mixed precision),
+        returned in float32, where the loss is computed."""
+        dtype = jax.tree.leaves(nnx.state(self, nnx.Param))[0].dtype
+        return self(x_BxHxWxC.astype(dtype)).astype(jnp.float32)
+
     def loss(self, x_BxHxWxC: jax.Array, key: jax.Array) -> tuple[jax.Array, dict]:
         """Training loss per example ``[B]`` and extra per-example metrics; ``key`` is for
         models that sample (unused here)."""
         del key
-        return bce_per_example(self(x_BxHxWxC), x_BxHxWxC), {}
+        return bce_per_example(self.logits(x_BxHxWxC), x_BxHxWxC), {}
