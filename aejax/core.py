@@ -163,7 +163,10 @@ def epoch_order(key: jax.Array, n: int, batch_size: int) -> np.ndarray:
 def _gather_batch(images_NxHxWxC, idx_B, batch_sharding):
     """The batch at indices ``idx_B`` (-1: padding, weight 0), gathered on the device(s)."""
     weight_B = (idx_B >= 0).astype(jnp.float32)
-    batch = images_NxHxWxC[jnp.maximum(idx_B, 0)]
+    # Rows of the flattened images: gathering [N, H, W, C] directly gave XLA:CPU a batch in a
+    # transposed layout whose conversion to float then ran as a strided copy.
+    n, *image_shape = images_NxHxWxC.shape
+    batch = images_NxHxWxC.reshape(n, -1)[jnp.maximum(idx_B, 0)].reshape(-1, *image_shape)
     if batch_sharding is not None:
         batch = jax.lax.with_sharding_constraint(batch, batch_sharding)
         weight_B = jax.lax.with_sharding_constraint(weight_B, batch_sharding)

@@ -29,10 +29,16 @@ def bce_per_example(logits: jax.Array, targets: jax.Array) -> jax.Array:
     # pixel. optax.sigmoid_binary_cross_entropy evaluates two log-sigmoids, and its forward
     # pass measured 4x slower on XLA:CPU (0.72 vs 0.18 ms for a 256x784 batch).
     per_pixel = jnp.maximum(logits, 0) - logits * targets + jnp.log1p(jnp.exp(-jnp.abs(logits)))
-    return jnp.mean(per_pixel.reshape(per_pixel.shape[0], -1), axis=1)
+    return _mean_per_example(per_pixel)
+
+
+def _mean_per_example(x_BxD: jax.Array) -> jax.Array:
+    # A matrix-vector product rather than a reduction: XLA:CPU fuses a reduction with the
+    # elementwise loss into one loop that vectorises poorly (0.25 ms per 256x784 batch).
+    x = x_BxD.reshape(x_BxD.shape[0], -1)
+    return x @ jnp.full((x.shape[1],), 1.0 / x.shape[1], x.dtype)
 
 
 def mse_per_example(logits: jax.Array, targets: jax.Array) -> jax.Array:
     """Mean squared error between ``sigmoid(logits)`` and ``targets``, per example: ``[B]``."""
-    error = jax.nn.sigmoid(logits) - targets
-    return jnp.mean(jnp.square(error).reshape(error.shape[0], -1), axis=1)
+    return _mean_per_example(jnp.square(jax.nn.sigmoid(logits) - targets))
