@@ -274,15 +274,18 @@ SCORES = {"bce": losses.bce_per_example, "mse": losses.mse_per_example}
 
 
 @functools.partial(jax.jit, static_argnames=("kind", "batch_size", "batch_sharding"))
-def score(state: TrainState, images: jax.Array, kind: str = "bce", batch_size: int = 1000,
+def score(state: TrainState, images: jax.Array, kind: str = "bce",
+          batch_size: int | None = None,
           batch_sharding: jax.sharding.Sharding | None = None) -> jax.Array:
     """Per-image reconstruction error ``[N]`` (``kind``: ``bce`` or ``mse``).
 
-    Runs ``batch_size`` images at a time (``lax.map``), so memory stays bounded whatever N;
-    with ``batch_sharding``, each of those batches is split over the devices.
+    Runs ``batch_size`` images at a time (``lax.map``; default: the model's
+    ``eval_batch_size``), so memory stays bounded whatever N; with ``batch_sharding``, each of
+    those batches is split over the devices.
     """
     error_fn = SCORES[kind]
     model = state.model
+    batch_size = batch_size or model.eval_batch_size
 
     def one_batch(x_BxHxWxC):
         x = to_float(x_BxHxWxC)
@@ -314,7 +317,7 @@ def batched(fn, images_NxHxWxC: jax.Array, batch_size: int,
     return out.reshape(steps * batch_size, *out.shape[2:])[:n]
 
 
-def eval_loss(state: TrainState, images: jax.Array, batch_size: int = 1000,
+def eval_loss(state: TrainState, images: jax.Array, batch_size: int | None = None,
               num_examples: int | None = None,
               batch_sharding: jax.sharding.Sharding | None = None) -> jax.Array:
     """Mean reconstruction BCE over the first ``num_examples`` (default all) ``images``

@@ -187,12 +187,12 @@ def main() -> int:
     print(json.dumps(rows[0]), flush=True)
     for arch in args.archs:
         epochs = args.epochs or (15 if arch == "dense" else 4)
-        jobs = [("aejax", lambda: bench_aejax(arch, epochs, args.repeats,
-                                              args.aejax_args.split()))]
-        jobs += [(peer, lambda peer=peer: bench_peer(peer, arch, epochs, args.repeats))
-                 for peer in args.peers if not (arch == "dense" and "channels-last" in peer)]
-        for _, job in jobs:
-            rows.append(job())
+        rows.append(bench_aejax(arch, epochs, args.repeats, args.aejax_args.split()))
+        print(json.dumps(rows[-1]), flush=True)
+        for peer in args.peers:
+            if arch == "dense" and "channels-last" in peer:
+                continue  # a layout for convolutions
+            rows.append(bench_peer(peer, arch, epochs, args.repeats))
             print(json.dumps(rows[-1]), flush=True)
     if args.jsonl:
         with open(args.jsonl, "a") as f:
