@@ -313,8 +313,8 @@ def batched(fn, images_NxHxWxC: jax.Array, batch_size: int,
         spec = jax.sharding.PartitionSpec(None, *batch_sharding.spec)
         batches = jax.lax.with_sharding_constraint(
             batches, jax.sharding.NamedSharding(batch_sharding.mesh, spec))
-    out = jax.lax.map(fn, batches)
-    return out.reshape(steps * batch_size, *out.shape[2:])[:n]
+    out = jax.lax.map(fn, batches)  # any pytree of per-example arrays
+    return jax.tree.map(lambda v: v.reshape(steps * batch_size, *v.shape[2:])[:n], out)
 
 
 def eval_loss(state: TrainState, images: jax.Array, batch_size: int | None = None,

@@ -7,10 +7,11 @@ import numpy as np
 import pytest
 
 from aejax import eval as eval_cli
-from aejax import ood, train
+from aejax import ood, scores, train
 
 REPORT_FIELDS = {"config", "checkpoint_step", "score", "positive_class", "threshold_percentile",
-                 "threshold", "in_distribution", "ood", "workdir", "devices", "files"}
+                 "threshold", "in_distribution", "ood", "auroc_by_score", "stats", "workdir",
+                 "devices", "files"}
 OOD_FIELDS = {"auroc", "aupr_out", "aupr_in", "fpr_at_95_tpr", "detection_rate", "n",
               "mean_score"}
 
@@ -35,6 +36,10 @@ def test_cli_writes_every_file_and_field(trained, tmp_path, capsys):
     report = json.loads((out / "report.json").read_text())
     assert set(report) == REPORT_FIELDS
     assert report["positive_class"] == "ood" and report["checkpoint_step"] == 1
+    assert report["score"] == scores.DEFAULT
+    assert set(report["auroc_by_score"]["uniform"]) == set(scores.ALL)
+    # The scores' statistics were fitted and saved next to the checkpoint.
+    assert scores.load(workdir / "ood_stats" / "1.npz").meta == report["stats"]
     assert set(report["ood"]) == {"fashion_mnist", "uniform", "black"}
     for name, m in report["ood"].items():
         assert set(m) == OOD_FIELDS, name
@@ -47,7 +52,8 @@ def test_cli_writes_every_file_and_field(trained, tmp_path, capsys):
 
     with open(out / "scores.csv") as f:
         rows = list(csv.DictReader(f))
-    assert {"dataset", "index", "label", "score"} <= set(rows[0])
+    assert {"dataset", "index", "label", "score", *scores.ALL} <= set(rows[0])
+    assert rows[0]["score"] == rows[0][scores.DEFAULT]
     counts = {}
     for row in rows:
         counts[(row["dataset"], row["split"])] = counts.get((row["dataset"], row["split"]), 0) + 1
@@ -63,7 +69,7 @@ def test_cli_writes_every_file_and_field(trained, tmp_path, capsys):
 def test_without_workdir_uses_the_latest_run(trained, monkeypatch, capsys):
     root, workdir = trained
     monkeypatch.chdir(root)
-    assert eval_cli.main(["--ood", "uniform"]) == 0
+    assert eval_cli.main(["--ood", "uniform", "--score", "bce"]) == 0
     assert "evaluating runs/dense-mnist (the most recently trained run" in capsys.readouterr().err
     assert (workdir / "eval" / "report.json").exists()
 
@@ -100,3 +106,26 @@ def test_synthetic_sets_are_seeded_and_well_formed():
     np.testing.assert_array_equal(ood.synthetic("inverted", like), 255 - like)
     constant = ood.synthetic("constant", like)
     assert (constant == constant[:, :1, :1, :]).all()
+
+
+def test_suite_scores_four_models_on_seven_sets(tmp_path, capsys):
+    runs = tmp_path / "runs"
+    for arch, dataset in eval_cli.SUITE_MODELS:
+        assert train.main(["--arch", arch, "--dataset", dataset, "--epochs", "1", "--holdout",
+                           "55000", "--workdir", str(runs / f"{arch}-{dataset}")]) == 0
+    out = tmp_path / "results"
+    assert eval_cli.main(["--suite", "--runs-dir", str(runs), "--out", str(out)]) == 0
+    suite = json.loads((out / "ood_suite.json").read_text())
+    assert suite["default"] == scores.DEFAULT and len(suite["models"]) == 4
+    for model in suite["models"]:
+        assert len(model["auroc"]) == 7  # the other dataset and six synthetic sets
+        assert all(set(by) == set(scores.ALL) for by in model["auroc"].values())
+        assert set(model["selection_auroc"]) == set(eval_cli.SUITE_SYNTHETIC)
+    table = (out / "ood_suite.md").read_text()
+    assert "How the default was chosen" in table and f"`{scores.DEFAULT}`" in table
+
+
+def test_suite_without_the_runs_says_how_to_train_them(tmp_path, capsys):
+    assert eval_cli.main(["--suite", "--runs-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "python -m aejax.train --arch conv --dataset fashion_mnist" in err

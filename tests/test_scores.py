@@ -1,0 +1,90 @@
+"""OOD scores on small cases whose answers are known, and the fitted statistics' file."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from aejax import core, losses, metrics, scores
+
+
+def test_kl_of_a_perfect_reconstruction_is_zero():
+    x = jnp.asarray(np.random.default_rng(0).uniform(0.01, 0.99, (4, 28, 28, 1)), jnp.float32)
+    x = x.at[:, :3].set(0.0).at[:, -3:].set(1.0)  # exact 0s and 1s too (0 log 0 = 0)
+    logits = jnp.log(x) - jnp.log1p(-x)  # sigmoid(logits) == x
+    logits = jnp.where(x == 0, -40.0, jnp.where(x == 1, 40.0, logits))
+    kl = losses.bce_per_example(logits, x) - scores.entropy_per_example(x)
+    np.testing.assert_allclose(kl, 0.0, atol=2e-6)
+    # ... and the entropy term is what BCE is mostly made of for grey images.
+    assert float(scores.entropy_per_example(x).min()) > 0.3
+
+
+def test_entropy_of_binary_images_is_zero():
+    x = jnp.asarray(np.random.default_rng(1).integers(0, 2, (3, 28, 28, 1)), jnp.float32)
+    np.testing.assert_array_equal(scores.entropy_per_example(x), 0.0)
+
+
+def test_image_terms_are_consistent():
+    state = core.init_state("conv", jax.random.key(0))
+    images = jnp.asarray(np.random.default_rng(2).integers(0, 256, (10, 28, 28, 1), np.uint8))
+    terms = scores.image_terms(state, images, batch_size=4)
+    np.testing.assert_allclose(terms["bce"], core.score(state, images), rtol=1e-5)
+    np.testing.assert_allclose(terms["mse"], core.score(state, images, "mse"), rtol=1e-5)
+    assert terms["code"].shape == (10, 7 * 7 * 15)
+    assert float(jnp.min(terms["kl"])) > -1e-6  # KL >= 0
+
+
+def synthetic_terms(rng, n, bce_scale=1.0):
+    return {"bce": rng.lognormal(np.log(0.1 * bce_scale), 0.2, n),
+            "mse": rng.lognormal(np.log(0.01), 0.2, n),
+            "kl": rng.lognormal(np.log(0.05), 0.2, n),
+            "code": rng.normal(size=(n, 4)).astype(np.float32)}
+
+
+@pytest.fixture
+def stats():
+    rng = np.random.default_rng(3)
+    return scores.fit(synthetic_terms(rng, 5000), synthetic_terms(rng, 1000), {"dataset": "x"})
+
+
+def test_two_sided_typicality_flags_both_tails(stats):
+    rng = np.random.default_rng(4)
+    normal = stats.all_scores(synthetic_terms(rng, 2000))
+    too_well = stats.all_scores(synthetic_terms(rng, 1000, bce_scale=0.05))  # "blank images"
+    too_badly = stats.all_scores(synthetic_terms(rng, 1000, bce_scale=20))
+    both = {k: np.concatenate([too_well[k], too_badly[k]]) for k in too_well}
+    # One-sided BCE ranks the too-well half below normal: chance level overall.
+    assert metrics.ood_metrics(normal["bce"], both["bce"])["auroc"] == pytest.approx(0.5,
+                                                                                    abs=0.02)
+    assert metrics.ood_metrics(normal["typ-bce"], both["typ-bce"])["auroc"] > 0.999
+    # Typicality is ~|z|: median ~0.67 for in-distribution data.
+    assert np.median(normal["typ-bce"]) == pytest.approx(0.6745, abs=0.1)
+
+
+def test_latent_mahalanobis_flags_far_codes(stats):
+    rng = np.random.default_rng(5)
+    near, far = synthetic_terms(rng, 500), synthetic_terms(rng, 500)
+    far["code"] = far["code"] * 6
+    d_near, d_far = stats.raw(near)["latent"], stats.raw(far)["latent"]
+    assert np.mean(d_near) == pytest.approx(4, rel=0.15)  # E[chi2 with 4 dof]
+    assert metrics.ood_metrics(d_near, d_far)["auroc"] > 0.99
+
+
+def test_default_is_the_max_of_its_parts(stats):
+    s = stats.all_scores(synthetic_terms(np.random.default_rng(6), 50))
+    np.testing.assert_array_equal(
+        s["typ-max"], np.max([s[p] for p in scores.COMBINED["typ-max"]], axis=0))
+    assert set(s) == set(scores.ALL)
+
+
+def test_stats_round_trip_through_the_saved_file(stats, tmp_path):
+    path = scores.stats_path(tmp_path, 15)
+    scores.save(stats, path)
+    loaded = scores.load(path)
+    np.testing.assert_array_equal(loaded.latent_mean, stats.latent_mean)
+    np.testing.assert_array_equal(loaded.latent_precision, stats.latent_precision)
+    assert loaded.typicality == stats.typicality and loaded.meta == stats.meta
+    terms = synthetic_terms(np.random.default_rng(7), 20)
+    for name, values in stats.all_scores(terms).items():
+        np.testing.assert_array_equal(loaded.all_scores(terms)[name], values)
+    assert scores.load(tmp_path / "missing.npz") is None
