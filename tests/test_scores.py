@@ -29,6 +29,7 @@ def test_image_terms_are_consistent():
     images = jnp.asarray(np.random.default_rng(2).integers(0, 256, (10, 28, 28, 1), np.uint8))
     terms = scores.image_terms(state, images, batch_size=4)
     np.testing.assert_allclose(terms["bce"], core.score(state, images), rtol=1e-5)
+    np.testing.assert_allclose(terms["kl"] + terms["entropy"], terms["bce"], rtol=1e-6)
     np.testing.assert_allclose(terms["mse"], core.score(state, images, "mse"), rtol=1e-5)
     assert terms["code"].shape == (10, 7 * 7 * 15)
     assert float(jnp.min(terms["kl"])) > -1e-6  # KL >= 0
@@ -38,6 +39,7 @@ def synthetic_terms(rng, n, bce_scale=1.0):
     return {"bce": rng.lognormal(np.log(0.1 * bce_scale), 0.2, n),
             "mse": rng.lognormal(np.log(0.01), 0.2, n),
             "kl": rng.lognormal(np.log(0.05), 0.2, n),
+            "entropy": rng.lognormal(np.log(0.05), 0.2, n),
             "code": rng.normal(size=(n, 4)).astype(np.float32)}
 
 
@@ -70,11 +72,12 @@ def test_latent_mahalanobis_flags_far_codes(stats):
     assert metrics.ood_metrics(d_near, d_far)["auroc"] > 0.99
 
 
-def test_default_is_the_max_of_its_parts(stats):
+def test_combined_scores_combine_their_parts(stats):
     s = stats.all_scores(synthetic_terms(np.random.default_rng(6), 50))
-    np.testing.assert_array_equal(
-        s["typ-max"], np.max([s[p] for p in scores.COMBINED["typ-max"]], axis=0))
-    assert set(s) == set(scores.ALL)
+    parts = np.array([s["typ-kl"], s["typ-bce"], s["typ-latent"], s["typ-entropy"]])
+    np.testing.assert_allclose(s["typ-max"], parts.max(axis=0))
+    np.testing.assert_allclose(s["typ-rss"], np.sqrt((parts ** 2).sum(axis=0)))
+    assert set(s) == set(scores.ALL) and scores.DEFAULT in scores.COMBINED
 
 
 def test_stats_round_trip_through_the_saved_file(stats, tmp_path):
