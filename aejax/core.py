@@ -160,29 +160,37 @@ def epoch_order(key: jax.Array, n: int, batch_size: int) -> np.ndarray:
     return order.reshape(steps, batch_size)
 
 
-def _gather_batch(images_NxHxWxC, idx_B, batch_sharding):
-    """The batch at indices ``idx_B`` (-1: padding, weight 0), gathered on the device(s)."""
-    weight_B = (idx_B >= 0).astype(jnp.float32)
+def _gather(images_NxHxWxC, idx, batch_sharding):
+    """Images at indices ``idx`` (-1: padding, weight 0) with their weights, gathered on the
+    device(s); with a batch sharding, split along the batch (last index) axis."""
+    weight = (idx >= 0).astype(jnp.float32)
     # Rows of the flattened images: gathering [N, H, W, C] directly gave XLA:CPU a batch in a
     # transposed layout whose conversion to float then ran as a strided copy.
     n, *image_shape = images_NxHxWxC.shape
-    batch = images_NxHxWxC.reshape(n, -1)[jnp.maximum(idx_B, 0)].reshape(-1, *image_shape)
+    batch = images_NxHxWxC.reshape(n, -1)[jnp.maximum(idx, 0)].reshape(*idx.shape, *image_shape)
     if batch_sharding is not None:
-        batch = jax.lax.with_sharding_constraint(batch, batch_sharding)
-        weight_B = jax.lax.with_sharding_constraint(weight_B, batch_sharding)
-    return batch, weight_B
+        spec = jax.sharding.PartitionSpec(*(None,) * (idx.ndim - 1), *batch_sharding.spec)
+        sharding = jax.sharding.NamedSharding(batch_sharding.mesh, spec)
+        batch = jax.lax.with_sharding_constraint(batch, sharding)
+        weight = jax.lax.with_sharding_constraint(weight, sharding)
+    return batch, weight
 
 
 @functools.partial(jax.jit, donate_argnums=0, static_argnames=("batch_sharding",))
 def _train_steps(state, images_NxHxWxC, order_CxKxB, c, batch_sharding=None):
     """Steps ``order[c, 0], ..., order[c, K-1]`` in one ``lax.scan``; returns the state and
     the metric sums over those K steps."""
+    if batch_sharding is None:  # one device: gather each batch as it is needed (in cache)
+        def step(state, idx_B):
+            return _apply_gradients(state, *_gather(images_NxHxWxC, idx_B, None))
 
-    def step(state, idx_B):
-        batch, weight_B = _gather_batch(images_NxHxWxC, idx_B, batch_sharding)
-        return _apply_gradients(state, batch, weight_B)
-
-    state, sums = jax.lax.scan(step, state, order_CxKxB[c])
+        state, sums = jax.lax.scan(step, state, order_CxKxB[c])
+    else:
+        # Several devices: the K batches are gathered up front, one exchange between devices
+        # per call instead of one per step (4% faster on 2 CPU devices).
+        batches = _gather(images_NxHxWxC, order_CxKxB[c], batch_sharding)
+        state, sums = jax.lax.scan(lambda state, bw: _apply_gradients(state, *bw), state,
+                                   batches)
     return state, jax.tree.map(lambda v: jnp.sum(v, axis=0), sums)
 
 
