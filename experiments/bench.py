@@ -153,9 +153,9 @@ def markdown(rows: list[dict]) -> str:
         "over the epochs after the first (aejax: after compilation), min-max in brackets. "
         "Ratio = aejax / peer (lower is better).",
         "",
-        "| arch (batch) | job | s/epoch median [min-max] | images/s | vs aejax | "
-        "whole command (s) | final val BCE |",
-        "|---|---|---|---|---|---|---|",
+        "| arch (batch) | job | s/epoch median [min-max] | images/s | aejax / job | "
+        "whole command (s) | epochs | val BCE after them |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for arch in ("dense", "conv"):
         jobs = [r for r in rows if r.get("arch") == arch]
@@ -167,7 +167,7 @@ def markdown(rows: list[dict]) -> str:
             lines.append(
                 f"| {arch} ({r['batch']}) | {r['job']} | {s['median']:.3f} [{s['min']:.3f}-"
                 f"{s['max']:.3f}] | {r['images_per_s']:,} | {ratio if r is not ours else '1'} "
-                f"| {r['command_wall_s']['median']:.1f} | {loss} |")
+                f"| {r['command_wall_s']['median']:.1f} | {r['epochs']} | {loss} |")
     return "\n".join(lines) + "\n"
 
 
@@ -182,7 +182,15 @@ def main() -> int:
     p.add_argument("--aejax-args", default="", help="extra train options, e.g. '--cpu-devices 1'")
     p.add_argument("--jsonl", type=Path, help="also append the JSON lines to this file")
     p.add_argument("--markdown", type=Path, help="also write the table to this file")
+    p.add_argument("--table-from", type=Path, help="only write --markdown from the JSON lines "
+                   "of earlier runs (a file --jsonl wrote), running nothing")
     args = p.parse_args()
+    if args.table_from:
+        rows = [json.loads(line) for line in args.table_from.read_text().splitlines()]
+        machines = [r for r in rows if r["job"] == "machine"]
+        rows = machines[-1:] + [r for r in rows if r["job"] != "machine"]
+        args.markdown.write_text(markdown(rows))
+        return 0
     rows = [machine()]
     print(json.dumps(rows[0]), flush=True)
     for arch in args.archs:
@@ -195,9 +203,11 @@ def main() -> int:
             rows.append(bench_peer(peer, arch, epochs, args.repeats))
             print(json.dumps(rows[-1]), flush=True)
     if args.jsonl:
+        args.jsonl.parent.mkdir(parents=True, exist_ok=True)
         with open(args.jsonl, "a") as f:
             f.writelines(json.dumps(r) + "\n" for r in rows)
     if args.markdown:
+        args.markdown.parent.mkdir(parents=True, exist_ok=True)
         args.markdown.write_text(markdown(rows))
     return 0
 
