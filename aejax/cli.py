@@ -45,5 +45,8 @@ def describe(placement: parallel.Placement) -> str:
 
 
 def fail(error: Exception) -> int:
-    print(f"error: {error}", file=sys.stderr)
+    # One write, flushed: Orbax's background threads may print to stderr at the same moment
+    # (print() writes the text and its newline separately, and theirs landed in between).
+    sys.stderr.write(f"error: {error}\n")
+    sys.stderr.flush()
     return 2

@@ -9,15 +9,9 @@ gradients are all-reduced. Writes experiments/results/cpu_devices.{md,json}.
 from __future__ import annotations
 
 import argparse
-import json
-import statistics
-import subprocess
 import sys
-import tempfile
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "experiments" / "results"
+from common import summary, train, write_results
 
 
 def main() -> int:
@@ -27,19 +21,9 @@ def main() -> int:
     args = p.parse_args()
     rows = []
     for devices in args.devices:
-        with tempfile.TemporaryDirectory() as workdir:
-            command = [sys.executable, "-m", "aejax.train", "--arch", "conv", "--epochs",
-                       str(args.epochs), "--cpu-devices", str(devices), "--workdir", workdir]
-            print("$", " ".join(command[1:]), flush=True)
-            subprocess.run(command, cwd=ROOT, check=True)
-            history = [json.loads(line) for line in
-                       (Path(workdir) / "metrics.jsonl").read_text().splitlines()]
-        seconds = [h["epoch_seconds"] for h in history[1:]]
-        rows.append({"cpu_devices": devices, "sec_per_epoch_median": statistics.median(seconds),
-                     "sec_per_epoch_min": min(seconds), "sec_per_epoch_max": max(seconds),
-                     "val_loss": [round(h["val_loss"], 5) for h in history]})
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "cpu_devices.json").write_text(json.dumps(rows, indent=1) + "\n")
+        history = train("--arch", "conv", "--epochs", str(args.epochs), "--cpu-devices",
+                        str(devices))
+        rows.append({"cpu_devices": devices, **summary(history)})
     lines = ["# The conv net on 1 vs 2 CPU host devices (2-core machine)", "",
              f"`python -m aejax.train --arch conv --cpu-devices N` ({args.epochs} epochs, seed "
              "0, batch 128), one run after the other; written by "
@@ -57,8 +41,7 @@ def main() -> int:
         lines += ["", f"Speed-up {a['sec_per_epoch_median'] / b['sec_per_epoch_median']:.2f}x; "
                   f"final losses differ by {abs(a['val_loss'][-1] - b['val_loss'][-1]):.1e} "
                   "(the sums over the batch are added in another order)."]
-    (RESULTS / "cpu_devices.md").write_text("\n".join(lines) + "\n")
-    print((RESULTS / "cpu_devices.md").read_text())
+    write_results("cpu_devices", rows, lines)
     return 0
 
 

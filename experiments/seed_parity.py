@@ -14,12 +14,9 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "experiments" / "results"
+from common import RESULTS, ROOT, train
 
 # From DEVELOPERS.md (the Keras tutorial) and ../shared/bench/peers/RESULTS.md.
 REFERENCE = {
@@ -31,13 +28,9 @@ REFERENCE = {
 }
 
 
-def train(arch: str, seed: int, extra: list[str], tag: str) -> list[dict]:
-    workdir = ROOT / "runs" / "parity" / f"{arch}-s{seed}{tag}"
-    command = [sys.executable, "-m", "aejax.train", "--arch", arch, "--seed", str(seed),
-               "--epochs", "15", "--workdir", str(workdir), *extra]
-    print("$", " ".join(command[1:]), flush=True)
-    subprocess.run(command, cwd=ROOT, check=True)
-    return [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+def train_reference(arch: str, seed: int, extra: list[str], tag: str) -> list[dict]:
+    return train("--arch", arch, "--seed", str(seed), "--epochs", "15", *extra,
+                 workdir=ROOT / "runs" / "parity" / f"{arch}-s{seed}{tag}")
 
 
 def main() -> int:
@@ -52,7 +45,7 @@ def main() -> int:
             protocols.append(("reference (--holdout 0)", ["--holdout", "0"], "-h0"))
         for name, extra, tag in protocols:
             for seed in args.seeds:
-                history = train(arch, seed, extra, tag)
+                history = train_reference(arch, seed, extra, tag)
                 runs.append({"arch": arch, "protocol": name, "seed": seed,
                              "val_loss": [round(h["val_loss"], 4) for h in history],
                              "sec_per_epoch_median": round(statistics.median(

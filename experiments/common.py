@@ -1,0 +1,44 @@
+"""What the experiment scripts share: running ``python -m aejax.train`` and reading its history."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "experiments" / "results"
+
+
+def train(*options: str, workdir: Path | None = None) -> list[dict]:
+    """Runs ``python -m aejax.train OPTIONS --workdir WORKDIR`` (a temporary one if None; a
+    finished run there is reused, an interrupted one resumed) and returns its per-epoch
+    metrics (``metrics.jsonl``)."""
+    if workdir is None:
+        with tempfile.TemporaryDirectory() as tmp:
+            return train(*options, workdir=Path(tmp))
+    command = [sys.executable, "-m", "aejax.train", *options, "--workdir", str(workdir)]
+    print("$", " ".join(command[1:]), flush=True)
+    subprocess.run(command, cwd=ROOT, check=True)
+    return [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+
+
+def summary(history: list[dict]) -> dict:
+    """Seconds per epoch after the first (which compiles) and the test BCE of every epoch."""
+    seconds = [h["epoch_seconds"] for h in history[1:]] or [history[0]["epoch_seconds"]]
+    return {"sec_per_epoch_median": round(statistics.median(seconds), 3),
+            "sec_per_epoch_min": round(min(seconds), 3),
+            "sec_per_epoch_max": round(max(seconds), 3),
+            "val_loss": [round(h["val_loss"], 5) for h in history]}
+
+
+def write_results(name: str, rows: list[dict], markdown_lines: list[str]) -> None:
+    """``experiments/results/NAME.json`` (the rows) and ``NAME.md`` (the lines), then prints
+    the table."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{name}.json").write_text(json.dumps(rows, indent=1) + "\n")
+    (RESULTS / f"{name}.md").write_text("\n".join(markdown_lines) + "\n")
+    print((RESULTS / f"{name}.md").read_text())
