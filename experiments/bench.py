@@ -30,7 +30,8 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from common import ROOT, history
+
 PEERS_DIR = Path(os.environ.get("AEJAX_PEERS_DIR", ROOT.parent / "shared" / "bench" / "peers"))
 PEER_VENVS = Path(os.environ.get("PEER_VENVS", Path.home() / ".peer-venvs"))
 BATCH = {"dense": 256, "conv": 128}
@@ -90,14 +91,13 @@ def bench_aejax(arch: str, epochs: int, repeats: int, extra: list[str]) -> dict:
             command = [sys.executable, "-m", "aejax.train", "--arch", arch, "--epochs",
                        str(epochs), "--holdout", "0", "--workdir", workdir, *extra]
             job = run_timed(command, cwd=ROOT)
-            history = [json.loads(line) for line in
-                       (Path(workdir) / "metrics.jsonl").read_text().splitlines()]
-        seconds = [h["epoch_seconds"] for h in history]
+            epochs_run = history(Path(workdir))
+        seconds = [h["epoch_seconds"] for h in epochs_run]
         per_epoch += seconds[1:]
         first_extra.append(seconds[0] - statistics.median(seconds[1:]))
         walls.append(job["wall_s"])
         foreign.append(job["foreign_cpu_s"])
-        losses.append([round(h["val_loss"], 4) for h in history])
+        losses.append([round(h["val_loss"], 4) for h in epochs_run])
         devices = re.search(r"on (\d+ \w+ devices?)", job["stderr"])
     median = statistics.median(per_epoch)
     return {
@@ -157,6 +157,8 @@ def markdown(rows: list[dict]) -> str:
         "whole command (s) | epochs | val BCE after them |",
         "|---|---|---|---|---|---|---|---|",
     ]
+    targets = ["", "Against the fastest peer (the speed issue's targets: dense <= 0.25, "
+               "conv <= 0.67; the whole dense command < 0.5 of the Keras script's):", ""]
     for arch in ("dense", "conv"):
         jobs = [r for r in rows if r.get("arch") == arch]
         ours = next((r for r in jobs if r["job"] == "aejax"), None)
@@ -168,21 +170,17 @@ def markdown(rows: list[dict]) -> str:
                 f"| {arch} ({r['batch']}) | {r['job']} | {s['median']:.3f} [{s['min']:.3f}-"
                 f"{s['max']:.3f}] | {r['images_per_s']:,} | {ratio if r is not ours else '1'} "
                 f"| {r['command_wall_s']['median']:.1f} | {r['epochs']} | {loss} |")
-    lines += ["", "Against the fastest peer (the speed issue's targets: dense <= 0.25, "
-              "conv <= 0.67; the whole dense command < 0.5 of the Keras script's):", ""]
-    for arch in ("dense", "conv"):
-        jobs = [r for r in rows if r.get("arch") == arch]
-        ours = next((r for r in jobs if r["job"] == "aejax"), None)
-        peers = [r for r in jobs if r["job"] != "aejax"]
+        peers = [r for r in jobs if r is not ours]
         if not ours or not peers:
             continue
         best = min(peers, key=lambda r: r["sec_per_epoch"]["median"])
         ratio = ours["sec_per_epoch"]["median"] / best["sec_per_epoch"]["median"]
-        lines.append(f"- {arch}: {ratio:.2f} of {best['job']}'s s/epoch")
+        targets.append(f"- {arch}: {ratio:.2f} of {best['job']}'s s/epoch")
         keras = next((r for r in peers if r["job"] == "keras"), None)
         if arch == "dense" and keras:
             ratio = ours["command_wall_s"]["median"] / keras["command_wall_s"]["median"]
-            lines.append(f"- dense whole command: {ratio:.2f} of the Keras script's wall time")
+            targets.append(f"- dense whole command: {ratio:.2f} of the Keras script's wall time")
+    lines += targets
     return "\n".join(lines) + "\n"
 
 
@@ -211,6 +209,8 @@ def main() -> int:
     p.add_argument("--table-from", type=Path, help="only write --markdown from the JSON lines "
                    "of earlier runs (a file --jsonl wrote), running nothing")
     args = p.parse_args()
+    if args.table_from and not args.markdown:
+        p.error("--table-from writes the table: give --markdown FILE")
     if args.table_from:
         rows = [json.loads(line) for line in args.table_from.read_text().splitlines()]
         machines = [r for r in rows if r["job"] == "machine"]

@@ -23,6 +23,11 @@ def train(*options: str, workdir: Path | None = None) -> list[dict]:
     command = [sys.executable, "-m", "aejax.train", *options, "--workdir", str(workdir)]
     print("$", " ".join(command[1:]), flush=True)
     subprocess.run(command, cwd=ROOT, check=True)
+    return history(workdir)
+
+
+def history(workdir: Path) -> list[dict]:
+    """A training run's per-epoch metrics, oldest first."""
     return [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
 
 
