@@ -14,6 +14,7 @@ run killed at any moment leaves the previous checkpoints intact; saves are async
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 
 import jax
@@ -67,6 +68,7 @@ class Checkpoints:
     def meta(self, step: int | None = None) -> dict:
         """The JSON metadata saved with checkpoint ``step`` (default: the latest)."""
         step = self._check_step(step)
+        _ignore_late_orbax_callbacks()
         try:
             restored = self._manager.restore(
                 step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())
@@ -79,6 +81,7 @@ class Checkpoints:
         """``(state, meta)`` of checkpoint ``step`` (default latest), restored into the shapes,
         dtypes and shardings of ``abstract_state`` (e.g. from ``jax.eval_shape``)."""
         step = self._check_step(step)
+        _ignore_late_orbax_callbacks()
         try:
             restored = self._manager.restore(
                 step,
@@ -111,6 +114,32 @@ class Checkpoints:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def _ignore_late_orbax_callbacks() -> None:
+    """Drops the "Event loop is closed" errors of a failed restore's leftover reads.
+
+    Orbax runs a restore's reads on an asyncio loop that it closes when the restore fails;
+    TensorStore reads still in flight then complete into that closed loop, and Python prints
+    each one's traceback (through ``sys.unraisablehook``) around aejax's one-line error.
+    Installed (once) before restoring, as those reads can finish before the error is
+    handled; every other unraisable exception still goes to the previous hook.
+    """
+    global _hook_installed
+    if _hook_installed:
+        return
+    previous = sys.unraisablehook
+
+    def hook(unraisable):
+        if not (isinstance(unraisable.exc_value, RuntimeError)
+                and str(unraisable.exc_value) == "Event loop is closed"):
+            previous(unraisable)
+
+    sys.unraisablehook = hook
+    _hook_installed = True
+
+
+_hook_installed = False
 
 
 def abstract(tree):

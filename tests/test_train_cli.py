@@ -85,6 +85,11 @@ def test_damaged_checkpoint_is_one_clear_error(tmp_path, capsys):
     assert train.main([*SMALL, "--epochs", "2", "--workdir", str(workdir)]) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith("error: checkpoint") and "cannot be restored" in err
+    # As a command, the error is all it prints (Orbax's leftover reads used to add tracebacks).
+    result = subprocess.run(_command(workdir, 2), capture_output=True, text=True)
+    assert result.returncode == 2
+    [line] = result.stderr.splitlines()
+    assert line.startswith("error: checkpoint") and "cannot be restored" in line
 
 
 def test_nan_loss_stops_with_a_clear_error(tmp_path, capsys):
@@ -127,3 +132,22 @@ def test_same_seed_same_losses_and_sigkill_resume_is_bit_identical(tmp_path):
     final_straight, _, _ = run.restore(straight)
     for a, b in zip(jax.tree.leaves(final_killed), jax.tree.leaves(final_straight), strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_after_a_failed_restore_only_orbax_leftover_errors_are_dropped(monkeypatch):
+    from types import SimpleNamespace
+
+    from aejax import checkpoint
+
+    seen = []
+    monkeypatch.setattr(sys, "unraisablehook", seen.append)
+    monkeypatch.setattr(checkpoint, "_hook_installed", False)
+    checkpoint._ignore_late_orbax_callbacks()
+    hook = sys.unraisablehook
+    checkpoint._ignore_late_orbax_callbacks()
+    assert sys.unraisablehook is hook  # installed once, not wrapped again on every restore
+    leftover = SimpleNamespace(exc_value=RuntimeError("Event loop is closed"))
+    other = SimpleNamespace(exc_value=RuntimeError("something else"))
+    sys.unraisablehook(leftover)
+    sys.unraisablehook(other)
+    assert seen == [other]
