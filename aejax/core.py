@@ -104,8 +104,11 @@ def to_float(images: jax.Array) -> jax.Array:
     return images.astype(jnp.float32)
 
 
-def _apply_gradients(state: TrainState, batch: jax.Array, weight_B: jax.Array):
-    """One optimizer step on the weighted mean of the per-example losses."""
+def _apply_gradients(state: TrainState, batch: jax.Array, weight_B: jax.Array,
+                     count: jax.Array | None = None):
+    """One optimizer step on the weighted mean of the per-example losses; ``count`` is
+    ``sum(weight_B)`` when the caller has it without a reduction over devices."""
+    count = jnp.sum(weight_B) if count is None else count
     x = to_float(batch)
     key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
 
@@ -113,7 +116,7 @@ def _apply_gradients(state: TrainState, batch: jax.Array, weight_B: jax.Array):
         if state.compute_dtype != "float32":
             params = jax.tree.map(lambda p: p.astype(state.compute_dtype), params)
         loss_B, aux = nnx.merge(state.graphdef, params).loss(x, key)
-        return jnp.sum(loss_B * weight_B) / jnp.sum(weight_B), (loss_B, aux)
+        return jnp.sum(loss_B * weight_B) / count, (loss_B, aux)
 
     grads, (loss_B, aux) = jax.grad(mean_loss, has_aux=True)(state.params)
     updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
@@ -124,7 +127,7 @@ def _apply_gradients(state: TrainState, batch: jax.Array, weight_B: jax.Array):
     )
     sums = {"loss": loss_B, **aux}
     metrics = {name: jnp.sum(v * weight_B) for name, v in sums.items()}
-    metrics["count"] = jnp.sum(weight_B)
+    metrics["count"] = count
     return state, metrics
 
 
@@ -161,9 +164,13 @@ def epoch_order(key: jax.Array, n: int, batch_size: int) -> np.ndarray:
 
 
 def _gather(images_NxHxWxC, idx, batch_sharding):
-    """Images at indices ``idx`` (-1: padding, weight 0) with their weights, gathered on the
-    device(s); with a batch sharding, split along the batch (last index) axis."""
+    """Images at indices ``idx`` (-1: padding, weight 0) with their weights and the weights'
+    sum over the batch axis, gathered on the device(s); with a batch sharding, images and
+    weights split along the batch (last index) axis."""
     weight = (idx >= 0).astype(jnp.float32)
+    # From the (replicated) indices: summing the sharded weights inside the step would cost
+    # a reduction across devices of its own, a second synchronisation per step.
+    count = jnp.sum(weight, axis=-1)
     # Rows of the flattened images: gathering [N, H, W, C] directly gave XLA:CPU a batch in a
     # transposed layout whose conversion to float then ran as a strided copy.
     n, *image_shape = images_NxHxWxC.shape
@@ -173,7 +180,7 @@ def _gather(images_NxHxWxC, idx, batch_sharding):
         sharding = jax.sharding.NamedSharding(batch_sharding.mesh, spec)
         batch = jax.lax.with_sharding_constraint(batch, sharding)
         weight = jax.lax.with_sharding_constraint(weight, sharding)
-    return batch, weight
+    return batch, weight, count
 
 
 @functools.partial(jax.jit, donate_argnums=0, static_argnames=("batch_sharding",))
