@@ -3,6 +3,7 @@
     python -m aejax.eval --ood fashion_mnist                  # the most recent run
     python -m aejax.eval --workdir runs/conv-fashion_mnist --ood mnist,uniform,black
     python -m aejax.eval --suite                              # every score, 4 models, 7 sets
+    python -m aejax.eval --suite --archs sparse denoising     # the same for other models
 
 Scores every image (higher = more anomalous; ``--score``, see :mod:`aejax.scores`) on the
 run's own test split, on held-out training images (the run's ``--holdout`` slice, which sets
@@ -30,8 +31,7 @@ from aejax.run import put_split
 
 OTHER = {"mnist": "fashion_mnist", "fashion_mnist": "mnist"}
 SUITE_SYNTHETIC = ["uniform", "gaussian", "black", "grey", "white", "inverted"]
-SUITE_MODELS = [(arch, dataset) for dataset in ("mnist", "fashion_mnist")
-                for arch in ("dense", "conv")]
+SUITE_ARCHS = ["dense", "conv"]  # the reference models; --archs for others
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -49,8 +49,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, help="output directory (default <workdir>/eval; "
                    "with --suite, experiments/results)")
     p.add_argument("--suite", action="store_true", help="every score on the other dataset and "
-                   "the synthetic sets, for the runs <runs-dir>/{dense,conv}-{mnist,fashion_mnist}")
+                   "the synthetic sets, for the runs <runs-dir>/<arch>-{mnist,fashion_mnist}")
     p.add_argument("--runs-dir", type=Path, default=run.RUNS_DIR, help="with --suite")
+    p.add_argument("--archs", nargs="+", default=SUITE_ARCHS, help="with --suite: the "
+                   f"architectures (default {' '.join(SUITE_ARCHS)}; others write "
+                   "ood_suite_<archs>.*)")
     p.add_argument("--refit", action="store_true", help="fit the scores' statistics anew")
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic OOD sets")
     p.add_argument("--data-dir", help="TFDS data dir (default $TFDS_DATA_DIR)")
@@ -277,13 +280,17 @@ def _placement(args, workdirs: list[Path]) -> Placement:
 
 
 def suite(args) -> int:
-    """Every score on the 7 OOD sets, for the four reference models; writes ood_suite.*."""
-    workdirs = {m: args.runs_dir / f"{m[0]}-{m[1]}" for m in SUITE_MODELS}
+    """Every score on the 7 OOD sets, for each of ``--archs`` trained on MNIST and on
+    Fashion-MNIST; writes ood_suite.* (ood_suite_<archs>.* for other architectures)."""
+    for arch in args.archs:
+        models.get(arch)  # an unknown name is one clear error
+    workdirs = {(arch, dataset): args.runs_dir / f"{arch}-{dataset}"
+                for dataset in ("mnist", "fashion_mnist") for arch in args.archs}
     missing = [f"python -m aejax.train --arch {a} --dataset {d} --workdir {w}"
                for (a, d), w in workdirs.items() if not (w / "checkpoints").is_dir()]
     if missing:
-        raise AejaxError(f"--suite needs the four reference runs; train them first: "
-                         f"{'; '.join(missing)}")
+        raise AejaxError(f"--suite needs these {len(workdirs)} runs; train the missing ones "
+                         f"first: {'; '.join(missing)}")
     placement = _placement(args, list(workdirs.values()))
     results = []
     for (arch, dataset), workdir in workdirs.items():
@@ -301,40 +308,53 @@ def suite(args) -> int:
               f"{min(m['auroc'] for m in report['ood'].values()):.4f}", flush=True)
     if parallel.is_main_process():
         out = args.out or Path("experiments/results")
+        name = suite_name(args.archs)
         out.mkdir(parents=True, exist_ok=True)
-        run.write_json_atomic(out / "ood_suite.json", {"default": scores.DEFAULT,
-                                                       "models": results})
-        (out / "ood_suite.md").write_text(suite_markdown(results))
-        print(f"wrote {out / 'ood_suite.md'} and {out / 'ood_suite.json'}")
+        run.write_json_atomic(out / f"{name}.json", {"default": scores.DEFAULT,
+                                                     "models": results})
+        (out / f"{name}.md").write_text(suite_markdown(results, args.archs))
+        print(f"wrote {out / name}.md and {out / name}.json")
     return 0
 
 
-def suite_markdown(results: list[dict]) -> str:
+def suite_name(archs: list[str]) -> str:
+    """``ood_suite`` for the reference models, ``ood_suite_<arch>_...`` for others."""
+    return "ood_suite" if archs == SUITE_ARCHS else "_".join(["ood_suite", *archs])
+
+
+def suite_markdown(results: list[dict], archs: list[str] = SUITE_ARCHS) -> str:
     sets = [OTHER["mnist"], *SUITE_SYNTHETIC]  # column order; "other" varies per model
-    lines = ["# OOD suite: every score, four models, seven OOD sets", "",
-             "Written by `python -m aejax.eval --suite`. AUROC with OOD as the positive class; "
+    command = "python -m aejax.eval --suite" + (
+        "" if archs == SUITE_ARCHS else f" --archs {' '.join(archs)}")
+    lines = [f"# OOD suite: every score, {', '.join(archs)} on MNIST and Fashion-MNIST, "
+             "seven OOD sets", "",
+             f"Written by `{command}`. AUROC with OOD as the positive class; "
              "in-distribution = the model's own test split (10k), each OOD set 10k images. "
              f"Default score: `{scores.DEFAULT}` (see aejax/scores.py).", "",
              "## How the default was chosen", "",
              "Only on data a user has without any OOD test set: the 1,000 held-out training "
-             "images against the six synthetic sets, per model. Worst and mean of those 24 "
-             "AUROCs per score (the real OOD sets below played no part):", "",
+             "images against the six synthetic sets, per model. Worst and mean of those "
+             f"{6 * len(results)} AUROCs per score (the real OOD sets below played no part"
+             + ("" if archs == SUITE_ARCHS else "; the default was chosen on the reference "
+                "models, dense and conv, and is kept here") + "):", "",
              "| score | worst | mean |", "|---|---|---|"]
     for name in scores.ALL:
         values = [r["selection_auroc"][s][name] for r in results for s in r["selection_auroc"]]
         lines.append(f"| `{name}` | {min(values):.4f} | {np.mean(values):.4f} |")
     lines += ["", "## Results on the OOD test sets", "",
-              "| model | trained on | score | other dataset | " + " | ".join(sets[1:])
-              + " | worst |", "|---|---|---|---|" + "---|" * (len(sets) - 1) + "---|"]
+              "| model | trained on | its test BCE | score | other dataset | "
+              + " | ".join(sets[1:]) + " | worst |",
+              "|---|---|---|---|---|" + "---|" * (len(sets) - 1) + "---|"]
     for r in results:
         other = OTHER[r["dataset"]]
         for name in ("bce", "mse", scores.DEFAULT):
             row = [r["auroc"][other][name], *(r["auroc"][s][name] for s in sets[1:])]
             bold = "**" if name == scores.DEFAULT else ""
-            lines.append(f"| {r['arch']} | {r['dataset']} | {bold}`{name}`{bold} | "
+            lines.append(f"| {r['arch']} | {r['dataset']} | {r['test_bce']:.4f} | "
+                         f"{bold}`{name}`{bold} | "
                          + " | ".join(f"{v:.4f}" for v in row) + f" | {bold}{min(row):.4f}"
                          f"{bold} |")
-    lines += ["", "Every score's AUROC on every set: `ood_suite.json`."]
+    lines += ["", f"Every score's AUROC on every set: `{suite_name(archs)}.json`."]
     return "\n".join(lines) + "\n"
 
 

@@ -1,6 +1,7 @@
 """`python -m aejax.eval` on a tiny trained checkpoint (dense, 1 epoch on 10k MNIST images)."""
 
 import csv
+import itertools
 import json
 
 import numpy as np
@@ -110,7 +111,7 @@ def test_synthetic_sets_are_seeded_and_well_formed():
 
 def test_suite_scores_four_models_on_seven_sets(tmp_path, capsys):
     runs = tmp_path / "runs"
-    for arch, dataset in eval_cli.SUITE_MODELS:
+    for arch, dataset in itertools.product(eval_cli.SUITE_ARCHS, ("mnist", "fashion_mnist")):
         assert train.main(["--arch", arch, "--dataset", dataset, "--epochs", "1", "--holdout",
                            "55000", "--workdir", str(runs / f"{arch}-{dataset}")]) == 0
     out = tmp_path / "results"
@@ -129,3 +130,8 @@ def test_suite_without_the_runs_says_how_to_train_them(tmp_path, capsys):
     assert eval_cli.main(["--suite", "--runs-dir", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "python -m aejax.train --arch conv --dataset fashion_mnist" in err
+    assert eval_cli.main(["--suite", "--runs-dir", str(tmp_path), "--archs", "sparse"]) == 2
+    err = capsys.readouterr().err
+    assert "needs these 2 runs" in err and "--arch sparse --dataset fashion_mnist" in err
+    assert eval_cli.main(["--suite", "--runs-dir", str(tmp_path), "--archs", "vae"]) == 2
+    assert "unknown --arch 'vae'" in capsys.readouterr().err

@@ -8,6 +8,7 @@ from flax import nnx
 
 from aejax import core, models
 from aejax.errors import AejaxError
+from aejax.losses import bce_per_example
 
 
 @pytest.mark.parametrize("arch, count", [("dense", 24_319), ("conv", 10_756)])
@@ -52,3 +53,39 @@ def test_registry_lists_and_rejects():
         models.get("mlp")
     with pytest.raises(AejaxError, match="takes no option"):
         models.create("dense", rngs=nnx.Rngs(0), width=3)
+
+
+def _images(n=4, seed=0):
+    return jnp.asarray(np.random.default_rng(seed).integers(0, 256, (n, 28, 28, 1)) / 255.0,
+                       jnp.float32)
+
+
+def test_sparse_adds_the_l1_of_the_code_to_the_training_loss_only():
+    x = _images()
+    sparse = models.create("sparse", rngs=nnx.Rngs(0), l1=0.01)
+    dense = models.create("dense", rngs=nnx.Rngs(0))  # the same parameters
+    loss_B, aux = sparse.loss(x, jax.random.key(0))
+    np.testing.assert_allclose(aux["bce"], dense.loss(x, jax.random.key(0))[0], rtol=1e-6)
+    l1_B = 0.01 * jnp.sum(jnp.abs(sparse.encode(x)), axis=-1)
+    np.testing.assert_allclose(aux["l1"], l1_B, rtol=1e-6)
+    np.testing.assert_allclose(loss_B, aux["bce"] + l1_B, rtol=1e-6)
+    assert float(l1_B.min()) > 0
+    # Evaluation reconstructs as the dense net does: the penalty is not part of the score.
+    np.testing.assert_array_equal(sparse(x), dense(x))
+
+
+def test_denoising_trains_on_noisy_inputs_against_clean_targets():
+    x = _images()
+    denoising = models.create("denoising", rngs=nnx.Rngs(0))
+    conv = models.create("conv", rngs=nnx.Rngs(0))
+    key = jax.random.key(1)
+    loss_B, _ = denoising.loss(x, key)
+    np.testing.assert_array_equal(loss_B, denoising.loss(x, key)[0])  # the key decides
+    assert not np.allclose(loss_B, denoising.loss(x, jax.random.key(2))[0])
+    # What the loss sees is clip(x + 0.5 N(0, 1)), reconstructed towards the clean x.
+    noisy = jnp.clip(x + 0.5 * jax.random.normal(key, x.shape), 0, 1)
+    np.testing.assert_allclose(loss_B, bce_per_example(conv(noisy), x), rtol=1e-5)
+    # Without noise it is the conv net's loss; evaluation never adds noise.
+    quiet = models.create("denoising", rngs=nnx.Rngs(0), noise=0.0)
+    np.testing.assert_allclose(quiet.loss(x, key)[0], conv.loss(x, key)[0], rtol=1e-6)
+    np.testing.assert_array_equal(denoising(x), conv(x))
