@@ -3,7 +3,7 @@
     python -m aejax.eval --ood fashion_mnist                  # the most recent run
     python -m aejax.eval --workdir runs/conv-fashion_mnist --ood mnist,uniform,black
     python -m aejax.eval --suite                              # every score, 4 models, 7 sets
-    python -m aejax.eval --suite --archs sparse denoising     # the same for other models
+    python -m aejax.eval --suite --archs sparse denoising vae # the same for other models
 
 Scores every image (higher = more anomalous; ``--score``, see :mod:`aejax.scores`) on the
 run's own test split, on held-out training images (the run's ``--holdout`` slice, which sets
@@ -347,7 +347,9 @@ def suite_markdown(results: list[dict], archs: list[str] = SUITE_ARCHS) -> str:
               "|---|---|---|---|---|" + "---|" * (len(sets) - 1) + "---|"]
     for r in results:
         other = OTHER[r["dataset"]]
-        for name in ("bce", "mse", scores.DEFAULT):
+        # elbo is bce for a model without a prior on its code: shown only where it differs.
+        has_prior = any(by["elbo"] != by["bce"] for by in r["auroc"].values())
+        for name in ("bce", "mse", *(["elbo"] if has_prior else []), scores.DEFAULT):
             row = [r["auroc"][other][name], *(r["auroc"][s][name] for s in sets[1:])]
             bold = "**" if name == scores.DEFAULT else ""
             lines.append(f"| {r['arch']} | {r['dataset']} | {r['test_bce']:.4f} | "

@@ -9,6 +9,8 @@ Raw scores (higher = more anomalous), per image:
   so ``kl`` is the part the model is responsible for (0 for a perfect reconstruction), while
   ``bce`` mostly measures :math:`H(x)`: nearly binary MNIST digits have low entropy whatever
   the model, which is why a Fashion-MNIST model ranks them *below* its own data under ``bce``.
+* ``elbo``: the negative ELBO per pixel, ``bce`` plus the model's ``prior_term`` (a VAE's
+  KL term, evaluated at the code's mean); equal to ``bce`` for models without a prior.
 * ``latent``: squared Mahalanobis distance of the image's code from a Gaussian fitted to the
   codes of the training images (covariance shrunk by Ledoit-Wolf: the conv net's codes have 735
   dimensions).
@@ -43,7 +45,7 @@ from jax.scipy.special import xlogy
 
 from aejax import core, losses
 
-RAW = ("bce", "mse", "kl", "entropy", "latent")
+RAW = ("bce", "mse", "kl", "entropy", "elbo", "latent")
 TYPICALITY = tuple(f"typ-{name}" for name in RAW)
 _PARTS = ("typ-kl", "typ-bce", "typ-latent", "typ-entropy")
 COMBINED = {  # name: (how, parts)
@@ -64,8 +66,8 @@ def entropy_per_example(x_BxHxWxC: jax.Array) -> jax.Array:
 @functools.partial(jax.jit, static_argnames=("batch_size", "batch_sharding"))
 def image_terms(state: core.TrainState, images: jax.Array, batch_size: int | None = None,
                 batch_sharding: jax.sharding.Sharding | None = None) -> dict:
-    """Per image: ``bce``, ``mse``, ``kl``, ``entropy`` ``[N]`` and the flattened ``code``
-    ``[N, D]``."""
+    """Per image: ``bce``, ``mse``, ``kl``, ``entropy``, ``elbo`` ``[N]`` and the flattened
+    ``code`` ``[N, D]``."""
     model = state.model
     batch_size = batch_size or model.eval_batch_size
 
@@ -76,7 +78,8 @@ def image_terms(state: core.TrainState, images: jax.Array, batch_size: int | Non
         bce = losses.bce_per_example(logits, x)
         entropy = entropy_per_example(x)
         return {"bce": bce, "mse": losses.mse_per_example(logits, x), "kl": bce - entropy,
-                "entropy": entropy, "code": code.reshape(x.shape[0], -1)}
+                "entropy": entropy, "elbo": bce + model.prior_term(x),
+                "code": code.reshape(x.shape[0], -1)}
 
     return core.batched(one_batch, images, batch_size, batch_sharding)
 
@@ -99,7 +102,8 @@ class Stats:
 
     def raw(self, terms: dict) -> dict[str, np.ndarray]:
         """The raw scores from :func:`image_terms`' output."""
-        raw = {k: np.asarray(terms[k], np.float64) for k in ("bce", "mse", "kl", "entropy")}
+        raw = {k: np.asarray(terms[k], np.float64)
+               for k in ("bce", "mse", "kl", "entropy", "elbo")}
         raw["latent"] = np.asarray(mahalanobis(terms["code"], self.latent_mean,
                                                self.latent_precision), np.float64)
         return raw

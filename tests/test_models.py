@@ -89,3 +89,20 @@ def test_denoising_trains_on_noisy_inputs_against_clean_targets():
     quiet = models.create("denoising", rngs=nnx.Rngs(0), noise=0.0)
     np.testing.assert_allclose(quiet.loss(x, key)[0], conv.loss(x, key)[0], rtol=1e-6)
     np.testing.assert_array_equal(denoising(x), conv(x))
+
+
+def test_vae_minimises_the_negative_elbo_of_a_reparameterised_sample():
+    x = _images()
+    vae = models.create("vae", rngs=nnx.Rngs(0))
+    mean, log_var = vae.posterior(x)
+    np.testing.assert_array_equal(vae.encode(x), mean)  # the code is the posterior mean
+    kl_B = 0.5 * np.sum(np.exp(log_var) + np.square(mean) - 1 - log_var, axis=-1) / 784
+    np.testing.assert_allclose(vae.prior_term(x), kl_B, rtol=1e-5)
+    key = jax.random.key(3)
+    loss_B, aux = vae.loss(x, key)
+    z = mean + jnp.exp(0.5 * log_var) * jax.random.normal(key, mean.shape)
+    np.testing.assert_allclose(aux["bce"], bce_per_example(vae.decode(z), x), rtol=1e-5)
+    np.testing.assert_allclose(loss_B, aux["bce"] + kl_B, rtol=1e-5)
+    assert not np.allclose(loss_B, vae.loss(x, jax.random.key(4))[0])  # sampled
+    # Models without a prior on the code add nothing.
+    np.testing.assert_array_equal(models.create("dense", rngs=nnx.Rngs(0)).prior_term(x), 0.0)

@@ -33,14 +33,25 @@ def test_image_terms_are_consistent():
     np.testing.assert_allclose(terms["mse"], core.score(state, images, "mse"), rtol=1e-5)
     assert terms["code"].shape == (10, 7 * 7 * 15)
     assert float(jnp.min(terms["kl"])) > -1e-6  # KL >= 0
+    np.testing.assert_array_equal(terms["elbo"], terms["bce"])  # no prior on the code
+
+
+def test_elbo_adds_a_vae_prior_term_to_bce():
+    state = core.init_state("vae", jax.random.key(0))
+    images = jnp.asarray(np.random.default_rng(2).integers(0, 256, (10, 28, 28, 1), np.uint8))
+    terms = scores.image_terms(state, images, batch_size=4)
+    prior = state.model.prior_term(core.to_float(images))
+    assert float(jnp.min(prior)) > 0  # KL(q || N(0, I)) of an untrained encoder
+    np.testing.assert_allclose(terms["elbo"], terms["bce"] + prior, rtol=1e-5)
 
 
 def synthetic_terms(rng, n, bce_scale=1.0):
-    return {"bce": rng.lognormal(np.log(0.1 * bce_scale), 0.2, n),
-            "mse": rng.lognormal(np.log(0.01), 0.2, n),
-            "kl": rng.lognormal(np.log(0.05), 0.2, n),
-            "entropy": rng.lognormal(np.log(0.05), 0.2, n),
-            "code": rng.normal(size=(n, 4)).astype(np.float32)}
+    terms = {"bce": rng.lognormal(np.log(0.1 * bce_scale), 0.2, n),
+             "mse": rng.lognormal(np.log(0.01), 0.2, n),
+             "kl": rng.lognormal(np.log(0.05), 0.2, n),
+             "entropy": rng.lognormal(np.log(0.05), 0.2, n),
+             "code": rng.normal(size=(n, 4)).astype(np.float32)}
+    return {**terms, "elbo": terms["bce"] + rng.lognormal(np.log(0.01), 0.2, n)}
 
 
 @pytest.fixture

@@ -44,6 +44,11 @@ class Autoencoder(nnx.Module):
         dtype = jax.tree.leaves(nnx.state(self, nnx.Param))[0].dtype
         return self(x_BxHxWxC.astype(dtype)).astype(jnp.float32)
 
+    def prior_term(self, x_BxHxWxC: jax.Array) -> jax.Array:
+        """What a model with a prior on its code adds to ``bce`` for the negative ELBO per
+        pixel (a VAE's KL term); zero for a plain autoencoder. ``[B]``."""
+        return jnp.zeros(x_BxHxWxC.shape[0], jnp.float32)
+
     def loss(self, x_BxHxWxC: jax.Array, key: jax.Array) -> tuple[jax.Array, dict]:
         """Training loss per example ``[B]`` and extra per-example metrics; ``key`` is for
         models that sample (unused here)."""
