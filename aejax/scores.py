@@ -9,8 +9,8 @@ Raw scores (higher = more anomalous), per image:
   so ``kl`` is the part the model is responsible for (0 for a perfect reconstruction), while
   ``bce`` mostly measures :math:`H(x)`: nearly binary MNIST digits have low entropy whatever
   the model, which is why a Fashion-MNIST model ranks them *below* its own data under ``bce``.
-* ``elbo``: the negative ELBO per pixel, ``bce`` plus the model's ``prior_term`` (a VAE's
-  KL term, evaluated at the code's mean); equal to ``bce`` for models without a prior.
+* ``elbo``: the negative ELBO per pixel: ``bce`` (the reconstruction of the code's mean) plus
+  the model's ``prior_term`` (a VAE's KL term); equal to ``bce`` for models without a prior.
 * ``latent``: squared Mahalanobis distance of the image's code from a Gaussian fitted to the
   codes of the training images (covariance shrunk by Ledoit-Wolf: the conv net's codes have 735
   dimensions).

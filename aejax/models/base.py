@@ -38,11 +38,16 @@ class Autoencoder(nnx.Module):
     def __call__(self, x_BxHxWxC: jax.Array) -> jax.Array:
         return self.decode(self.encode(x_BxHxWxC))
 
+    @property
+    def param_dtype(self) -> jnp.dtype:
+        """The parameters' dtype: what the forward pass runs in (bfloat16 under mixed
+        precision, where training casts a copy of the float32 parameters)."""
+        return jax.tree.leaves(nnx.state(self, nnx.Param))[0].dtype
+
     def logits(self, x_BxHxWxC: jax.Array) -> jax.Array:
-        """``self(x)`` computed in the parameters' dtype (bfloat16 under mixed precision),
-        returned in float32, where the loss is computed."""
-        dtype = jax.tree.leaves(nnx.state(self, nnx.Param))[0].dtype
-        return self(x_BxHxWxC.astype(dtype)).astype(jnp.float32)
+        """``self(x)`` computed in :attr:`param_dtype`, returned in float32, where the loss is
+        computed."""
+        return self(x_BxHxWxC.astype(self.param_dtype)).astype(jnp.float32)
 
     def prior_term(self, x_BxHxWxC: jax.Array) -> jax.Array:
         """What a model with a prior on its code adds to ``bce`` for the negative ELBO per

@@ -24,8 +24,7 @@ class Sparse(Dense):
 
     def loss(self, x_BxHxWxC: jax.Array, key: jax.Array) -> tuple[jax.Array, dict]:
         del key
-        dtype = jax.tree.leaves(nnx.state(self, nnx.Param))[0].dtype
-        z_BxL = self.encode(x_BxHxWxC.astype(dtype))
+        z_BxL = self.encode(x_BxHxWxC.astype(self.param_dtype))
         logits = self.decode(z_BxL).astype(jnp.float32)
         # Keras divides an activity penalty by the batch size: per example, l1 * sum |z|.
         penalty_B = self.l1 * jnp.sum(jnp.abs(z_BxL.astype(jnp.float32)), axis=-1)

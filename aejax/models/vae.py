@@ -60,8 +60,7 @@ class VAE(Autoencoder):
         return self._kl_per_pixel(*self.posterior(x_BxHxWxC))
 
     def loss(self, x_BxHxWxC: jax.Array, key: jax.Array) -> tuple[jax.Array, dict]:
-        dtype = jax.tree.leaves(nnx.state(self, nnx.Param))[0].dtype
-        mean, log_var = self.posterior(x_BxHxWxC.astype(dtype))
+        mean, log_var = self.posterior(x_BxHxWxC.astype(self.param_dtype))
         z = mean + jnp.exp(0.5 * log_var) * jax.random.normal(key, mean.shape, mean.dtype)
         bce_B = bce_per_example(self.decode(z).astype(jnp.float32), x_BxHxWxC)
         kl_B = self._kl_per_pixel(mean, log_var)
