@@ -82,8 +82,12 @@ class Scorer:
         terms = scores.image_terms(self.state, images, batch_sharding=self.batch_sharding)
         return {k: parallel.to_numpy(v)[:n] for k, v in terms.items()}
 
-    def tfds_set(self, dataset, split, start=None, stop=None, role=None) -> ScoredSet:
-        images, n = put_split(self.placement, dataset, split, start, stop, self.data_dir)
+    def tfds_set(self, dataset, split, start=None, stop=None, role=None,
+                 placed=None) -> ScoredSet:
+        """Rows ``[start, stop)`` of a TFDS split, scored; ``placed``: the ``(images, n)`` that
+        :func:`put_split` already gave for them."""
+        images, n = placed or put_split(self.placement, dataset, split, start, stop,
+                                        self.data_dir)
         first = start or 0
         # Labels and the first images are small: every process reads them whole.
         labels = data.load(dataset, f"{split}[{first}:{first + n}]", self.data_dir)[1]
@@ -123,7 +127,8 @@ def evaluate(state, config: run.RunConfig, meta: dict, ood_names: list[str], *, 
         raise AejaxError("this run trained on its whole train split (--holdout 0), so nothing "
                          "is held out to set the threshold on: train with --holdout 1000")
     scorer = Scorer(state, placement, data_dir)
-    test = scorer.tfds_set(config.dataset, "test")
+    test_images, n_test = put_split(placement, config.dataset, "test", data_dir=data_dir)
+    test = scorer.tfds_set(config.dataset, "test", placed=(test_images, n_test))
     holdout = scorer.tfds_set(config.dataset, *ranges["holdout"], role="holdout")
     step = meta["history"][-1]["epoch"]  # the checkpoint's own epoch
     stats = fitted_stats(scorer, workdir, step, config, ranges, holdout, refit)
@@ -133,14 +138,13 @@ def evaluate(state, config: run.RunConfig, meta: dict, ood_names: list[str], *, 
             like = np.zeros((len(test.labels), *data.IMAGE_SHAPE), np.uint8)
             if name == "inverted":
                 like = data.load(config.dataset, "test", data_dir)[0]
-            outs.append(scorer.array_set(name, *ood.load(name, like, seed, data_dir)))
+            outs.append(scorer.array_set(name, *ood.synthetic_set(name, like, seed)))
         else:
             outs.append(scorer.tfds_set(name, "test"))
     for s in (test, holdout, *outs):
         s.scores = stats.all_scores(s.terms)
 
     threshold = metrics.threshold_at(holdout.scores[kind], percentile)
-    test_images, n_test = put_split(placement, config.dataset, "test", data_dir=data_dir)
     report = {
         "config": dataclasses.asdict(config),
         "checkpoint_step": step,

@@ -59,15 +59,12 @@ def synthetic(name: str, like: np.ndarray, seed: int = 0) -> np.ndarray:
     return SYNTHETIC[name](rng, like)
 
 
-def load(name: str, in_test_images: np.ndarray, seed: int = 0,
-         data_dir: str | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """``(images, labels)`` of OOD set ``name``: a synthetic set (labels -1) or a TFDS
-    dataset's test split."""
-    if name in SYNTHETIC:
-        images = synthetic(name, in_test_images, seed)
-        return images, np.full(len(images), -1, np.int32)
-    check_name(name, data_dir)
-    return data.load(name, "test", data_dir)
+def synthetic_set(name: str, in_test_images: np.ndarray,
+                  seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """``(images, labels)`` of synthetic set ``name``, shaped like ``in_test_images``; the
+    labels are -1 (no class). A TFDS OOD set is read like any dataset (:func:`data.load`)."""
+    images = synthetic(name, in_test_images, seed)
+    return images, np.full(len(images), -1, np.int32)
 
 
 def check_name(name: str, data_dir: str | None = None) -> None:

@@ -124,10 +124,6 @@ class Placement:
     def replicated(self) -> NamedSharding:
         return NamedSharding(self.mesh, P())
 
-    @property
-    def is_multi_device_cpu(self) -> bool:
-        return self.size > 1 and self.mesh.devices.flat[0].platform == "cpu"
-
     def check_batch_size(self, batch_size: int) -> None:
         if batch_size % self.size:
             raise AejaxError(
@@ -159,12 +155,6 @@ class Placement:
     def replicate(self, tree):
         """``tree`` (the same on every process) replicated on every device."""
         return jax.device_put(tree, self.replicated)
-
-    def abstract_replicated(self, abstract_tree):
-        """Restore targets: shapes and dtypes of ``abstract_tree``, replicated."""
-        return jax.tree.map(
-            lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=self.replicated),
-            abstract_tree)
 
 
 def to_numpy(array: jax.Array) -> np.ndarray:

@@ -76,10 +76,14 @@ def default_workdir(arch: str, dataset: str) -> Path:
     return RUNS_DIR / f"{arch}-{dataset.replace('/', '-')}"
 
 
-def write_json_atomic(path: Path, obj) -> None:
+def write_text_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
+    tmp.write_text(text)
     os.replace(tmp, path)  # readers see the old file or the new one, never half of one
+
+
+def write_json_atomic(path: Path, obj) -> None:
+    write_text_atomic(path, json.dumps(obj, indent=2) + "\n")
 
 
 def abstract_state(config: RunConfig, placement: Placement | None = None):
@@ -88,11 +92,11 @@ def abstract_state(config: RunConfig, placement: Placement | None = None):
     shapes = jax.eval_shape(lambda: core.init_state(
         config.arch, jax.random.key(config.seed), lr=config.lr,
         compute_dtype=config.compute_dtype, **config.model))
-    if placement is not None:
-        return placement.abstract_replicated(shapes)
-    # One device, whatever devices saved it (a checkpoint keeps its writer's shardings).
-    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-    return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=device),
+    # Without a placement: one device, whatever devices saved it (a checkpoint keeps its
+    # writer's shardings).
+    sharding = placement.replicated if placement is not None else \
+        jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding),
                         shapes)
 
 

@@ -36,6 +36,7 @@ from aejax.run import (
     put_split,
     saved_config,
     write_json_atomic,
+    write_text_atomic,
 )
 
 
@@ -176,10 +177,8 @@ class Trainer:
     def write_records(self, history: list[dict]) -> None:
         if not self.is_main:
             return
-        lines = "".join(json.dumps(h) + "\n" for h in history)
-        tmp = self.workdir / "metrics.jsonl.tmp"
-        tmp.write_text(lines)
-        tmp.replace(self.workdir / "metrics.jsonl")
+        write_text_atomic(self.workdir / "metrics.jsonl",
+                          "".join(json.dumps(h) + "\n" for h in history))
 
     def fit(self) -> tuple[core.TrainState, list[dict]]:
         if self.is_main:

@@ -60,6 +60,12 @@ def ensure_prepared(name: str, data_dir: str | None = None, **prepare_kwargs) ->
     return _prepare.prepare(builder(name, data_dir), **prepare_kwargs)
 
 
+def _prepared_builder(name: str, data_dir: str | None, prepare_kwargs: dict):
+    b = builder(name, data_dir)
+    _prepare.prepare(b, **prepare_kwargs)
+    return b
+
+
 # A split TFDS would read whole or as one absolute slice: "train", "train[100:]", "test[:-5]".
 _SIMPLE_SPLIT = re.compile(r"(\w+)(?:\[(-?\d*):(-?\d*)\])?")
 
@@ -82,8 +88,7 @@ def _whole_split(name: str, split: str, data_dir: str, prepare_kwargs) -> tuple 
     version_dir = cache.dataset_dir(data_dir, name)
     cached = cache.load(version_dir, split) if version_dir else None
     if cached is None:
-        b = builder(name, data_dir)
-        _prepare.prepare(b, **prepare_kwargs)
+        b = _prepared_builder(name, data_dir, prepare_kwargs)
         version_dir = cache.dataset_dir(data_dir, name)
         if version_dir is None or split not in b.info.splits:
             return None
@@ -92,20 +97,24 @@ def _whole_split(name: str, split: str, data_dir: str, prepare_kwargs) -> tuple 
     return cached
 
 
-def _simple_slice(match) -> slice:
+def _cached_rows(name: str, split: str, data_dir: str, prepare_kwargs: dict) -> tuple | None:
+    """``split``'s (images, labels) as memory-mapped views of the decoded-array cache, for a
+    whole split or an absolute slice of one; None where the cache does not apply."""
+    match = _SIMPLE_SPLIT.fullmatch(split)
+    whole = _whole_split(name, match.group(1), data_dir, prepare_kwargs) if match else None
+    if whole is None:
+        return None
     start, stop = (int(v) if v else None for v in match.group(2, 3))
-    return slice(start, stop)
+    return whole[0][start:stop], whole[1][start:stop]
 
 
 def num_examples(name: str, split: str, data_dir: str | None = None, **prepare_kwargs) -> int:
     """How many examples ``split`` (slices included) holds; prepares the dataset if needed."""
     data_dir = data_dir or default_data_dir()
-    match = _SIMPLE_SPLIT.fullmatch(split)
-    whole = _whole_split(name, match.group(1), data_dir, prepare_kwargs) if match else None
-    if whole is not None:
-        return len(range(len(whole[1]))[_simple_slice(match)])
-    b = builder(name, data_dir)
-    _prepare.prepare(b, **prepare_kwargs)
+    cached = _cached_rows(name, split, data_dir, prepare_kwargs)
+    if cached is not None:
+        return len(cached[1])
+    b = _prepared_builder(name, data_dir, prepare_kwargs)
     try:
         return b.info.splits[split].num_examples
     except (ValueError, KeyError) as e:
@@ -130,14 +139,10 @@ def load(
     read (:mod:`aejax.data.cache`); anything else is read by TFDS each time.
     """
     data_dir = data_dir or default_data_dir()
-    match = _SIMPLE_SPLIT.fullmatch(split)
-    whole = _whole_split(name, match.group(1), data_dir, prepare_kwargs) if match else None
-    if whole is not None:
-        rows = _simple_slice(match)
-        return np.array(whole[0][rows]), np.array(whole[1][rows])
-    b = builder(name, data_dir)
-    _prepare.prepare(b, **prepare_kwargs)
-    return _read_tfds(b, split)
+    cached = _cached_rows(name, split, data_dir, prepare_kwargs)
+    if cached is not None:
+        return np.array(cached[0]), np.array(cached[1])  # copies, not views of the cache
+    return _read_tfds(_prepared_builder(name, data_dir, prepare_kwargs), split)
 
 
 def iterate(
@@ -153,8 +158,7 @@ def iterate(
     The last batch may be smaller. With ``shuffle_seed``, file order and a 10k-example
     buffer are shuffled reproducibly; without it the order is TFDS's, as in :func:`load`.
     """
-    b = builder(name, data_dir)
-    _prepare.prepare(b, **prepare_kwargs)
+    b = _prepared_builder(name, data_dir, prepare_kwargs)
     lib = tfds()
     shuffle = shuffle_seed is not None
     read_config = lib.ReadConfig(shuffle_seed=shuffle_seed) if shuffle else None
