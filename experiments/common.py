@@ -20,10 +20,15 @@ def train(*options: str, workdir: Path | None = None) -> list[dict]:
     if workdir is None:
         with tempfile.TemporaryDirectory() as tmp:
             return train(*options, workdir=Path(tmp))
-    command = [sys.executable, "-m", "aejax.train", *options, "--workdir", str(workdir)]
+    run_aejax("train", *options, "--workdir", str(workdir))
+    return history(workdir)
+
+
+def run_aejax(tool: str, *options: str) -> None:
+    """Runs ``python -m aejax.TOOL OPTIONS`` from the repository root, echoing it."""
+    command = [sys.executable, "-m", f"aejax.{tool}", *options]
     print("$", " ".join(command[1:]), flush=True)
     subprocess.run(command, cwd=ROOT, check=True)
-    return history(workdir)
 
 
 def history(workdir: Path) -> list[dict]:

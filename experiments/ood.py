@@ -14,12 +14,10 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import subprocess
 import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "experiments" / "results"
+from common import RESULTS, ROOT, run_aejax, train
+
 OTHER = {"mnist": "fashion_mnist", "fashion_mnist": "mnist"}
 SYNTHETIC = ["uniform", "gaussian", "constant", "black", "grey", "white", "inverted"]
 README_FIGURES = {  # (arch, dataset): figures the README shows
@@ -27,11 +25,6 @@ README_FIGURES = {  # (arch, dataset): figures the README shows
                          "hist_fashion_mnist.png", "roc.png"],
     ("conv", "fashion_mnist"): ["hist_mnist.png"],
 }
-
-
-def run(command: list[str]) -> None:
-    print("$", " ".join(command[1:]), flush=True)
-    subprocess.run(command, cwd=ROOT, check=True)
 
 
 def main() -> int:
@@ -44,11 +37,10 @@ def main() -> int:
     for dataset in args.datasets:
         for arch in args.archs:
             workdir = ROOT / "runs" / "ood" / f"{arch}-{dataset}"
-            run([sys.executable, "-m", "aejax.train", "--arch", arch, "--dataset", dataset,
-                 "--workdir", str(workdir)])
+            train("--arch", arch, "--dataset", dataset, workdir=workdir)
             out = workdir / f"eval-{args.score}"
-            run([sys.executable, "-m", "aejax.eval", "--workdir", str(workdir), "--score",
-                 args.score, "--ood", ",".join([OTHER[dataset], *SYNTHETIC]), "--out", str(out)])
+            run_aejax("eval", "--workdir", str(workdir), "--score", args.score,
+                      "--ood", ",".join([OTHER[dataset], *SYNTHETIC]), "--out", str(out))
             reports.append(json.loads((out / "report.json").read_text()))
             figures = RESULTS / "figures" / f"{arch}-{dataset}"
             for name in README_FIGURES.get((arch, dataset), []) if args.score == "bce" else []:
