@@ -7,8 +7,10 @@ One checkpoint per epoch under ``<workdir>/checkpoints/<epoch>/``, two items eac
   metrics so far, so that a checkpoint alone says what it is and how it got there.
 
 Orbax writes each checkpoint into a temporary directory and renames it when complete, so a
-run killed at any moment leaves the previous checkpoints intact; saves are asynchronous and
-:meth:`Checkpoints.close` waits for them.
+run killed at any moment leaves the previous checkpoints intact. Saves run in the background
+on accelerators (:meth:`Checkpoints.close` waits for them) and in the foreground on CPU, where
+a background save competes with the next epoch's computation for the same cores (dense net:
+0.168 -> 0.192 s per epoch) and finishing it first costs the same CPU time.
 """
 
 from __future__ import annotations
@@ -29,8 +31,12 @@ logging.getLogger("absl").setLevel(logging.ERROR)
 class Checkpoints:
     """The checkpoints of one run directory."""
 
-    def __init__(self, directory: str | Path, max_to_keep: int = 3):
+    def __init__(self, directory: str | Path, max_to_keep: int = 3,
+                 background: bool | None = None):
+        """``background``: return from :meth:`save` before the files are written (default:
+        unless JAX computes on the CPU)."""
         self.directory = Path(directory).absolute()
+        self.background = jax.default_backend() != "cpu" if background is None else background
         self._manager = ocp.CheckpointManager(
             self.directory,
             options=ocp.CheckpointManagerOptions(
@@ -46,13 +52,16 @@ class Checkpoints:
         return list(self._manager.all_steps())
 
     def save(self, step: int, state, meta: dict) -> None:
-        """Starts saving (asynchronously); :meth:`close` or the next save waits for it."""
+        """Saves checkpoint ``step``; in the background, :meth:`close` or the next save waits
+        for it."""
         self._manager.save(
             step,
             args=ocp.args.Composite(
                 state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)
             ),
         )
+        if not self.background:
+            self._manager.wait_until_finished()
 
     def _check_step(self, step: int | None) -> int:
         steps = self.all_steps()

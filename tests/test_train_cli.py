@@ -151,3 +151,22 @@ def test_after_a_failed_restore_only_orbax_leftover_errors_are_dropped(monkeypat
     sys.unraisablehook(leftover)
     sys.unraisablehook(other)
     assert seen == [other]
+
+
+@pytest.mark.parametrize("background", [None, True])
+def test_checkpoint_is_complete_when_save_returns_on_cpu(tmp_path, background):
+    from aejax import core
+    from aejax.checkpoint import Checkpoints
+
+    state = core.init_state("dense", jax.random.key(0))
+    checkpoints = Checkpoints(tmp_path / "ckpt", background=background)
+    checkpoints.save(1, state, {"history": []})
+    if background is None:  # the CPU default: written in the foreground
+        assert not checkpoints.background
+        assert (tmp_path / "ckpt" / "1" / "state").is_dir()
+        assert checkpoints.all_steps() == [1]
+    checkpoints.close()  # waits for a background save
+    restored, meta = Checkpoints(tmp_path / "ckpt").restore(1, run.abstract_state(
+        run.RunConfig(arch="dense").resolved(), None))
+    for a, b in zip(jax.tree.leaves(restored), jax.tree.leaves(state), strict=True):
+        np.testing.assert_array_equal(a, b)
