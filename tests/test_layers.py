@@ -7,7 +7,12 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from aejax.models.conv3x3 import _conv_xla, conv3x3, conv3x3_max_pool, upsample_2x2
+from aejax.models.conv3x3 import (
+    _conv_xla,
+    conv3x3,
+    conv3x3_pool_bias_relu,
+    upsample_2x2,
+)
 from aejax.models.layers import pool_bias_relu
 
 RTOL = 2e-6  # float32 sums in another order
@@ -65,17 +70,22 @@ def test_pool_bias_relu_matches_flax_max_pool_with_ties():
 
 
 @pytest.mark.parametrize("cin, cout", [(1, 30), (2, 3)])
-def test_conv3x3_max_pool_matches_conv_then_flax_pool(cin, cout):
+def test_conv3x3_pool_bias_relu_matches_conv_then_flax_pool(cin, cout):
     rng = np.random.default_rng(1)
     x = jnp.asarray(rng.normal(size=(cin, 3, 8, 6)), jnp.float32)
+    # Zero rows in the input make exactly tied convolution outputs (as MNIST's blank borders
+    # do), where "first maximum" decides who gets the gradient.
+    x = x.at[:, :, :3].set(0.0)
     w = jnp.asarray(rng.normal(size=(3, 3, cin, cout)), jnp.float32)
+    b = jnp.asarray(rng.normal(size=(cout,)), jnp.float32)
 
-    def reference(x, w):
-        return flax_pool(reference_conv(x, w, False))
+    def reference(x, w, b):
+        return flax_pool(jax.nn.relu(reference_conv(x, w, False) + b[:, None, None, None]))
 
-    y, vjp = jax.vjp(conv3x3_max_pool, x, w)
-    y_ref, vjp_ref = jax.vjp(reference, x, w)
+    y, vjp = jax.vjp(conv3x3_pool_bias_relu, x, w, b)
+    y_ref, vjp_ref = jax.vjp(reference, x, w, b)
     assert rel_err(y, y_ref) < RTOL
+    assert 0 < float(jnp.mean(y > 0)) < 1  # both sides of the relu are exercised
     g = jnp.asarray(rng.normal(size=y.shape), jnp.float32)
     for got, want in zip(vjp(g), vjp_ref(g), strict=True):
         assert rel_err(got, want) < RTOL

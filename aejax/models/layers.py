@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from aejax.models.conv3x3 import conv3x3, conv3x3_max_pool
+from aejax.models.conv3x3 import conv3x3, conv3x3_pool_bias_relu
 
 
 def _windows(h_CxBxHxW):
@@ -90,6 +90,5 @@ class Conv3x3(nnx.Module):
         after it (:func:`pool_bias_relu`)."""
         cin, cout = self.kernel.shape[2:]
         if cin <= cout:
-            pooled = conv3x3_max_pool(x_CxBxHxW, self.kernel[...])
-            return jax.nn.relu(pooled + self.bias[...][:, None, None, None])
+            return conv3x3_pool_bias_relu(x_CxBxHxW, self.kernel[...], self.bias[...])
         return pool_bias_relu(self(x_CxBxHxW, with_bias=False), self.bias[...])
