@@ -9,6 +9,8 @@ from flax import nnx
 
 from aejax.models.conv3x3 import (
     _conv_xla,
+    _interleave,
+    _phase,
     conv3x3,
     conv3x3_pool_bias_relu,
     upsample_2x2,
@@ -94,3 +96,10 @@ def test_conv3x3_pool_bias_relu_matches_conv_then_flax_pool(cin, cout):
 def test_upsample_is_nearest_neighbour():
     x = jnp.arange(2 * 1 * 2 * 3, dtype=jnp.float32).reshape(2, 1, 2, 3)
     np.testing.assert_array_equal(upsample_2x2(x), jnp.repeat(jnp.repeat(x, 2, 2), 2, 3))
+
+
+def test_interleave_and_phase_are_inverse():
+    x = jnp.arange(2 * 3 * 4 * 6, dtype=jnp.float32).reshape(2, 3, 4, 6)
+    phases = [_phase(x, 4, k) for k in range(4)]
+    np.testing.assert_array_equal(phases[1], x[:, :, 0::2, 1::2])  # even rows, odd columns
+    np.testing.assert_array_equal(_interleave(phases), x)

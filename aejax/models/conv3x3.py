@@ -17,10 +17,12 @@ They are written out by hand: autodiff derives the same sums, but the transposed
 produces fuse into kernels XLA:CPU runs several times slower. A shift is a slice padded back
 with zeros (slicing then padding measured faster than padding then slicing).
 
-With ``upsampled=True`` the input is first up-sampled 2x (nearest): in the output-shift form
-the product is then taken at the low resolution and up-sampled after, the same numbers for a
-quarter of the work. On other platforms :func:`conv3x3` is ``lax.conv_general_dilated``
-(cuDNN, TPU convolutions), in the same logical layout.
+With ``upsampled=True`` the input is first up-sampled 2x (nearest). That is never formed:
+each of the four pixel phases of the output (even/odd rows and columns) is a convolution of
+the small input with a 2x2 kernel (the 3x3 kernel's rows and columns that land on the same
+input pixel added up), and the four results are interleaved. The same sums for 4/9 of the
+products and a quarter of the shifted copies. On other platforms :func:`conv3x3` is
+``lax.conv_general_dilated`` (cuDNN, TPU convolutions), in the same logical layout.
 """
 
 from __future__ import annotations
@@ -29,8 +31,10 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 _TAPS = [(dy, dx) for dy in range(3) for dx in range(3)]  # HWIO's H, W order
+_PHASES = [(p, q) for p in range(2) for q in range(2)]  # a 2x2 block, row-major
 
 
 def upsample_2x2(x_CxBxHxW: jax.Array) -> jax.Array:
@@ -47,22 +51,50 @@ def _shift(x_CxBxHxW, oy: int, ox: int):
     return jnp.pad(inside, ((0, 0), (0, 0), (max(-oy, 0), max(oy, 0)), (max(-ox, 0), max(ox, 0))))
 
 
-def _stack_shifts(x_CxBxHxW, sign: int = 1):
-    """``[9 C, B, H, W]``: x shifted by each tap's offset (by its negation with sign=-1)."""
-    return jnp.concatenate([_shift(x_CxBxHxW, sign * (dy - 1), sign * (dx - 1))
-                            for dy, dx in _TAPS])
+# A convolution "plan": per output phase, the taps' input offsets. A plain 3x3 convolution
+# has one phase of 9 taps. That of an up-sampled input has four, the pixel phases
+# (2i + p, 2j + q) of its output; each sees only 2x2 distinct input pixels, at offsets
+# (-1, 0) for even output rows and (0, 1) for odd ones (a "sub-pixel" convolution).
+_PLAIN = (tuple((dy - 1, dx - 1) for dy, dx in _TAPS),)
+_UP_OFFSETS = ((-1, 0), (0, 1))
+_UPSAMPLED = tuple(tuple((_UP_OFFSETS[p][i], _UP_OFFSETS[q][j]) for i, j in _PHASES)
+                   for p, q in _PHASES)
+# _UP_ROWS[p, i, y]: whether kernel row y falls on input row offset i, for output row parity p.
+_UP_ROWS = np.array([[[1, 0, 0], [0, 1, 1]], [[1, 1, 0], [0, 0, 1]]], np.float32)
 
 
-def _sum_shifts(z_TCxBxHxW, sign: int = 1):
+def _phase_kernels(w_HWIO, upsampled: bool):
+    """``[phases, taps, Ci, Co]`` kernels and the matching plan."""
+    if not upsampled:
+        return w_HWIO.reshape(1, 9, *w_HWIO.shape[2:]), _PLAIN
+    rows = jnp.asarray(_UP_ROWS, w_HWIO.dtype)
+    k = jnp.einsum("piy,qjx,yxco->pqijco", rows, rows, w_HWIO)
+    return k.reshape(4, 4, *w_HWIO.shape[2:]), _UPSAMPLED
+
+
+def _interleave(ys_CxBxHxW):
+    """One image ``[C, B, 2H, 2W]`` from its 4 pixel phases (row-major), or the only one."""
+    if len(ys_CxBxHxW) == 1:
+        return ys_CxBxHxW[0]
+    c, b, h, w = ys_CxBxHxW[0].shape
+    rows = [jnp.stack(ys_CxBxHxW[2 * p:2 * p + 2], axis=-1) for p in range(2)]
+    return jnp.stack(rows, axis=3).reshape(c, b, 2 * h, 2 * w)
+
+
+def _phase(g_CxBxHxW, n_phases: int, k: int):
+    """Pixel phase k of g (the inverse of :func:`_interleave`)."""
+    return g_CxBxHxW if n_phases == 1 else g_CxBxHxW[:, :, k // 2::2, k % 2::2]
+
+
+def _stack_shifts(x_CxBxHxW, offsets, sign: int = 1):
+    """``[taps C, B, H, W]``: x shifted by each offset (by its negation with sign=-1)."""
+    return jnp.concatenate([_shift(x_CxBxHxW, sign * oy, sign * ox) for oy, ox in offsets])
+
+
+def _sum_shifts(z_TCxBxHxW, offsets, sign: int = 1):
     """``[C, B, H, W]``: the sum over taps t of block t of z shifted by t's offset."""
-    z = z_TCxBxHxW.reshape(9, -1, *z_TCxBxHxW.shape[1:])
-    return sum(_shift(z[t], sign * (dy - 1), sign * (dx - 1)) for t, (dy, dx) in enumerate(_TAPS))
-
-
-def _downsample_sum(x_CxBxHxW):
-    """The transpose of upsample_2x2: the sum over each 2x2 block."""
-    c, b, h, w = x_CxBxHxW.shape
-    return x_CxBxHxW.reshape(c, b, h // 2, 2, w // 2, 2).sum(axis=(3, 5))
+    z = z_TCxBxHxW.reshape(len(offsets), -1, *z_TCxBxHxW.shape[1:])
+    return sum(_shift(z[t], sign * oy, sign * ox) for t, (oy, ox) in enumerate(offsets))
 
 
 def _matmul(a_MxK, b_KxBxHxW):
@@ -75,55 +107,51 @@ def _positions_matmul(a_MxBxHxW, b_KxBxHxW):
     return a_MxBxHxW.reshape(a_MxBxHxW.shape[0], -1) @ b_KxBxHxW.reshape(b_KxBxHxW.shape[0], -1).T
 
 
-def _kernel_matrix(w_HWIO):
-    """``[9 Co, Ci]``: the taps stacked (row block t is tap t's ``[Co, Ci]``)."""
-    ci, co = w_HWIO.shape[2:]
-    return w_HWIO.reshape(9, ci, co).transpose(0, 2, 1).reshape(9 * co, ci)
+def _cols_matrix(k_TxIxO):
+    """``[Co, taps Ci]``: each output channel's weights over the stacked shifted inputs."""
+    return k_TxIxO.reshape(-1, k_TxIxO.shape[-1]).T
 
 
-def _cols_matrix(w_HWIO):
-    """``[Co, 9 Ci]``: each output channel's weights over the stacked shifted inputs."""
-    return w_HWIO.reshape(-1, w_HWIO.shape[3]).T
+def _taps_matrix(k_PxTxIxO):
+    """``[phases taps Co, Ci]``: all taps stacked (row block (p, t) is that tap's ``[Co, Ci]``)."""
+    return jnp.swapaxes(k_PxTxIxO, -1, -2).reshape(-1, k_PxTxIxO.shape[-2])
 
 
-def _from_kernel_matrix(m_TOxI, shape):
-    ci, co = shape[2:]
-    return m_TOxI.reshape(9, co, ci).transpose(0, 2, 1).reshape(shape)
-
-
-def _uses_output_shift(w_HWIO) -> bool:
-    ci, co = w_HWIO.shape[2:]
+def _uses_output_shift(k_PxTxIxO) -> bool:
+    ci, co = k_PxTxIxO.shape[2:]
     return co < ci
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def _conv_cpu(x_CxBxHxW, w_HWIO, upsampled: bool):
-    if _uses_output_shift(w_HWIO):
-        z = _matmul(_kernel_matrix(w_HWIO), x_CxBxHxW)
-        return _sum_shifts(upsample_2x2(z) if upsampled else z)
-    x = upsample_2x2(x_CxBxHxW) if upsampled else x_CxBxHxW
-    return _matmul(_cols_matrix(w_HWIO), _stack_shifts(x))
+def _conv_cpu(x_CxBxHxW, k_PxTxIxO, plan):
+    if _uses_output_shift(k_PxTxIxO):
+        z = _matmul(_taps_matrix(k_PxTxIxO), x_CxBxHxW)
+        z = z.reshape(len(plan), -1, *x_CxBxHxW.shape[1:])
+        return _interleave([_sum_shifts(z[p], offsets) for p, offsets in enumerate(plan)])
+    return _interleave([_matmul(_cols_matrix(k), _stack_shifts(x_CxBxHxW, offsets))
+                        for k, offsets in zip(k_PxTxIxO, plan, strict=True)])
 
 
-def _conv_cpu_fwd(x_CxBxHxW, w_HWIO, upsampled):
-    return _conv_cpu(x_CxBxHxW, w_HWIO, upsampled), (x_CxBxHxW, w_HWIO)
+def _conv_cpu_fwd(x_CxBxHxW, k_PxTxIxO, plan):
+    return _conv_cpu(x_CxBxHxW, k_PxTxIxO, plan), (x_CxBxHxW, k_PxTxIxO)
 
 
-def _conv_cpu_bwd(upsampled, residuals, g_OxBxHxW):
+def _conv_cpu_bwd(plan, residuals, g_OxBxHxW):
     # Written out rather than left to autodiff: the transposes of the shifts that autodiff
     # produces fuse into kernels XLA:CPU runs an order of magnitude slower than these.
-    x_CxBxHxW, w_HWIO = residuals
-    if _uses_output_shift(w_HWIO):
-        dz = _stack_shifts(g_OxBxHxW, sign=-1)  # [9 Co, ...]: cheap, Co is the small side
-        if upsampled:
-            dz = _downsample_sum(dz)
-        dx = _matmul(_kernel_matrix(w_HWIO).T, dz)
-        dw = _from_kernel_matrix(_positions_matmul(dz, x_CxBxHxW), w_HWIO.shape)
-        return dx, dw
-    x = upsample_2x2(x_CxBxHxW) if upsampled else x_CxBxHxW
-    dw = _positions_matmul(_stack_shifts(x), g_OxBxHxW).reshape(w_HWIO.shape)
-    dx = _sum_shifts(_matmul(_cols_matrix(w_HWIO).T, g_OxBxHxW), sign=-1)
-    return (_downsample_sum(dx) if upsampled else dx), dw
+    x_CxBxHxW, k_PxTxIxO = residuals
+    g_phases = [_phase(g_OxBxHxW, len(plan), p) for p in range(len(plan))]
+    if _uses_output_shift(k_PxTxIxO):
+        dz = jnp.concatenate([_stack_shifts(g, offsets, sign=-1)  # cheap: Co is the small side
+                              for g, offsets in zip(g_phases, plan, strict=True)])
+        dx = _matmul(_taps_matrix(k_PxTxIxO).T, dz)
+        dk = _positions_matmul(dz, x_CxBxHxW).reshape(*k_PxTxIxO.shape[:2], -1, x_CxBxHxW.shape[0])
+        return dx, jnp.swapaxes(dk, -1, -2)
+    dk, dx = [], 0
+    for k, offsets, g in zip(k_PxTxIxO, plan, g_phases, strict=True):
+        dk.append(_positions_matmul(_stack_shifts(x_CxBxHxW, offsets), g).reshape(k.shape))
+        dx = dx + _sum_shifts(_matmul(_cols_matrix(k).T, g), offsets, sign=-1)
+    return dx, jnp.stack(dk)
 
 
 _conv_cpu.defvjp(_conv_cpu_fwd, _conv_cpu_bwd)
@@ -143,13 +171,14 @@ def conv3x3(x_CxBxHxW: jax.Array, w_HWIO: jax.Array, upsampled: bool = False) ->
       w_HWIO: kernel ``[3, 3, Ci, Co]`` (flax's layout).
       upsampled: convolve ``upsample_2x2(x)`` instead of ``x``.
     """
+    def cpu(x, w):
+        k, plan = _phase_kernels(w, upsampled)
+        return _conv_cpu(x, k, plan)
+
     return jax.lax.platform_dependent(
-        x_CxBxHxW, w_HWIO,
-        cpu=lambda x, w: _conv_cpu(x, w, upsampled),
-        default=lambda x, w: _conv_xla(x, w, upsampled))
+        x_CxBxHxW, w_HWIO, cpu=cpu, default=lambda x, w: _conv_xla(x, w, upsampled))
 
 
-_CORNERS = [(py, px) for py in range(2) for px in range(2)]  # a 2x2 window, row-major
 
 
 def _phase_cols(x_CxBxHxW, py: int, px: int):
@@ -190,8 +219,8 @@ def _conv_pool_bias_relu_cpu(x_CxBxHxW, w_HWIO, bias_C):
 def _conv_pool_bias_relu_cpu_fwd(x_CxBxHxW, w_HWIO, bias_C):
     # The convolution evaluated separately at the four corners of every pooling window: the
     # max is then elementwise over four contiguous arrays instead of a strided 2x2 interleave.
-    kernel = _cols_matrix(w_HWIO)
-    cols = [_phase_cols(x_CxBxHxW, py, px) for py, px in _CORNERS]
+    kernel = _cols_matrix(w_HWIO.reshape(9, *w_HWIO.shape[2:]))
+    cols = [_phase_cols(x_CxBxHxW, py, px) for py, px in _PHASES]
     corners = [_matmul(kernel, c) for c in cols]
     pooled = jnp.maximum(jnp.maximum(corners[0], corners[1]),
                          jnp.maximum(corners[2], corners[3]))
@@ -212,10 +241,8 @@ def _conv_pool_bias_relu_cpu_bwd(residuals, g_out):
     db = _channel_sums(jnp.where(route != _kept_in_memory(4), g_out, 0.0))
     # The input gradient (not needed for a network's first layer, where XLA drops it):
     # interleave the corners back to full resolution and use the plain convolution's.
-    c, b, h, w = g_out.shape
-    g_full = jnp.stack([jnp.stack(g_corners[2 * py:2 * py + 2], axis=-1) for py in range(2)],
-                       axis=3).reshape(c, b, 2 * h, 2 * w)
-    dx, _ = _conv_cpu_bwd(False, (x_CxBxHxW, w_HWIO), g_full)
+    dx, _ = _conv_cpu_bwd(_PLAIN, (x_CxBxHxW, w_HWIO.reshape(1, 9, *w_HWIO.shape[2:])),
+                          _interleave(g_corners))
     return dx, dw.reshape(w_HWIO.shape), db
 
 
