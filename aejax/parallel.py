@@ -1,8 +1,9 @@
 """Data parallelism over every device, on one host or many, with JAX's own sharding.
 
 One mesh axis, ``data``. Images and each gathered batch are sharded along their batch axis;
-parameters and optimizer state are replicated; ``jax.jit`` propagates the rest (gradients are
-all-reduced by the compiler, not by hand). Several processes (hosts) join through
+parameters and optimizer state are replicated; ``jax.jit`` propagates the rest. The training
+step computes each device's gradient under ``shard_map`` and sums them in one all-reduce of
+a flat vector (:func:`aejax.core._summed_over_devices`). Several processes (hosts) join through
 ``jax.distributed``; each loads only the rows of the dataset its own devices hold.
 
 Everything here that configures JAX must run before JAX starts a backend: the CLIs call
