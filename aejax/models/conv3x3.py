@@ -219,7 +219,8 @@ def _conv_pool_bias_relu_cpu(x_CxBxHxW, w_HWIO, bias_C):
 def _conv_pool_bias_relu_cpu_fwd(x_CxBxHxW, w_HWIO, bias_C):
     # The convolution evaluated separately at the four corners of every pooling window: the
     # max is then elementwise over four contiguous arrays instead of a strided 2x2 interleave.
-    kernel = _cols_matrix(w_HWIO.reshape(9, *w_HWIO.shape[2:]))
+    k_1xTxIxO, _ = _phase_kernels(w_HWIO, upsampled=False)
+    kernel = _cols_matrix(k_1xTxIxO[0])
     cols = [_phase_cols(x_CxBxHxW, py, px) for py, px in _PHASES]
     corners = [_matmul(kernel, c) for c in cols]
     pooled = jnp.maximum(jnp.maximum(corners[0], corners[1]),
@@ -231,19 +232,18 @@ def _conv_pool_bias_relu_cpu_fwd(x_CxBxHxW, w_HWIO, bias_C):
     for k in (2, 1, 0):
         route = jnp.where(corners[k] == pooled, jnp.int8(k), route)
     route = _kept_in_memory(jnp.where(out > 0, route, jnp.int8(4)))
-    return out, (x_CxBxHxW, w_HWIO, cols, route)
+    return out, (x_CxBxHxW, k_1xTxIxO, cols, route)
 
 
 def _conv_pool_bias_relu_cpu_bwd(residuals, g_out):
-    x_CxBxHxW, w_HWIO, cols, route = residuals
+    x_CxBxHxW, k_1xTxIxO, cols, route = residuals
     g_corners = [jnp.where(route == _kept_in_memory(k), g_out, 0.0) for k in range(4)]
     dw = sum(_positions_matmul(c, g) for c, g in zip(cols, g_corners, strict=True))
     db = _channel_sums(jnp.where(route != _kept_in_memory(4), g_out, 0.0))
     # The input gradient (not needed for a network's first layer, where XLA drops it):
     # interleave the corners back to full resolution and use the plain convolution's.
-    dx, _ = _conv_cpu_bwd(_PLAIN, (x_CxBxHxW, w_HWIO.reshape(1, 9, *w_HWIO.shape[2:])),
-                          _interleave(g_corners))
-    return dx, dw.reshape(w_HWIO.shape), db
+    dx, _ = _conv_cpu_bwd(_PLAIN, (x_CxBxHxW, k_1xTxIxO), _interleave(g_corners))
+    return dx, dw.reshape(3, 3, *k_1xTxIxO.shape[2:]), db
 
 
 _conv_pool_bias_relu_cpu.defvjp(_conv_pool_bias_relu_cpu_fwd, _conv_pool_bias_relu_cpu_bwd)
