@@ -31,6 +31,17 @@ def test_encode_and_decode_work_alone(arch, code_shape):
     assert core.decode(state, jnp.ones(code_shape)).shape == (5, 28, 28, 1)
 
 
+@pytest.mark.parametrize("arch", ["dense", "conv"])
+def test_the_training_loss_is_the_bce_of_the_reconstruction(arch):
+    # dense hands the loss flat logits ([B, 784], faster on XLA:CPU); the loss is the same.
+    state = core.init_state(arch, jax.random.key(0))
+    x = jnp.asarray(np.random.default_rng(0).integers(0, 256, (5, 28, 28, 1)) / 255, jnp.float32)
+    model = state.model
+    loss_B, _ = model.loss(x, jax.random.key(1))
+    np.testing.assert_allclose(loss_B, bce_per_example(model(x), x), rtol=1e-6)
+    assert model(x).shape == (5, 28, 28, 1)
+
+
 def test_latent_dim_option_changes_the_code():
     state = core.init_state("dense", jax.random.key(0), latent_dim=32)
     assert core.encode(state, jnp.zeros((2, 28, 28, 1))).shape == (2, 32)

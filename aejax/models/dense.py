@@ -23,3 +23,9 @@ class Dense(Autoencoder):
 
     def decode(self, z_BxL: jax.Array) -> jax.Array:
         return self.decoder(z_BxL).reshape(z_BxL.shape[0], *self.image_shape)
+
+    def logits(self, x_BxHxWxC: jax.Array) -> jax.Array:
+        # Flat, [B, H*W*C], for the loss: XLA:CPU runs an elementwise loop over [B, 28, 28, 1]
+        # with its innermost dimension of 1 unvectorised, and the loss's exp (whose result
+        # the loss and its gradient share) ran 1.5x slower in that shape.
+        return super().logits(x_BxHxWxC).reshape(x_BxHxWxC.shape[0], -1)
