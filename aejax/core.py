@@ -352,10 +352,14 @@ def batched(fn, images_NxHxWxC: jax.Array, batch_size: int,
     """``fn`` over ``images`` in batches of ``batch_size`` (zero-padded tail, cut off again).
 
     Like big_vision's evaluators: fixed-size batches, so one compiled function serves any N,
-    and per-example outputs, so padding never leaks into a mean.
+    and per-example outputs, so padding never leaks into a mean. ``batch_size`` is an upper
+    bound: the batches are evened out, which usually leaves nothing to pad.
     """
     n = images_NxHxWxC.shape[0]
-    batch_size = min(batch_size, n)
+    # As many batches as batch_size asks for, of equal size: 10,000 images in batches of at
+    # most 2048 go as 5 x 2000, needing no padding, whose copy of every image cost ~10% of
+    # the dense net's evaluation.
+    batch_size = math.ceil(n / math.ceil(n / batch_size))
     if batch_sharding is not None:  # every batch must split evenly over the devices
         devices = len(batch_sharding.device_set)
         batch_size = math.ceil(batch_size / devices) * devices

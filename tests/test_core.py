@@ -86,6 +86,22 @@ def test_score_is_per_image_bce_in_any_batching():
     np.testing.assert_allclose(mse, expected_mse.reshape(23, -1).mean(1), rtol=1e-5)
 
 
+def test_batched_evens_out_its_batches_instead_of_padding():
+    calls = []
+
+    def fn(x_BxHxWxC):
+        calls.append(x_BxHxWxC.shape[0])  # traced once: the batch size used
+        return jnp.sum(x_BxHxWxC.astype(jnp.float32), axis=(1, 2, 3))
+
+    images = random_images(12)
+    sums = core.batched(fn, images, batch_size=5)  # not 3 of 5 (3 padded) but 3 of 4
+    assert calls == [4]
+    np.testing.assert_array_equal(sums, np.asarray(images, np.float32).sum(axis=(1, 2, 3)))
+    calls.clear()
+    sums = core.batched(fn, random_images(11), batch_size=5)  # 3 of 4, the last one padded
+    assert calls == [4] and sums.shape == (11,)
+
+
 def test_state_is_a_pytree_that_jit_donates():
     state = core.init_state("dense", jax.random.key(0))
     before = state.params["encoder"]["kernel"][...]
