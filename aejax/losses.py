@@ -26,11 +26,14 @@ def bce_per_example(logits: jax.Array, targets: jax.Array) -> jax.Array:
     >>> float(bce_per_example(jnp.zeros((1, 4)), jnp.full((1, 4), 0.5))[0])  # log 2
     0.6931471...
     """
-    # TensorFlow's form (tf.nn.sigmoid_cross_entropy_with_logits): one exp and one log1p per
+    # TensorFlow's form (tf.nn.sigmoid_cross_entropy_with_logits): one exp and one log per
     # pixel. optax.sigmoid_binary_cross_entropy evaluates two log-sigmoids, and its forward
     # pass measured 4x slower on XLA:CPU (0.72 vs 0.18 ms for a 256x784 batch).
+    # log(1 + e) rather than log1p(e): XLA:CPU's log1p costs twice a log, and for e in (0, 1]
+    # both are within 8e-8 of the exact value (the log only loses relative accuracy on terms
+    # below that); the gradient, 1 / (1 + e), is the same expression either way.
     z, x = logits, targets.reshape(logits.shape)
-    return _mean_per_example(jnp.maximum(z, 0) - z * x + jnp.log1p(jnp.exp(-jnp.abs(z))))
+    return _mean_per_example(jnp.maximum(z, 0) - z * x + jnp.log(1 + jnp.exp(-jnp.abs(z))))
 
 
 def _mean_per_example(x_BxD: jax.Array) -> jax.Array:

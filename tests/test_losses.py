@@ -1,5 +1,6 @@
 """Losses against plain NumPy formulas."""
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -43,3 +44,13 @@ def test_mse_matches_numpy():
     targets = rng.uniform(size=(3, 10)).astype(np.float32)
     expected = ((1 / (1 + np.exp(-logits)) - targets) ** 2).mean(axis=1)
     np.testing.assert_allclose(losses.mse_per_example(logits, targets), expected, rtol=1e-5)
+
+
+def test_bce_gradient_is_sigmoid_minus_target_over_pixels():
+    rng = np.random.default_rng(1)
+    logits = rng.normal(scale=8, size=(4, 784)).astype(np.float32)
+    targets = rng.integers(0, 256, size=(4, 784)) / np.float32(255)
+    grad = jax.grad(lambda z: losses.bce_per_example(z, jnp.asarray(targets)).sum())(
+        jnp.asarray(logits))
+    expected = (1 / (1 + np.exp(-logits.astype(np.float64))) - targets) / 784
+    np.testing.assert_allclose(grad, expected, rtol=1e-5, atol=1e-10)
