@@ -25,6 +25,9 @@ from aejax.errors import AejaxError
 from aejax.parallel import Placement
 
 RUNS_DIR = Path("runs")
+# The layout of the parameters a checkpoint holds, saved in its meta as "layout" (none: 1).
+# 2: the dense encoder's kernel is [latent, pixels] (models.dense.PixelsMinorLinear).
+CHECKPOINT_LAYOUT = 2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,6 +103,35 @@ def abstract_state(config: RunConfig, placement: Placement | None = None):
                         shapes)
 
 
+def restore_state(checkpoints: Checkpoints, step: int | None, config: RunConfig,
+                  placement: Placement | None = None) -> tuple[core.TrainState, dict]:
+    """``(state, meta)`` of checkpoint ``step`` (None: the latest) of a ``config`` run, in
+    this aejax's parameter layout whichever layout the checkpoint was written in."""
+    legacy = models.get(config.arch).legacy_transposed
+    if checkpoints.meta(step).get("layout", 1) >= CHECKPOINT_LAYOUT:
+        legacy = ()
+    abstract = _transposed_at(abstract_state(config, placement), legacy)
+    state, meta = checkpoints.restore(step, abstract)
+    return _transposed_at(state, legacy), meta
+
+
+def _transposed_at(tree, names: tuple[str, ...]):
+    """``tree`` with the 2-D leaves under the keys ``names`` (consecutive, anywhere in the
+    path: the parameter and its Adam moments) transposed; arrays or shape structs."""
+    if not names:
+        return tree
+
+    def transpose(path, leaf):
+        keys = [str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path]
+        if not any(tuple(keys[i:i + len(names)]) == names for i in range(len(keys))):
+            return leaf
+        if isinstance(leaf, jax.ShapeDtypeStruct):
+            return jax.ShapeDtypeStruct(leaf.shape[::-1], leaf.dtype, sharding=leaf.sharding)
+        return leaf.T
+
+    return jax.tree_util.tree_map_with_path(transpose, tree)
+
+
 def put_split(placement: Placement, dataset: str, split: str, start: int | None = None,
               stop: int | None = None, data_dir: str | None = None) -> tuple[jax.Array, int]:
     """Rows ``[start, stop)`` of a TFDS split (default all), sharded over the placement's
@@ -157,5 +189,5 @@ def restore(workdir: str | Path, step: int | None = None, placement: Placement |
         if config.arch not in models.names():
             raise AejaxError(f"{workdir} was trained with --arch {config.arch}, which this "
                              f"aejax does not have ({', '.join(models.names())})")
-        state, meta = checkpoints.restore(step, abstract_state(config, placement))
+        state, meta = restore_state(checkpoints, step, config, placement)
     return state, config, meta

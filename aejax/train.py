@@ -29,11 +29,12 @@ from aejax.checkpoint import Checkpoints
 from aejax.errors import AejaxError
 from aejax.parallel import Placement
 from aejax.run import (
+    CHECKPOINT_LAYOUT,
     RunConfig,
-    abstract_state,
     default_workdir,
     peek_config,
     put_split,
+    restore_state,
     saved_config,
     write_json_atomic,
     write_text_atomic,
@@ -134,7 +135,7 @@ class Trainer:
                                     compute_dtype=self.config.compute_dtype,
                                     **self.config.model)
             return self.placement.replicate(state), []
-        state, meta = checkpoints.restore(None, abstract_state(self.config, self.placement))
+        state, meta = restore_state(checkpoints, None, self.config, self.placement)
         return state, meta["history"]
 
     def evaluate(self, state) -> dict:
@@ -197,7 +198,8 @@ class Trainer:
                 _check_finite(epoch, {k: metrics[k] for k in ("loss", "val_loss")})
                 history.append(metrics)
                 checkpoints.save(epoch, state, {"config": dataclasses.asdict(self.config),
-                                                "history": history})
+                                                "history": history,
+                                                "layout": CHECKPOINT_LAYOUT})
                 self.write_records(history)
         return state, history
 

@@ -42,6 +42,19 @@ def test_the_training_loss_is_the_bce_of_the_reconstruction(arch):
     assert model(x).shape == (5, 28, 28, 1)
 
 
+def test_dense_encoder_is_flax_linear_with_its_kernel_stored_transposed():
+    from aejax.models.base import bias_init, kernel_init
+    from aejax.models.dense import PixelsMinorLinear
+
+    linear = nnx.Linear(784, 15, kernel_init=kernel_init, bias_init=bias_init,
+                        rngs=nnx.Rngs(params=jax.random.key(3)))
+    ours = PixelsMinorLinear(784, 15, rngs=nnx.Rngs(params=jax.random.key(3)))
+    assert ours.kernel[...].shape == (15, 784)
+    np.testing.assert_array_equal(ours.kernel[...], linear.kernel[...].T)  # same draws
+    x = jax.random.uniform(jax.random.key(4), (5, 784))
+    np.testing.assert_allclose(ours(x), linear(x), rtol=1e-5, atol=1e-6)
+
+
 def test_latent_dim_option_changes_the_code():
     state = core.init_state("dense", jax.random.key(0), latent_dim=32)
     assert core.encode(state, jnp.zeros((2, 28, 28, 1))).shape == (2, 32)

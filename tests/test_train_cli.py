@@ -3,6 +3,7 @@
 `--holdout 50000` keeps 50k of the 60k training images out, so an epoch is 10k images.
 """
 
+import dataclasses
 import json
 import os
 import signal
@@ -170,3 +171,33 @@ def test_checkpoint_is_complete_when_save_returns_on_cpu(tmp_path, background):
         run.RunConfig(arch="dense").resolved(), None))
     for a, b in zip(jax.tree.leaves(restored), jax.tree.leaves(state), strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_a_checkpoint_of_the_older_dense_layout_restores_and_resumes(tmp_path):
+    # aejax before CHECKPOINT_LAYOUT 2 stored the dense encoder kernel [784, 15] (flax's
+    # Linear) and wrote no "layout" in the meta; its Adam moments had that shape too.
+    from aejax import core
+    from aejax.checkpoint import Checkpoints
+
+    config = run.RunConfig(arch="dense", holdout=50000).resolved()
+    state = core.init_state("dense", jax.random.key(0))
+    state, _ = core.train_step(state, np.zeros((8, 28, 28, 1), np.uint8))  # Adam moments != 0
+    expected = jax.tree.map(np.asarray, state)
+    legacy = run._transposed_at(state, ("encoder", "kernel"))
+    assert legacy.params["encoder"]["kernel"].shape == (784, 15)
+    assert legacy.opt_state[0].mu["encoder"]["kernel"].shape == (784, 15)
+    workdir = tmp_path / "old"
+    with Checkpoints(workdir / "checkpoints") as checkpoints:
+        checkpoints.save(1, legacy, {"config": dataclasses.asdict(config),
+                                     "history": [{"epoch": 1, "loss": 0.3, "val_loss": 0.3,
+                                                  "epoch_seconds": 1.0}]})
+
+    restored, _, _ = run.restore(workdir)
+    for a, b in zip(jax.tree.leaves(restored), jax.tree.leaves(expected), strict=True):
+        np.testing.assert_array_equal(a, b)
+    # Training resumes from it, and its new checkpoint is in the current layout.
+    assert train.main(SMALL + ["--workdir", str(workdir), "--epochs", "2"]) == 0
+    assert [m["epoch"] for m in metrics(workdir)] == [1, 2]
+    state2, _, meta = run.restore(workdir)
+    assert meta["layout"] == run.CHECKPOINT_LAYOUT
+    assert state2.params["encoder"]["kernel"].shape == (15, 784)

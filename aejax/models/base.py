@@ -27,6 +27,9 @@ class Autoencoder(nnx.Module):
     # Whether a CPU step gains from splitting the batch over one host device per core
     # (aejax.parallel.default_cpu_devices); measured per architecture.
     splits_well_on_cpu = False
+    # Path of a 2-D parameter that checkpoints of an older aejax (no "layout" in their meta)
+    # hold transposed; restoring them transposes it back (aejax.run.restore_state).
+    legacy_transposed: tuple[str, ...] = ()
 
     def encode(self, x_BxHxWxC: jax.Array) -> jax.Array:
         raise NotImplementedError
