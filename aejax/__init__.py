@@ -10,10 +10,16 @@ The training core is pure and jitted::
     state, metrics = train_epoch(state, jax.device_put(images), jax.random.key(1))
 
 Names are imported on first use (PEP 562), so ``import aejax.data`` does not load JAX, and
-nothing here starts a JAX backend before the CLIs have chosen the devices.
+nothing here starts a JAX backend before the CLIs have chosen the devices. Importing aejax
+sets its XLA flags (:mod:`aejax.xla`, the one place they live) before any backend starts, so
+library users compute exactly as the command-line tools do.
 """
 
 import importlib
+
+from aejax import xla as _xla
+
+_xla.apply_flags()
 
 _EXPORTS = {
     "TrainState": "aejax.core",

@@ -23,6 +23,7 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from aejax import xla
 from aejax.errors import AejaxError
 
 AXIS = "data"
@@ -35,8 +36,8 @@ def host_cores() -> int:
 def configure(*, cpu_devices: int | None = None, coordinator_address: str | None = None,
               num_processes: int | None = None, process_id: int | None = None,
               distributed: bool = False) -> None:
-    """Sets XLA:CPU's flags and device count, and joins a multi-process job; call before any
-    JAX work (flags and device count cannot change once a backend has started).
+    """Sets XLA:CPU's device count, and joins a multi-process job; call before any
+    JAX work (the device count cannot change once a backend has started).
 
     Args:
       cpu_devices: host devices to split the CPU into (XLA's own threading of small
@@ -46,7 +47,6 @@ def configure(*, cpu_devices: int | None = None, coordinator_address: str | None
         (``host:port`` of process 0). ``distributed=True`` without them lets
         ``jax.distributed.initialize()`` detect the cluster (TPU pods, SLURM, ...).
     """
-    _add_xla_flags(CPU_XLA_FLAGS)
     if cpu_devices:
         try:
             jax.config.update("jax_num_cpu_devices", cpu_devices)
@@ -60,31 +60,9 @@ def configure(*, cpu_devices: int | None = None, coordinator_address: str | None
                                    num_processes=num_processes, process_id=process_id)
 
 
-# XLA:CPU flags aejax runs with (experiments/results/speed.md), each not applied where the
-# user's XLA_FLAGS sets it already:
-# - YNNPACK fusions off. With them on, XLA fuses a dot, the loss's exp/log and the reduction
-#   into one YNN kernel that ran the dense net's loss 4x slower (0.82 -> 0.30 s per epoch
-#   when off); the conv net's dots also ran faster without them.
-# - 512-bit vectors where the CPU has them (XLA prefers 256): the loss's exp and log over a
-#   256x784 batch are most of the dense net's elementwise work, and its training pass ran 9%
-#   faster (0.138 -> 0.126 s, 3 paired runs); the conv net's epoch was unchanged.
-CPU_XLA_FLAGS = ("--xla_cpu_experimental_ynn_fusion_type=",
-                 "--xla_cpu_prefer_vector_width=512")
-
-
-def _add_xla_flags(flags) -> None:
-    current = os.environ.get("XLA_FLAGS", "")
-    for flag in flags:
-        if flag.split("=")[0] not in current:
-            current = f"{current} {flag}".strip()
-    os.environ["XLA_FLAGS"] = current
-
-
 def started() -> bool:
     """Whether this process already started a JAX backend (devices can no longer change)."""
-    from jax._src import xla_bridge  # no public query for this
-
-    return xla_bridge.backends_are_initialized()
+    return xla.backend_started()
 
 
 def default_cpu_devices(splits_well: bool, batch_size: int) -> int:

@@ -95,10 +95,10 @@ def test_a_step_exchanges_its_gradients_in_one_flat_all_reduce():
     assert [t for t in all_reduces if t.startswith(f"f32[{params + 1}]")], all_reduces
 
 
-def test_aejax_xla_flags_join_the_users_without_overriding_them(monkeypatch):
-    monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_prefer_vector_width=256")
-    parallel._add_xla_flags(parallel.CPU_XLA_FLAGS)
-    flags = os.environ["XLA_FLAGS"].split()
+def test_aejax_xla_flags_join_the_users_without_overriding_them():
+    from aejax import xla
+
+    flags = xla.with_flags("--xla_cpu_prefer_vector_width=256").split()
     assert "--xla_cpu_prefer_vector_width=256" in flags  # the user's choice stands
     assert "--xla_cpu_prefer_vector_width=512" not in flags
     assert "--xla_cpu_experimental_ynn_fusion_type=" in flags

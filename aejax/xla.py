@@ -1,0 +1,52 @@
+"""aejax's XLA configuration: the one place it is set, applied when ``aejax`` is imported.
+
+Every entry point (the CLIs, ``from aejax import ...``, ``import aejax.core``) imports the
+``aejax`` package first, and its ``__init__`` calls :func:`apply_flags`, so a program that
+uses the library directly computes with the same XLA settings as the command-line tools.
+XLA reads ``XLA_FLAGS`` once, when JAX starts its first backend: a program that ran JAX
+computations *before* importing aejax keeps XLA's defaults. aejax's numbers do not depend on
+that (every formulation is checked under XLA's defaults too: tests/test_api.py); only its
+speed on CPU does.
+
+The flags only touch XLA:CPU; GPU and TPU backends ignore them. A flag the user's own
+``XLA_FLAGS`` already sets is left as the user set it.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+# XLA:CPU flags (numbers: experiments/results/speed.md):
+# - YNNPACK fusions off. With them on, XLA fuses a dot, the loss's exp/log and the reduction
+#   into one YNN kernel that ran the dense net's loss 4x slower; the conv net's dots also
+#   ran faster without them. A speed flag only: no aejax result depends on it
+#   (experiments/xla_white_pixel_nan.py shows what once made it look otherwise).
+# - 512-bit vectors where the CPU has them (XLA prefers 256): the loss's exp and log over a
+#   256x784 batch are most of the dense net's elementwise work (9% faster training pass).
+CPU_FLAGS = ("--xla_cpu_experimental_ynn_fusion_type=",
+             "--xla_cpu_prefer_vector_width=512")
+
+
+def with_flags(current: str, flags=CPU_FLAGS) -> str:
+    """``current`` (an ``XLA_FLAGS`` value) plus each of ``flags`` it does not set already."""
+    for flag in flags:
+        if flag.split("=")[0] not in current:
+            current = f"{current} {flag}".strip()
+    return current
+
+
+def backend_started() -> bool:
+    """Whether this process already started a JAX backend (XLA_FLAGS no longer apply)."""
+    if "jax" not in sys.modules:  # no JAX, no backend: don't import it just to ask
+        return False
+    from jax._src import xla_bridge  # no public query for this
+
+    return xla_bridge.backends_are_initialized()
+
+
+def apply_flags() -> bool:
+    """Adds :data:`CPU_FLAGS` to ``XLA_FLAGS``; returns whether they take effect (False once
+    a backend has started in this process)."""
+    os.environ["XLA_FLAGS"] = with_flags(os.environ.get("XLA_FLAGS", ""))
+    return not backend_started()

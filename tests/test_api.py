@@ -1,0 +1,84 @@
+"""The importable API computes what it should in a plain program, whatever XLA is told.
+
+Each case runs the public functions in a fresh Python process with no ``XLA_FLAGS`` (as a
+user's script would), scores real MNIST and Fashion-MNIST images (white pixels included:
+they are what once gave NaN entropies, experiments/xla_white_pixel_nan.py), and compares
+every score with a NumPy float64 reference computed here from the same parameters.
+"""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from aejax import scores
+
+CHILD = r"""
+import sys
+import numpy as np
+
+if sys.argv[2] == "jax-first":  # JAX computes before aejax is imported: XLA's own defaults
+    import jax.numpy as jnp
+    jnp.zeros(3).block_until_ready()
+
+import jax
+from aejax import core, data, scores
+
+train, _ = data.load("mnist", "train[:2048]")
+state = core.init_state("dense", jax.random.key(0))
+for i in range(4):
+    state, _ = core.train_step(state, train[i * 256:(i + 1) * 256])
+stats = scores.fit(scores.image_terms(state, train[:1024]),
+                   scores.image_terms(state, train[1024:]), {"dataset": "mnist"})
+mnist, _ = data.load("mnist", "test[:500]")
+fashion, _ = data.load("fashion_mnist", "test[:500]")
+images = np.concatenate([mnist, fashion])
+got = stats.all_scores(scores.image_terms(state, images))
+p = state.params
+np.savez(sys.argv[1], images=images,
+         enc_w=p["encoder"]["kernel"][...], enc_b=p["encoder"]["bias"][...],
+         dec_w=p["decoder"]["kernel"][...], dec_b=p["decoder"]["bias"][...],
+         latent_mean=stats.latent_mean, latent_precision=stats.latent_precision,
+         typicality=np.array([stats.typicality[k] for k in scores.RAW]),
+         **{f"score_{k}": v for k, v in got.items()})
+"""
+
+
+def numpy_scores(f) -> dict[str, np.ndarray]:
+    """Every score of aejax.scores.ALL for the dense net, in float64 NumPy."""
+    x = f["images"].reshape(len(f["images"]), -1).astype(np.float64) / 255
+    code = np.maximum(x @ f["enc_w"].T.astype(np.float64) + f["enc_b"], 0)
+    z = code @ f["dec_w"].astype(np.float64) + f["dec_b"]
+    bce = np.mean(np.maximum(z, 0) - z * x + np.log1p(np.exp(-np.abs(z))), axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        h = -(np.where(x > 0, x * np.log(x), 0) + np.where(x < 1, (1 - x) * np.log(1 - x), 0))
+    entropy = h.mean(axis=1)
+    centred = code - f["latent_mean"]
+    raw = {"bce": bce, "mse": np.mean((1 / (1 + np.exp(-z)) - x) ** 2, axis=1),
+           "kl": bce - entropy, "entropy": entropy, "elbo": bce,
+           "latent": np.sum((centred @ f["latent_precision"]) * centred, axis=1)}
+    out = dict(raw)
+    for (loc, scale), name in zip(f["typicality"], scores.RAW, strict=True):
+        out[f"typ-{name}"] = np.abs(np.log(np.maximum(raw[name], 0) + 1e-10) - loc) / scale
+    parts = np.array([out[p] for p in ("typ-kl", "typ-bce", "typ-latent", "typ-entropy")])
+    out["typ-max"], out["typ-rss"] = parts.max(axis=0), np.sqrt(np.sum(parts**2, axis=0))
+    return out
+
+
+@pytest.mark.parametrize("order", ["aejax-first", "jax-first"])
+def test_every_score_matches_numpy_in_a_clean_process(tmp_path, order):
+    out = tmp_path / "scores.npz"
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    subprocess.run([sys.executable, "-c", CHILD, str(out), order], env=env, check=True,
+                   capture_output=True, text=True)
+    with np.load(out) as f:
+        assert (f["images"] == 255).any(axis=(1, 2, 3)).mean() > 0.5  # white pixels
+        expected = numpy_scores(f)
+        assert set(expected) == set(scores.ALL)
+        for name in scores.ALL:
+            got = f[f"score_{name}"]
+            assert np.isfinite(got).all(), f"{name}: {np.sum(~np.isfinite(got))} not finite"
+            np.testing.assert_allclose(got, expected[name], rtol=2e-4, atol=2e-4,
+                                       err_msg=name)
