@@ -1,9 +1,15 @@
-"""What the command-line tools share: device options, and turning errors into one line."""
+"""What the command-line tools share: parsing with checked values, device options, and
+turning every expected failure into one ``error:`` line and exit code 2."""
 
 from __future__ import annotations
 
 import argparse
+import errno
+import logging
+import math
+import signal
 import sys
+from collections.abc import Callable
 
 import jax
 
@@ -11,15 +17,65 @@ from aejax import parallel
 from aejax.errors import AejaxError
 
 
-def add_device_args(parser: argparse.ArgumentParser) -> None:
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse, but a bad option is one line (``error: ...``), exit code 2, like every other
+    aejax error (argparse's own prints the usage block first)."""
+
+    def error(self, message: str):
+        sys.stderr.write(f"error: {message} (see {self.prog} --help)\n")
+        sys.exit(2)
+
+
+def integer(minimum: int, maximum: int | None = None) -> Callable[[str], int]:
+    """An argparse ``type``: an integer in ``[minimum, maximum]``, the range in its error."""
+    valid = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"takes an integer {valid}, not {text!r}") from None
+        if value < minimum or (maximum is not None and value > maximum):
+            raise argparse.ArgumentTypeError(f"must be an integer {valid}, not {value}")
+        return value
+
+    return parse
+
+
+def number(low: float, high: float | None = None, *, low_open: bool = False,
+           high_open: bool = False) -> Callable[[str], float]:
+    """An argparse ``type``: a finite float in the interval given, the interval in its error."""
+    interval = f"{'(' if low_open else '['}{low:g}, " + (
+        "inf)" if high is None else f"{high:g}{')' if high_open else ']'}")
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"takes a number in {interval}, not {text!r}") \
+                from None
+        inside = math.isfinite(value) and (value > low if low_open else value >= low) and (
+            high is None or (value < high if high_open else value <= high))
+        if not inside:
+            raise argparse.ArgumentTypeError(f"must be a number in {interval}, not {text}")
+        return value
+
+    return parse
+
+
+def add_common_args(parser: argparse.ArgumentParser) -> None:
+    """Device options and --verbose."""
+    parser.add_argument("--verbose", action="store_true", help="also show the log lines of "
+                        "the libraries underneath (Orbax, absl)")
     group = parser.add_argument_group("devices (see README, 'Scaling out')")
-    group.add_argument("--devices", type=int, help="use the first N devices (default: all)")
-    group.add_argument("--cpu-devices", type=int, help="split the CPU into N host devices "
-                       "(default: one per core where the model gains from it, else 1)")
+    group.add_argument("--devices", type=integer(1), help="use the first N devices "
+                       "(default: all)")
+    group.add_argument("--cpu-devices", type=integer(1), help="split the CPU into N host "
+                       "devices (default: one per core where the model gains from it, else 1)")
     group.add_argument("--coordinator-address", help="host:port of process 0 of a "
                        "multi-process job")
-    group.add_argument("--num-processes", type=int, help="processes in the job")
-    group.add_argument("--process-id", type=int, help="this process's index in the job")
+    group.add_argument("--num-processes", type=integer(1), help="processes in the job")
+    group.add_argument("--process-id", type=integer(0), help="this process's index in the job")
     group.add_argument("--distributed", action="store_true", help="join a multi-process job "
                        "that jax.distributed.initialize() detects (TPU pods, SLURM, ...)")
 
@@ -50,3 +106,60 @@ def fail(error: Exception) -> int:
     sys.stderr.write(f"error: {error}\n")
     sys.stderr.flush()
     return 2
+
+
+_FIXES = {
+    errno.ENOSPC: "no space left on the device: free some space, then run the same command "
+                  "again (training resumes from its last checkpoint)",
+    errno.EDQUOT: "disk quota exceeded: free some space, then run the same command again "
+                  "(training resumes from its last checkpoint)",
+    errno.EROFS: "it is on a read-only filesystem: choose a --workdir/--out on a writable one",
+    errno.EACCES: "permission denied: choose a --workdir/--out you can write to, or fix its "
+                  "permissions",
+    errno.EPERM: "operation not permitted: choose a --workdir/--out you can write to",
+    errno.ENOTDIR: "it (or a folder above it) is a file, not a directory: choose another "
+                   "--workdir/--out",
+    errno.EEXIST: "a file of that name is in the way: move it, or choose another "
+                  "--workdir/--out",
+    errno.EISDIR: "it is a directory where a file was expected",
+}
+
+
+def explain_os_error(error: OSError) -> str:
+    """One line naming the path and what to do about a filesystem error."""
+    path = error.filename or "a file"
+    fix = _FIXES.get(error.errno, f"{error.strerror or error}")
+    return f"cannot write {path}: {fix}"
+
+
+class Interrupted(Exception):
+    """SIGTERM, turned into an exception so that the same clean-up runs as for Ctrl-C."""
+
+
+def _on_sigterm(signum, frame):
+    raise Interrupted
+
+
+def run_command(body: Callable[[], int], *, verbose: bool = False,
+                interrupted: str = "interrupted") -> int:
+    """Runs a CLI's ``body``; an AejaxError or a filesystem error becomes one ``error:`` line
+    and exit code 2, Ctrl-C or SIGTERM one line saying what was kept (exit 130 / 143).
+    Anything else escaping is a bug in aejax and keeps its traceback."""
+    # Orbax logs through absl, and a failed restore's abandoned reads end as asyncio's "Task
+    # exception was never retrieved" when collected: library noise around aejax's one line.
+    for name in ("absl", "asyncio"):
+        logging.getLogger(name).setLevel(logging.INFO if verbose else logging.CRITICAL)
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        return body()
+    except AejaxError as e:
+        return fail(e)
+    except OSError as e:
+        return fail(AejaxError(explain_os_error(e)))
+    except (KeyboardInterrupt, Interrupted) as e:
+        # A progress bar may hold the line: start a new one on a terminal.
+        sys.stderr.write(f"{chr(10) if sys.stderr.isatty() else ''}{interrupted}\n")
+        sys.stderr.flush()
+        return 143 if isinstance(e, Interrupted) else 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -24,7 +24,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from aejax import cli, core, data, metrics, models, ood, parallel, plots, run, scores
+from aejax import cli, core, data, files, metrics, models, ood, parallel, plots, run, scores
 from aejax.errors import AejaxError
 from aejax.parallel import Placement
 from aejax.run import put_split
@@ -35,16 +35,17 @@ SUITE_ARCHS = ["dense", "conv"]  # the reference models; --archs for others
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m aejax.eval", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = cli.ArgumentParser(prog="python -m aejax.eval", description=__doc__,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--workdir", type=Path, help="a run of aejax.train (default: the most "
                    "recent one under runs/)")
-    p.add_argument("--step", default="latest", help="checkpoint (epoch) to evaluate")
+    p.add_argument("--step", type=_step, default="latest",
+                   help="checkpoint (epoch) to evaluate (default latest)")
     p.add_argument("--ood", help="comma-separated OOD sets: TFDS datasets or "
                    f"{', '.join(ood.SYNTHETIC)} (default: the other of mnist/fashion_mnist)")
     p.add_argument("--score", default=scores.DEFAULT, choices=scores.ALL,
                    help=f"OOD score (default {scores.DEFAULT}; see aejax.scores)")
-    p.add_argument("--threshold-percentile", type=float, default=95.0,
+    p.add_argument("--threshold-percentile", type=cli.number(0, 100), default=95.0,
                    help="threshold = this percentile of held-out in-distribution scores")
     p.add_argument("--out", type=Path, help="output directory (default <workdir>/eval; "
                    "with --suite, experiments/results)")
@@ -55,9 +56,10 @@ def _parser() -> argparse.ArgumentParser:
                    f"architectures (default {' '.join(SUITE_ARCHS)}; others write "
                    "ood_suite_<archs>.*)")
     p.add_argument("--refit", action="store_true", help="fit the scores' statistics anew")
-    p.add_argument("--seed", type=int, default=0, help="seed of the synthetic OOD sets")
+    p.add_argument("--seed", type=cli.integer(0, 2**32 - 1), default=0,
+                   help="seed of the synthetic OOD sets")
     p.add_argument("--data-dir", help="TFDS data dir (default $TFDS_DATA_DIR)")
-    cli.add_device_args(p)
+    cli.add_common_args(p)
     return p
 
 
@@ -184,7 +186,7 @@ def evaluate(state, config: run.RunConfig, meta: dict, ood_names: list[str], *, 
 
 
 def write_scores_csv(path: Path, sets: list[ScoredSet], kind: str) -> None:
-    with open(path, "w", newline="") as f:
+    with files.atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["dataset", "split", "index", "label", "score", *scores.ALL])
         for s in sets:
@@ -238,8 +240,7 @@ def format_table(report: dict, workdir: Path) -> str:
 
 def evaluate_run(args, workdir: Path, placement: Placement, ood_names: list[str] | None,
                  kind: str):
-    step = None if args.step == "latest" else _int(args.step, "--step")
-    state, config, meta = run.restore(workdir, step, placement)
+    state, config, meta = run.restore(workdir, args.step, placement)
     names = ood_names or _ood_names(args.ood, config.dataset)
     return state, evaluate(state, config, meta, names, kind=kind, placement=placement,
                            percentile=args.threshold_percentile, workdir=workdir,
@@ -248,19 +249,19 @@ def evaluate_run(args, workdir: Path, placement: Placement, ood_names: list[str]
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    try:
-        if args.suite:
-            return suite(args)
-        workdir = args.workdir
-        if workdir is None:
-            workdir = run.latest_workdir()
-            print(f"evaluating {workdir} (the most recently trained run; --workdir to choose)",
-                  file=sys.stderr)
-        placement = _placement(args, [workdir])
-        state, (report, test, holdout, outs) = evaluate_run(args, workdir, placement, None,
-                                                            args.score)
-    except AejaxError as e:
-        return cli.fail(e)
+    return cli.run_command(lambda: suite(args) if args.suite else evaluate_command(args),
+                           verbose=args.verbose)
+
+
+def evaluate_command(args) -> int:
+    workdir = args.workdir
+    if workdir is None:
+        workdir = run.latest_workdir()
+        print(f"evaluating {workdir} (the most recently trained run; --workdir to choose)",
+              file=sys.stderr)
+    placement = _placement(args, [workdir])
+    state, (report, test, holdout, outs) = evaluate_run(args, workdir, placement, None,
+                                                        args.score)
     if not parallel.is_main_process():
         return 0
     out_dir = args.out or workdir / "eval"
@@ -270,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     write_scores_csv(out_dir / "scores.csv", [test, holdout, *outs], args.score)
     report["files"] = ["report.json", "scores.csv", *write_figures(out_dir, state, report,
                                                                     test, outs)]
-    run.write_json_atomic(out_dir / "report.json", report)
+    files.write_json(out_dir / "report.json", report)
     print(format_table(report, workdir))
     print(f"wrote {', '.join(report['files'])} to {out_dir}")
     return 0
@@ -314,9 +315,9 @@ def suite(args) -> int:
         out = args.out or Path("experiments/results")
         name = suite_name(args.archs)
         out.mkdir(parents=True, exist_ok=True)
-        run.write_json_atomic(out / f"{name}.json", {"default": scores.DEFAULT,
+        files.write_json(out / f"{name}.json", {"default": scores.DEFAULT,
                                                      "models": results})
-        (out / f"{name}.md").write_text(suite_markdown(results, args.archs))
+        files.write_text(out / f"{name}.md", suite_markdown(results, args.archs))
         print(f"wrote {out / name}.md and {out / name}.json")
     return 0
 
@@ -364,11 +365,15 @@ def suite_markdown(results: list[dict], archs: list[str] = SUITE_ARCHS) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _int(text: str, flag: str) -> int:
+def _step(text: str) -> int | None:
+    """``--step``: an epoch number, or ``latest`` (None)."""
+    if text == "latest":
+        return None
     try:
-        return int(text)
-    except ValueError:
-        raise AejaxError(f"{flag} takes an epoch number or 'latest', not {text!r}") from None
+        return cli.integer(1)(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"takes an epoch number >= 1 or 'latest', not "
+                                         f"{text!r}") from None
 
 
 def _ood_names(arg: str | None, in_dataset: str) -> list[str]:

@@ -12,9 +12,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import datetime
+import fcntl
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import jax
@@ -58,7 +62,9 @@ class RunConfig:
         """``{role: (tfds_split, start, stop)}`` for the rows trained on and held out, given
         the size of the dataset's train split."""
         if not 0 <= self.holdout < n_train:
-            raise AejaxError(f"--holdout {self.holdout} must be in [0, {n_train})")
+            raise AejaxError(f"--holdout {self.holdout} must be in [0, {n_train}): the train "
+                             f"split of {self.dataset} has {n_train} images, and at least one "
+                             "must be left to train on")
         cut = n_train - self.holdout
         ranges = {"train": ("train", 0, cut)}
         if self.holdout:
@@ -79,14 +85,39 @@ def default_workdir(arch: str, dataset: str) -> Path:
     return RUNS_DIR / f"{arch}-{dataset.replace('/', '-')}"
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)  # readers see the old file or the new one, never half of one
+LOCK_FILE = ".lock"
 
 
-def write_json_atomic(path: Path, obj) -> None:
-    write_text_atomic(path, json.dumps(obj, indent=2) + "\n")
+@contextlib.contextmanager
+def workdir_lock(workdir: Path) -> Iterator[None]:
+    """Holds ``workdir`` (created if need be) for one training process: a second run started
+    on it meanwhile is one clear error, not two runs writing the same checkpoints. The lock
+    is the kernel's (``flock``), so a killed run never leaves a stale one behind."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    with open(workdir / LOCK_FILE, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "another process"
+            raise AejaxError(f"{workdir} is in use by {holder}: wait for it to finish, or "
+                             "use another --workdir") from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"python -m aejax.train (pid {os.getpid()})\n")
+        f.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def move_aside(workdir: Path) -> Path:
+    """Renames a run's directory to ``<workdir>.<time>`` (``--fresh``: nothing is deleted)."""
+    with workdir_lock(workdir):
+        aside = workdir.with_name(f"{workdir.name}.{datetime.datetime.now():%Y%m%d-%H%M%S}")
+        workdir.rename(aside)
+    return aside
 
 
 def abstract_state(config: RunConfig, placement: Placement | None = None):
@@ -157,13 +188,12 @@ def peek_config(workdir: Path) -> RunConfig | None:
 
 def saved_config(workdir: Path) -> RunConfig | None:
     """The config of the run in ``workdir``, from its latest checkpoint, if it has one."""
-    checkpoints = Checkpoints(workdir / "checkpoints")
-    try:
+    if not (workdir / "checkpoints").is_dir():
+        return None
+    with Checkpoints(workdir / "checkpoints", read_only=True) as checkpoints:
         if checkpoints.latest_step() is None:
             return None
         return RunConfig.from_dict(checkpoints.meta()["config"])
-    finally:
-        checkpoints.close()
 
 
 def latest_workdir() -> Path:
@@ -183,7 +213,7 @@ def restore(workdir: str | Path, step: int | None = None, placement: Placement |
     if not (workdir / "checkpoints").is_dir():
         raise AejaxError(f"{workdir} holds no checkpoints: train first "
                          f"(python -m aejax.train --workdir {workdir}) or give another --workdir")
-    with Checkpoints(workdir / "checkpoints") as checkpoints:
+    with Checkpoints(workdir / "checkpoints", read_only=True) as checkpoints:
         meta = checkpoints.meta(step)
         config = RunConfig.from_dict(meta["config"])
         if config.arch not in models.names():

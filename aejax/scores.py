@@ -43,7 +43,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import xlogy
 
-from aejax import core, losses
+from aejax import core, files, losses
 
 RAW = ("bce", "mse", "kl", "entropy", "elbo", "latent")
 TYPICALITY = tuple(f"typ-{name}" for name in RAW)
@@ -182,10 +182,9 @@ def stats_path(workdir: str | Path, step: int) -> Path:
 
 def save(stats: Stats, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, latent_mean=stats.latent_mean, latent_precision=stats.latent_precision,
-             typicality=json.dumps(stats.typicality), meta=json.dumps(stats.meta))
-    tmp.replace(path)
+    with files.atomic_path(path) as tmp:
+        np.savez(tmp, latent_mean=stats.latent_mean, latent_precision=stats.latent_precision,
+                 typicality=json.dumps(stats.typicality), meta=json.dumps(stats.meta))
 
 
 def load(path: Path) -> Stats | None:

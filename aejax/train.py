@@ -12,8 +12,8 @@ over, keeping the old run beside the new one).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
-import datetime
 import json
 import math
 import sys
@@ -24,7 +24,7 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
-from aejax import cli, core, data, models, parallel, plots
+from aejax import cli, core, data, files, models, parallel, plots
 from aejax.checkpoint import Checkpoints
 from aejax.errors import AejaxError
 from aejax.parallel import Placement
@@ -32,29 +32,32 @@ from aejax.run import (
     CHECKPOINT_LAYOUT,
     RunConfig,
     default_workdir,
+    move_aside,
     peek_config,
     put_split,
     restore_state,
     saved_config,
-    write_json_atomic,
-    write_text_atomic,
+    workdir_lock,
 )
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m aejax.train", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = cli.ArgumentParser(prog="python -m aejax.train", description=__doc__,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
     # Defaults are None so that "not given" can be told from "given": on resume, what is not
     # given comes from the run being resumed (RunConfig's defaults for a new run).
-    p.add_argument("--arch", help=f"model: {', '.join(models.names())} (default dense)")
+    p.add_argument("--arch", choices=models.names(), help="model (default dense)")
     p.add_argument("--dataset", help="TFDS dataset of 28x28x1 images (default mnist)")
-    p.add_argument("--epochs", type=int, help="train until this epoch (default 15)")
-    p.add_argument("--batch-size", type=int, help="default: the arch's (dense 256, conv 128)")
-    p.add_argument("--latent-dim", type=int, help="code size (default 15)")
-    p.add_argument("--lr", type=float, help="Adam learning rate (default 1e-3)")
-    p.add_argument("--seed", type=int, help="default 0")
-    p.add_argument("--holdout", type=int, help="examples at the end of the train split kept "
-                   "out of training, for eval's thresholds and statistics (default 1000)")
+    p.add_argument("--epochs", type=cli.integer(1), help="train until this epoch (default 15)")
+    p.add_argument("--batch-size", type=cli.integer(1),
+                   help="default: the arch's (dense 256, conv 128)")
+    p.add_argument("--latent-dim", type=cli.integer(1), help="code size (default 15)")
+    p.add_argument("--lr", type=cli.number(0, low_open=True),
+                   help="Adam learning rate (default 1e-3)")
+    p.add_argument("--seed", type=cli.integer(0, 2**32 - 1), help="default 0")
+    p.add_argument("--holdout", type=cli.integer(0), help="examples at the end of the train "
+                   "split kept out of training, for eval's thresholds and statistics "
+                   "(default 1000)")
     p.add_argument("--compute-dtype", choices=["float32", "bfloat16"],
                    help="mixed precision: bfloat16 forward/backward, float32 parameters, "
                    "loss and optimizer (default float32)")
@@ -62,12 +65,18 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--fresh", action="store_true", help="start over; an existing run in the "
                    "workdir is moved aside to <workdir>.<time>, not deleted")
     p.add_argument("--data-dir", help="TFDS data dir (default $TFDS_DATA_DIR)")
-    cli.add_device_args(p)
+    cli.add_common_args(p)
     return p
 
 
-def resolve_config(args) -> tuple[RunConfig, Path, bool]:
-    """The run's config, its workdir, and whether it resumes a saved run."""
+def workdir_of(args) -> Path:
+    defaults = RunConfig()
+    return args.workdir or default_workdir(args.arch or defaults.arch,
+                                           args.dataset or defaults.dataset)
+
+
+def resolve_config(args, workdir: Path) -> tuple[RunConfig, bool]:
+    """The run's config and whether it resumes the run saved in ``workdir``."""
     given = {
         "arch": args.arch, "dataset": args.dataset, "epochs": args.epochs,
         "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
@@ -75,18 +84,10 @@ def resolve_config(args) -> tuple[RunConfig, Path, bool]:
     }
     given = {k: v for k, v in given.items() if v is not None}
     model_given = {"latent_dim": args.latent_dim} if args.latent_dim is not None else {}
-    defaults = RunConfig()
-    workdir = args.workdir or default_workdir(given.get("arch", defaults.arch),
-                                              given.get("dataset", defaults.dataset))
-    if args.fresh and workdir.exists():
-        aside = workdir.with_name(f"{workdir.name}.{datetime.datetime.now():%Y%m%d-%H%M%S}")
-        workdir.rename(aside)
-        print(f"--fresh: moved the previous run to {aside}", file=sys.stderr)
-
     saved = saved_config(workdir)
     if saved is None:
-        config = dataclasses.replace(defaults, **given, model=model_given).resolved()
-        return config, workdir, False
+        config = dataclasses.replace(RunConfig(), **given, model=model_given).resolved()
+        return config, False
 
     if given.get("arch", saved.arch) != saved.arch:
         raise AejaxError(f"{workdir} holds a {saved.arch} run, not {given['arch']}: use "
@@ -100,7 +101,26 @@ def resolve_config(args) -> tuple[RunConfig, Path, bool]:
             f"{', '.join(clashes)}: drop those options to resume it, or use --fresh or "
             "another --workdir"
         )
-    return asked, workdir, True
+    return asked, True
+
+
+# The BCE of predicting 0.5 for every pixel, whatever the image: a model above it has learnt
+# less than nothing.
+TRIVIAL_BCE = math.log(2)
+
+
+def divergence_warning(history: list[dict]) -> str | None:
+    """A warning when the last epoch's losses say training is diverging: the test BCE above
+    :data:`TRIVIAL_BCE`, or the training loss over 100x its first epoch's."""
+    last, first = history[-1], history[0]
+    if last["val_loss"] > TRIVIAL_BCE:
+        why = (f"test BCE {last['val_loss']:.6g} is above {TRIVIAL_BCE:.4f}, what predicting "
+               "0.5 for every pixel scores")
+    elif last["loss"] > 100 * first["loss"]:
+        why = f"training loss {last['loss']:.6g} is over 100x epoch {first['epoch']}'s"
+    else:
+        return None
+    return f"warning: epoch {last['epoch']}: {why}; training is diverging: lower --lr"
 
 
 def _check_finite(epoch: int, metrics: dict) -> None:
@@ -178,13 +198,13 @@ class Trainer:
     def write_records(self, history: list[dict]) -> None:
         if not self.is_main:
             return
-        write_text_atomic(self.workdir / "metrics.jsonl",
+        files.write_text(self.workdir / "metrics.jsonl",
                           "".join(json.dumps(h) + "\n" for h in history))
 
     def fit(self) -> tuple[core.TrainState, list[dict]]:
         if self.is_main:
             self.workdir.mkdir(parents=True, exist_ok=True)
-            write_json_atomic(self.workdir / "config.json", dataclasses.asdict(self.config))
+            files.write_json(self.workdir / "config.json", dataclasses.asdict(self.config))
         # Every process saves and restores (Orbax coordinates them); only process 0 logs.
         with Checkpoints(self.workdir / "checkpoints") as checkpoints:
             state, history = self.initial_state(checkpoints)
@@ -197,6 +217,9 @@ class Trainer:
                 state, metrics = self.run_epoch(state, epoch)
                 _check_finite(epoch, {k: metrics[k] for k in ("loss", "val_loss")})
                 history.append(metrics)
+                warning = divergence_warning(history)
+                if warning and self.is_main:
+                    tqdm.write(warning, file=sys.stderr)
                 checkpoints.save(epoch, state, {"config": dataclasses.asdict(self.config),
                                                 "history": history,
                                                 "layout": CHECKPOINT_LAYOUT})
@@ -207,36 +230,42 @@ class Trainer:
 def _device_defaults(args) -> tuple[bool, int]:
     """Whether the run's model splits well over CPU devices, and its batch size, known before
     JAX starts: from the options, else the workdir's config.json, else the defaults."""
-    defaults = RunConfig()
-    arch = args.arch or defaults.arch
-    workdir = args.workdir or default_workdir(arch, args.dataset or defaults.dataset)
-    peeked = None if args.fresh else peek_config(workdir)
-    arch = args.arch or (peeked.arch if peeked else arch)
+    peeked = None if args.fresh else peek_config(workdir_of(args))
+    arch = args.arch or (peeked.arch if peeked else RunConfig().arch)
     model = models.get(arch)
     batch = args.batch_size or (peeked.batch_size if peeked and peeked.arch == arch else 0)
     return model.splits_well_on_cpu, batch or model.default_batch_size
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    try:
-        splits_well, batch_size = _device_defaults(args)
-        placement = cli.setup_devices(args, splits_well=splits_well, batch_size=batch_size)
-        config, workdir, _ = resolve_config(args)
+def train(args) -> int:
+    splits_well, batch_size = _device_defaults(args)
+    placement = cli.setup_devices(args, splits_well=splits_well, batch_size=batch_size)
+    workdir = workdir_of(args)
+    main_process = parallel.is_main_process()
+    if args.fresh and workdir.exists() and main_process:
+        print(f"--fresh: moved the previous run to {move_aside(workdir)}", file=sys.stderr)
+    # Process 0 holds the workdir; the others write through Orbax, which it coordinates.
+    with workdir_lock(workdir) if main_process else contextlib.nullcontext():
+        config, _ = resolve_config(args, workdir)
         state, history = Trainer(config, workdir, placement, args.data_dir).fit()
-    except AejaxError as e:
-        return cli.fail(e)
-    if not parallel.is_main_process():
+    if not main_process:
         return 0
     if history:
         plots.loss_curve(history, workdir / "loss.png",
                          title=f"{config.arch} on {config.dataset}")
-    last = history[-1] if history else {}
-    seconds = np.median([h["epoch_seconds"] for h in history]) if history else float("nan")
-    print(f"{config.arch} on {config.dataset}: {last.get('epoch', 0)} epochs, "
-          f"{core.param_count(state):,} params, test BCE {last.get('val_loss', float('nan')):.4f}"
+    last = history[-1]
+    seconds = np.median([h["epoch_seconds"] for h in history])
+    print(f"{config.arch} on {config.dataset}: {last['epoch']} epochs, "
+          f"{core.param_count(state):,} params, test BCE {last['val_loss']:.4f}"
           f", median {seconds:.2f} s/epoch; run in {workdir}")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    return cli.run_command(lambda: train(args), verbose=args.verbose, interrupted=(
+        "interrupted: every finished epoch is checkpointed; run the same command again to "
+        "resume"))
 
 
 if __name__ == "__main__":
