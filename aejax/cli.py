@@ -10,11 +10,15 @@ import math
 import signal
 import sys
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-import jax
-
-from aejax import parallel
 from aejax.errors import AejaxError
+
+if TYPE_CHECKING:
+    from aejax import parallel
+
+# JAX is imported inside the functions that need it: `python -m aejax.data` parses and
+# reports errors through this module without loading JAX.
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -82,6 +86,10 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
 
 def setup_devices(args, *, splits_well: bool, batch_size: int) -> parallel.Placement:
     """Configures JAX from the device options (before anything starts a backend)."""
+    import jax
+
+    from aejax import parallel
+
     cpu_devices = args.cpu_devices or parallel.default_cpu_devices(splits_well, batch_size)
     if args.cpu_devices and parallel.started() and jax.devices()[0].platform == "cpu" \
             and jax.local_device_count() != args.cpu_devices:
@@ -95,6 +103,8 @@ def setup_devices(args, *, splits_well: bool, batch_size: int) -> parallel.Place
 
 def describe(placement: parallel.Placement) -> str:
     """E.g. '2 CPU devices' or '16 TPU devices in 4 processes'."""
+    import jax
+
     platform = placement.mesh.devices.flat[0].platform.upper()
     processes = f" in {jax.process_count()} processes" if jax.process_count() > 1 else ""
     return f"{placement.size} {platform} device{'s' if placement.size > 1 else ''}{processes}"

@@ -10,6 +10,8 @@ import pytest
 from aejax import eval as eval_cli
 from aejax import ood, scores, train
 
+pytestmark = pytest.mark.slow  # subprocesses, training, 8-device compiles
+
 REPORT_FIELDS = {"config", "checkpoint_step", "score", "positive_class", "threshold_percentile",
                  "threshold", "in_distribution", "ood", "auroc_by_score", "stats", "workdir",
                  "devices", "files"}
@@ -80,12 +82,16 @@ def test_without_workdir_uses_the_latest_run(trained, monkeypatch, capsys):
     (["--workdir", "{run}", "--ood", "no_such_set"], "unknown OOD set 'no_such_set'"),
     (["--workdir", "{run}", "--ood", "cifar10"], "has (32, 32, 3) uint8 images"),
     (["--workdir", "{run}", "--step", "7"], "no checkpoint for step 7"),
-    (["--workdir", "{run}", "--step", "last"], "--step takes an epoch number"),
+    (["--workdir", "{run}", "--step", "last"], "--step: takes an epoch number"),
 ])
 def test_bad_input_is_one_clear_line(trained, tmp_path, capsys, args, message):
     _, workdir = trained
     args = [a.format(tmp=tmp_path, run=workdir) for a in args]
-    assert eval_cli.main(args) == 2
+    try:
+        code = eval_cli.main(args)
+    except SystemExit as e:  # options are refused by argparse, with the same one line
+        code = e.code
+    assert code == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith("error: ") and message in err
 

@@ -7,12 +7,11 @@ import json
 import sys
 from pathlib import Path
 
-from aejax import data
-from aejax.errors import AejaxError
+from aejax import cli, data
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m aejax.data", description=__doc__)
+    parser = cli.ArgumentParser(prog="python -m aejax.data", description=__doc__)
     parser.add_argument("command", choices=["prepare", "info"])
     parser.add_argument("names", nargs="+", metavar="NAME", help="e.g. mnist fashion_mnist")
     parser.add_argument("--data-dir", help="TFDS data dir (default $TFDS_DATA_DIR or "
@@ -38,21 +37,21 @@ def _describe(entry: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    try:
-        for name in args.names:
-            if args.command == "prepare":
-                how = data.ensure_prepared(
-                    name, args.data_dir, raw_dir=args.raw_dir, mnist_pickle=args.mnist_pickle,
-                    offline=args.offline or None,
-                )
-                print(f"{name}: {how}")
-                for split in data.info(name, args.data_dir)["splits"]:
-                    data.load(name, split, args.data_dir)  # fills the decoded-array cache
-            entry = data.info(name, args.data_dir)
-            print(json.dumps(entry) if args.json else _describe(entry))
-    except AejaxError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    return cli.run_command(lambda: _run(args))
+
+
+def _run(args) -> int:
+    for name in args.names:
+        if args.command == "prepare":
+            how = data.ensure_prepared(
+                name, args.data_dir, raw_dir=args.raw_dir, mnist_pickle=args.mnist_pickle,
+                offline=args.offline or None,
+            )
+            print(f"{name}: {how}")
+            for split in data.info(name, args.data_dir)["splits"]:
+                data.load(name, split, args.data_dir)  # fills the decoded-array cache
+        entry = data.info(name, args.data_dir)
+        print(json.dumps(entry) if args.json else _describe(entry))
     return 0
 
 
