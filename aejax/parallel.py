@@ -66,9 +66,9 @@ def started() -> bool:
 
 
 def default_cpu_devices(splits_well: bool, batch_size: int) -> int:
-    """One device per core for models whose step splits well (measured: conv 75 -> 41 ms per
-    step on 2 cores; the dense net's step is too small to gain, 3.6 -> 5 ms), else one; always
-    a divisor of the batch size."""
+    """One device per core for models whose step splits well (the conv net gains, the dense
+    net's step is too small to: experiments/results/cpu_devices.md), else one; always a
+    divisor of the batch size."""
     if not splits_well:
         return 1
     return max(d for d in range(1, host_cores() + 1) if batch_size % d == 0)

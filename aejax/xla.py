@@ -19,11 +19,11 @@ import sys
 
 # XLA:CPU flags (numbers: experiments/results/speed.md):
 # - YNNPACK fusions off. With them on, XLA fuses a dot, the loss's exp/log and the reduction
-#   into one YNN kernel that ran the dense net's loss 4x slower; the conv net's dots also
-#   ran faster without them. A speed flag only: no aejax result depends on it
+#   into one YNN kernel that ran the dense net's loss several times slower; the conv net's
+#   dots also ran faster without them. A speed flag only: no aejax result depends on it
 #   (experiments/xla_white_pixel_nan.py shows what once made it look otherwise).
 # - 512-bit vectors where the CPU has them (XLA prefers 256): the loss's exp and log over a
-#   256x784 batch are most of the dense net's elementwise work (9% faster training pass).
+#   256x784 batch are most of the dense net's elementwise work (a faster training pass).
 CPU_FLAGS = ("--xla_cpu_experimental_ynn_fusion_type=",
              "--xla_cpu_prefer_vector_width=512")
 

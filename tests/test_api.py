@@ -15,6 +15,8 @@ import pytest
 
 from aejax import scores
 
+pytestmark = pytest.mark.slow  # subprocesses that train
+
 CHILD = r"""
 import sys
 import numpy as np

@@ -23,7 +23,7 @@ def mnist_test():
     return jax.device_put(data.load("mnist", "test")[0])
 
 
-@pytest.mark.parametrize("arch", ["dense", "conv"])
+@pytest.mark.parametrize("arch", ["dense", pytest.param("conv", marks=pytest.mark.slow)])
 def test_a_few_steps_reduce_the_loss_on_mnist(arch, mnist_test):
     state = core.init_state(arch, jax.random.key(0))
     images = mnist_test[:2048]

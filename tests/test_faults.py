@@ -20,6 +20,8 @@ import pytest
 
 from aejax import run
 
+pytestmark = pytest.mark.slow  # subprocesses, training, 8-device compiles
+
 SMALL = ["--arch", "dense", "--holdout", "50000"]  # 10k training images an epoch
 
 
@@ -67,7 +69,7 @@ def copy_of(trained, tmp_path):
 
 # --- options -----------------------------------------------------------------------------
 
-@pytest.mark.parametrize("tool, args, fragments", [
+OPTION_CASES = [
     ("train", ["--batch-size", "0"], ["--batch-size", ">= 1", "not 0"]),
     ("train", ["--batch-size", "-5"], ["--batch-size", ">= 1"]),
     ("train", ["--cpu-devices", "0"], ["--cpu-devices", ">= 1"]),
@@ -79,11 +81,23 @@ def copy_of(trained, tmp_path):
     ("train", ["--arch", "resnet"], ["--arch", "dense"]),
     ("eval", ["--threshold-percentile", "150"], ["--threshold-percentile", "[0, 100]"]),
     ("eval", ["--step", "0"], ["--step", "'latest'"]),
-])
-def test_every_option_is_checked_where_it_is_parsed(tmp_path, tool, args, fragments):
-    workdir = tmp_path / "run"
-    assert_one_error(cli(tool, *args, "--workdir", workdir), *fragments)
-    assert not workdir.exists()
+]
+
+
+def test_every_option_is_checked_where_it_is_parsed(tmp_path):
+    # All at once: each is a whole process start (mostly imports), and they are independent.
+    started = []
+    for i, (tool, args, fragments) in enumerate(OPTION_CASES):
+        workdir = tmp_path / f"run{i}"
+        process = subprocess.Popen(
+            [sys.executable, "-m", f"aejax.{tool}", *args, "--workdir", str(workdir)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        started.append((process, workdir, fragments))
+    for process, workdir, fragments in started:
+        out, err = process.communicate()
+        result = subprocess.CompletedProcess(process.args, process.returncode, out, err)
+        assert_one_error(result, *fragments)
+        assert not workdir.exists()
 
 
 def test_a_holdout_that_leaves_nothing_to_train_on(tmp_path):

@@ -29,7 +29,8 @@ def reference_conv(x, w, upsampled):
 
 
 @pytest.mark.parametrize("upsampled", [False, True])
-@pytest.mark.parametrize("cin, cout", [(1, 30), (30, 15), (15, 15), (15, 30), (30, 1), (3, 2)])
+@pytest.mark.parametrize("cin, cout", [(3, 2), *(pytest.param(*c, marks=pytest.mark.slow) for c in
+                                         [(1, 30), (30, 15), (15, 15), (15, 30), (30, 1)])])
 def test_conv3x3_matches_lax_conv(cin, cout, upsampled):
     rng = np.random.default_rng(cin * 100 + cout)
     x = jnp.asarray(rng.normal(size=(cin, 3, 6, 4)), jnp.float32)
@@ -71,7 +72,7 @@ def test_pool_bias_relu_matches_flax_max_pool_with_ties():
     np.testing.assert_allclose(db, db_ref, rtol=1e-5)
 
 
-@pytest.mark.parametrize("cin, cout", [(1, 30), (2, 3)])
+@pytest.mark.parametrize("cin, cout", [pytest.param(1, 30, marks=pytest.mark.slow), (2, 3)])
 def test_conv3x3_pool_bias_relu_matches_conv_then_flax_pool(cin, cout):
     rng = np.random.default_rng(1)
     x = jnp.asarray(rng.normal(size=(cin, 3, 8, 6)), jnp.float32)

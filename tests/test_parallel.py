@@ -14,6 +14,8 @@ import pytest
 from aejax import core, data, parallel, run, train
 from aejax.errors import AejaxError
 
+pytestmark = pytest.mark.slow  # subprocesses, training, 8-device compiles
+
 # Float tolerance: the sharded step sums per-example losses and gradients per device and then
 # across devices, a different order than one device's sum. Each order is exact to float32
 # rounding (relative 6e-8 per addition, ~1e-6 over a 256-term sum); over tens of Adam steps

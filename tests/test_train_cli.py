@@ -21,7 +21,8 @@ SMALL = ["--arch", "dense", "--holdout", "50000"]
 
 # Orbax leaves an asyncio callback behind when a restore fails half-way (the damaged
 # checkpoint test); it fires after its event loop closed, during a later test. Harmless.
-pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+pytestmark = [pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning"),
+              pytest.mark.slow]  # trains through the CLI
 
 
 def metrics(workdir):
