@@ -199,7 +199,7 @@ class Trainer:
         if not self.is_main:
             return
         files.write_text(self.workdir / "metrics.jsonl",
-                          "".join(json.dumps(h) + "\n" for h in history))
+                         "".join(json.dumps(h) + "\n" for h in history))
 
     def fit(self) -> tuple[core.TrainState, list[dict]]:
         if self.is_main:
