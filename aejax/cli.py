@@ -123,14 +123,14 @@ _FIXES = {
                   "again (training resumes from its last checkpoint)",
     errno.EDQUOT: "disk quota exceeded: free some space, then run the same command again "
                   "(training resumes from its last checkpoint)",
-    errno.EROFS: "it is on a read-only filesystem: choose a --workdir/--out on a writable one",
-    errno.EACCES: "permission denied: choose a --workdir/--out you can write to, or fix its "
-                  "permissions",
-    errno.EPERM: "operation not permitted: choose a --workdir/--out you can write to",
-    errno.ENOTDIR: "it (or a folder above it) is a file, not a directory: choose another "
-                   "--workdir/--out",
-    errno.EEXIST: "a file of that name is in the way: move it, or choose another "
-                  "--workdir/--out",
+    errno.EROFS: "it is on a read-only filesystem: give a path on a writable one (--workdir, "
+                 "--out or --data-dir)",
+    errno.EACCES: "permission denied: give a path you can write to (--workdir, --out or "
+                  "--data-dir), or fix its permissions",
+    errno.EPERM: "operation not permitted: give a path you can write to (--workdir, --out or "
+                 "--data-dir)",
+    errno.ENOTDIR: "it (or a folder above it) is a file, not a directory: give another path",
+    errno.EEXIST: "a file of that name is in the way: move it, or give another path",
     errno.EISDIR: "it is a directory where a file was expected",
 }
 
