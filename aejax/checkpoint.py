@@ -109,11 +109,16 @@ class Checkpoints:
         for tmp in self.directory.glob(f"{step}{TMP_SUFFIX}*"):
             shutil.rmtree(tmp, ignore_errors=True)
 
-    def _check_step(self, step: int) -> None:
+    def _existing_steps(self) -> list[int]:
+        """:meth:`all_steps`, or one clear error when there are none."""
         steps = self.all_steps()
         if not steps:
             raise AejaxError(f"no checkpoint in {self.directory}: train first "
                              "(python -m aejax.train ...) or give the right --workdir")
+        return steps
+
+    def _check_step(self, step: int) -> None:
+        steps = self._existing_steps()
         if step not in steps:
             raise AejaxError(f"no checkpoint for step {step} in {self.directory}; "
                              f"there are: {', '.join(map(str, steps))}")
@@ -143,8 +148,7 @@ class Checkpoints:
                 others = [s for s in self.all_steps() if s != step]
                 raise AejaxError(f"{e}: ask for another step ({', '.join(map(str, others))})"
                                  if others else f"{e}; start over with --fresh") from None
-        self._check_step(self.latest_step())
-        for candidate in reversed(self.all_steps()):
+        for candidate in reversed(self._existing_steps()):
             try:
                 return self._read(candidate, abstract_state)
             except Unreadable as e:
