@@ -95,10 +95,10 @@ class Checkpoints:
             )
             if not self.background:
                 self._manager.wait_until_finished()
-        except Exception as e:  # noqa: BLE001 - TensorStore and Orbax raise their own types
+        except BaseException as e:  # noqa: BLE001 - TensorStore and Orbax raise their own types
             self._remove_unfinished(step)
-            if isinstance(e, OSError):
-                raise
+            if isinstance(e, OSError) or not isinstance(e, Exception):
+                raise  # a filesystem error says it all; Ctrl-C / SIGTERM is not a failure
             raise _as_os_error(e, self.directory) or AejaxError(
                 f"saving checkpoint {step} in {self.directory} failed ({_first_line(e)}); "
                 "the earlier checkpoints are intact: run the same command again to resume"

@@ -142,8 +142,11 @@ def explain_os_error(error: OSError) -> str:
     return f"cannot write {path}: {fix}"
 
 
-class Interrupted(Exception):
-    """SIGTERM, turned into an exception so that the same clean-up runs as for Ctrl-C."""
+class Interrupted(BaseException):
+    """SIGTERM, turned into an exception so that the same clean-up runs as for Ctrl-C.
+
+    A ``BaseException``, like ``KeyboardInterrupt``: library code that catches ``Exception``
+    (Orbax's save, aejax's own error mapping) must not turn it into an ordinary failure."""
 
 
 def _on_sigterm(signum, frame):

@@ -288,6 +288,30 @@ def test_an_interrupted_run_says_so_and_resumes_bit_identically(trained, tmp_pat
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_during_a_save_is_an_interruption_not_a_failure(tmp_path, sig, code):
+    """The signal is delivered while Orbax is writing (where CI once caught SIGTERM and
+    reported a failed save, exit 2): it stays an interruption and leaves no partial files."""
+    import os
+
+    from aejax import checkpoint
+    from aejax import cli as aejax_cli
+
+    checkpoints = checkpoint.Checkpoints(tmp_path / "checkpoints", background=False)
+    manager_wait = checkpoints._manager.wait_until_finished
+
+    def signalled_wait():
+        os.kill(os.getpid(), sig)  # the handler runs at the next bytecode, inside the save
+        return manager_wait()
+
+    checkpoints._manager.wait_until_finished = signalled_wait
+    state = {"w": np.ones((4, 4), np.float32)}
+    code_returned = aejax_cli.run_command(lambda: checkpoints.save(1, state, {"epoch": 1}))
+    assert code_returned == code
+    leftovers = [p.name for p in (tmp_path / "checkpoints").iterdir() if p.name != "1"]
+    assert not any(checkpoint.TMP_SUFFIX in name for name in leftovers), leftovers
+
+
 def test_a_second_run_on_a_workdir_in_use_is_refused(tmp_path):
     workdir = tmp_path / "run"
     first = subprocess.Popen([sys.executable, "-m", "aejax.train", *SMALL, "--epochs", "1000",
