@@ -31,6 +31,7 @@ _EXPORTS = {
     "encode": "aejax.core",
     "decode": "aejax.core",
     "score": "aejax.core",
+    "per_image": "aejax.core",
     "ood_metrics": "aejax.metrics",
     "restore": "aejax.run",
     "AejaxError": "aejax.errors",

@@ -25,6 +25,7 @@ import os
 import shutil
 import sys
 from pathlib import Path
+from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
@@ -240,6 +241,6 @@ def _ignore_late_orbax_callbacks() -> None:
 _hook_installed = False
 
 
-def abstract(tree):
+def abstract(tree: Any) -> Any:
     """Shapes, dtypes and shardings of ``tree``'s arrays, for restoring into."""
     return jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)

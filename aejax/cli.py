@@ -10,7 +10,7 @@ import math
 import signal
 import sys
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from aejax.errors import AejaxError
 
@@ -25,7 +25,7 @@ class ArgumentParser(argparse.ArgumentParser):
     """argparse, but a bad option is one line (``error: ...``), exit code 2, like every other
     aejax error (argparse's own prints the usage block first)."""
 
-    def error(self, message: str):
+    def error(self, message: str) -> NoReturn:
         sys.stderr.write(f"error: {message} (see {self.prog} --help)\n")
         sys.exit(2)
 
@@ -84,21 +84,36 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
                        "that jax.distributed.initialize() detects (TPU pods, SLURM, ...)")
 
 
-def setup_devices(args, *, splits_well: bool, batch_size: int) -> parallel.Placement:
-    """Configures JAX from the device options (before anything starts a backend)."""
+DEVICE_OPTIONS = ("devices", "cpu_devices", "coordinator_address", "num_processes",
+                  "process_id", "distributed")
+
+
+def device_options(args: argparse.Namespace) -> dict:
+    """The device options :func:`add_common_args` parsed, as :func:`setup_devices` takes them."""
+    return {name: getattr(args, name) for name in DEVICE_OPTIONS}
+
+
+def setup_devices(*, devices: int | None = None, cpu_devices: int | None = None,
+                  coordinator_address: str | None = None, num_processes: int | None = None,
+                  process_id: int | None = None, distributed: bool = False,
+                  splits_well: bool = False, batch_size: int = 256) -> parallel.Placement:
+    """Configures JAX (before anything starts a backend) and returns the devices to use:
+    ``devices`` of them (default all), the CPU split into ``cpu_devices`` host devices
+    (default: one per core where the model ``splits_well`` for this ``batch_size``), in a
+    multi-process job if the other options say so."""
     import jax
 
     from aejax import parallel
 
-    cpu_devices = args.cpu_devices or parallel.default_cpu_devices(splits_well, batch_size)
-    if args.cpu_devices and parallel.started() and jax.devices()[0].platform == "cpu" \
-            and jax.local_device_count() != args.cpu_devices:
-        raise AejaxError(f"--cpu-devices {args.cpu_devices}: JAX already started with "
+    wanted = cpu_devices or parallel.default_cpu_devices(splits_well, batch_size)
+    if cpu_devices and parallel.started() and jax.devices()[0].platform == "cpu" \
+            and jax.local_device_count() != cpu_devices:
+        raise AejaxError(f"--cpu-devices {cpu_devices}: JAX already started with "
                          f"{jax.local_device_count()} CPU devices in this process")
-    parallel.configure(cpu_devices=cpu_devices, coordinator_address=args.coordinator_address,
-                       num_processes=args.num_processes, process_id=args.process_id,
-                       distributed=args.distributed)
-    return parallel.Placement.create(args.devices)
+    parallel.configure(cpu_devices=wanted, coordinator_address=coordinator_address,
+                       num_processes=num_processes, process_id=process_id,
+                       distributed=distributed)
+    return parallel.Placement.create(devices)
 
 
 def describe(placement: parallel.Placement) -> str:

@@ -170,7 +170,8 @@ def _apply_gradients(state: TrainState, batch: jax.Array, weight_B: jax.Array,
 
 
 @functools.partial(jax.jit, donate_argnums=0)
-def train_step(state: TrainState, batch: jax.Array, weight_B: jax.Array | None = None):
+def train_step(state: TrainState, batch: jax.Array,
+               weight_B: jax.Array | None = None) -> tuple[TrainState, dict]:
     """One Adam step on a batch ``[B, H, W, C]`` (uint8 or float in [0, 1]).
 
     Args:
@@ -324,28 +325,49 @@ def train_epoch(
     return state, {name: total / count for name, total in totals.items()}
 
 
-SCORES = {"bce": losses.bce_per_example, "mse": losses.mse_per_example}
+# What per_image can compute for each image; "code" is the flattened code [N, D].
+TERMS = ("bce", "mse", "kl", "entropy", "elbo", "code")
 
 
-@functools.partial(jax.jit, static_argnames=("kind", "batch_size", "batch_sharding"))
+@functools.partial(jax.jit, static_argnames=("terms", "batch_size", "batch_sharding"))
+def per_image(state: TrainState, images: jax.Array, terms: tuple[str, ...] = TERMS,
+              batch_size: int | None = None,
+              batch_sharding: jax.sharding.Sharding | None = None) -> dict[str, jax.Array]:
+    r"""The one per-image evaluator: ``{term: [N, ...]}`` for each of ``terms`` (of TERMS).
+
+    ``bce`` and ``mse``: reconstruction errors (:mod:`aejax.losses`); ``entropy``: the image's
+    own mean binary entropy; ``kl``: ``bce - entropy``; ``elbo``: ``bce`` plus the model's
+    ``prior_term``; ``code``: the flattened code. Every score, ``eval_loss`` and the
+    evaluation report derive from it. Runs ``batch_size`` images at a time (default: the
+    model's ``eval_batch_size``; see :func:`batched`), so memory stays bounded whatever N;
+    with ``batch_sharding``, each batch is split over the devices. Terms not asked for are
+    not computed (XLA drops them).
+    """
+    unknown = set(terms) - set(TERMS)
+    if unknown:
+        raise ValueError(f"unknown terms {sorted(unknown)}; choose from {TERMS}")
+    model = state.model
+
+    def one_batch(x_uint8):
+        x = to_float(x_uint8)
+        code = model.encode(x)
+        logits = model.decode(code)
+        bce = losses.bce_per_example(logits, x)
+        entropy = losses.entropy_per_example(x_uint8)
+        every = {"bce": bce, "mse": losses.mse_per_example(logits, x), "kl": bce - entropy,
+                 "entropy": entropy, "elbo": bce + model.prior_term(x),
+                 "code": code.reshape(x.shape[0], -1)}
+        return {name: every[name] for name in terms}
+
+    return batched(one_batch, images, batch_size or model.eval_batch_size, batch_sharding)
+
+
 def score(state: TrainState, images: jax.Array, kind: str = "bce",
           batch_size: int | None = None,
           batch_sharding: jax.sharding.Sharding | None = None) -> jax.Array:
-    """Per-image reconstruction error ``[N]`` (``kind``: ``bce`` or ``mse``).
-
-    Runs ``batch_size`` images at a time (``lax.map``; default: the model's
-    ``eval_batch_size``), so memory stays bounded whatever N; with ``batch_sharding``, each of
-    those batches is split over the devices.
-    """
-    error_fn = SCORES[kind]
-    model = state.model
-    batch_size = batch_size or model.eval_batch_size
-
-    def one_batch(x_BxHxWxC):
-        x = to_float(x_BxHxWxC)
-        return error_fn(model(x), x)
-
-    return batched(one_batch, images, batch_size, batch_sharding)
+    """Per-image reconstruction error ``[N]``: :func:`per_image`'s ``kind`` (``bce``,
+    ``mse``, ...)."""
+    return per_image(state, images, (kind,), batch_size, batch_sharding)[kind]
 
 
 def batched(fn, images_NxHxWxC: jax.Array, batch_size: int,
@@ -380,8 +402,7 @@ def eval_loss(state: TrainState, images: jax.Array, batch_size: int | None = Non
               batch_sharding: jax.sharding.Sharding | None = None) -> jax.Array:
     """Mean reconstruction BCE over the first ``num_examples`` (default all) ``images``
     (Keras' ``val_loss`` for these models)."""
-    scores = score(state, images, "bce", batch_size, batch_sharding)
-    return jnp.mean(scores[:num_examples])
+    return jnp.mean(score(state, images, "bce", batch_size, batch_sharding)[:num_examples])
 
 
 @jax.jit

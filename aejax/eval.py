@@ -2,8 +2,6 @@
 
     python -m aejax.eval --ood fashion_mnist                  # the most recent run
     python -m aejax.eval --workdir runs/conv-fashion_mnist --ood mnist,uniform,black
-    python -m aejax.eval --suite                              # every score, 4 models, 7 sets
-    python -m aejax.eval --suite --archs sparse denoising vae # the same for other models
 
 Scores every image (higher = more anomalous; ``--score``, see :mod:`aejax.scores`) on the
 run's own test split, on held-out training images (the run's ``--holdout`` slice, which sets
@@ -11,6 +9,13 @@ the detection threshold and the scores' fitted statistics), and on each OOD set'
 reports AUROC, AUPR (OOD positive and in-distribution positive), FPR at 95% TPR and the
 detection rate at the threshold, with OOD as the positive class. Writes report.json,
 scores.csv and figures to ``--out`` (default ``<workdir>/eval/``).
+
+From Python, :func:`evaluate` (a workdir and an :class:`EvalConfig`) returns the same report,
+and :func:`write` the same files::
+
+    from aejax.eval import EvalConfig, evaluate, write
+    result = evaluate("runs/dense-mnist", EvalConfig(ood=("fashion_mnist", "uniform")))
+    write(result, Path("runs/dense-mnist/eval"))
 """
 
 from __future__ import annotations
@@ -27,11 +32,20 @@ import numpy as np
 from aejax import cli, core, data, files, metrics, models, ood, parallel, plots, run, scores
 from aejax.errors import AejaxError
 from aejax.parallel import Placement
-from aejax.run import put_split
 
 OTHER = {"mnist": "fashion_mnist", "fashion_mnist": "mnist"}
-SUITE_SYNTHETIC = ["uniform", "gaussian", "black", "grey", "white", "inverted"]
-SUITE_ARCHS = ["dense", "conv"]  # the reference models; --archs for others
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalConfig:
+    """What to evaluate a trained run on, and how. Defaults are the CLI's."""
+
+    ood: tuple[str, ...] = ()  # OOD sets: TFDS names or aejax.ood.SYNTHETIC; () = OTHER's
+    score: str = scores.DEFAULT
+    step: int | None = None  # checkpoint (epoch); None = the latest
+    threshold_percentile: float = 95.0
+    seed: int = 0  # of the synthetic sets
+    refit: bool = False  # fit the scores' statistics anew
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -47,14 +61,7 @@ def _parser() -> argparse.ArgumentParser:
                    help=f"OOD score (default {scores.DEFAULT}; see aejax.scores)")
     p.add_argument("--threshold-percentile", type=cli.number(0, 100), default=95.0,
                    help="threshold = this percentile of held-out in-distribution scores")
-    p.add_argument("--out", type=Path, help="output directory (default <workdir>/eval; "
-                   "with --suite, experiments/results)")
-    p.add_argument("--suite", action="store_true", help="every score on the other dataset and "
-                   "the synthetic sets, for the runs <runs-dir>/<arch>-{mnist,fashion_mnist}")
-    p.add_argument("--runs-dir", type=Path, default=run.RUNS_DIR, help="with --suite")
-    p.add_argument("--archs", nargs="+", default=SUITE_ARCHS, help="with --suite: the "
-                   f"architectures (default {' '.join(SUITE_ARCHS)}; others write "
-                   "ood_suite_<archs>.*)")
+    p.add_argument("--out", type=Path, help="output directory (default <workdir>/eval)")
     p.add_argument("--refit", action="store_true", help="fit the scores' statistics anew")
     p.add_argument("--seed", type=cli.integer(0, 2**32 - 1), default=0,
                    help="seed of the synthetic OOD sets")
@@ -67,9 +74,9 @@ def _parser() -> argparse.ArgumentParser:
 class ScoredSet:
     name: str
     split: str
-    first_images: np.ndarray  # the first 10, for figures
+    images: np.ndarray  # uint8, on the host
     labels: np.ndarray
-    terms: dict  # aejax.scores.image_terms, as numpy
+    terms: dict  # aejax.core.per_image, as numpy
     scores: dict = dataclasses.field(default_factory=dict)  # every score in scores.ALL
 
 
@@ -81,25 +88,19 @@ class Scorer:
         self.batch_sharding = placement.batch if placement.size > 1 else None
 
     def terms(self, images: jax.Array, n: int) -> dict:
-        terms = scores.image_terms(self.state, images, batch_sharding=self.batch_sharding)
+        terms = core.per_image(self.state, images, batch_sharding=self.batch_sharding)
         return {k: parallel.to_numpy(v)[:n] for k, v in terms.items()}
 
-    def tfds_set(self, dataset, split, start=None, stop=None, role=None,
-                 placed=None) -> ScoredSet:
-        """Rows ``[start, stop)`` of a TFDS split, scored; ``placed``: the ``(images, n)`` that
-        :func:`put_split` already gave for them."""
-        images, n = placed or put_split(self.placement, dataset, split, start, stop,
-                                        self.data_dir)
-        first = start or 0
-        # Labels and the first images are small: every process reads them whole.
-        labels = data.load(dataset, f"{split}[{first}:{first + n}]", self.data_dir)[1]
-        head = data.load(dataset, f"{split}[{first}:{first + 10}]", self.data_dir)[0]
-        return ScoredSet(dataset, role or split, head, labels, self.terms(images, n))
+    def tfds_set(self, dataset, split, start=None, stop=None, role=None) -> ScoredSet:
+        """Rows ``[start, stop)`` of a TFDS split (default all), read once and scored."""
+        rows = split if start is None and stop is None else \
+            f"{split}[{'' if start is None else start}:{'' if stop is None else stop}]"
+        images, labels = data.load(dataset, rows, self.data_dir)
+        return self.array_set(dataset, images, labels, role or split)
 
-    def array_set(self, name, images_np, labels) -> ScoredSet:
+    def array_set(self, name, images_np, labels, split="test") -> ScoredSet:
         images = self.placement.put_rows(len(images_np), lambda a, b: images_np[a:b])
-        return ScoredSet(name, "test", images_np[:10], labels,
-                         self.terms(images, len(images_np)))
+        return ScoredSet(name, split, images_np, labels, self.terms(images, len(images_np)))
 
 
 def fitted_stats(scorer: Scorer, workdir: Path, step: int, config: run.RunConfig,
@@ -118,10 +119,34 @@ def fitted_stats(scorer: Scorer, workdir: Path, step: int, config: run.RunConfig
     return stats
 
 
-def evaluate(state, config: run.RunConfig, meta: dict, ood_names: list[str], *, kind: str,
-             percentile: float, placement: Placement, workdir: Path, seed: int = 0,
-             data_dir: str | None = None, refit: bool = False):
-    """The report (a JSON-able dict) and the scored sets behind it."""
+@dataclasses.dataclass
+class Evaluation:
+    """What :func:`evaluate` found: the report (JSON-able) and the scored sets behind it."""
+
+    report: dict
+    state: core.TrainState
+    test: ScoredSet
+    holdout: ScoredSet
+    outs: list[ScoredSet]
+
+
+def evaluate(workdir: str | Path, config: EvalConfig = EvalConfig(), *,
+             placement: Placement | None = None, data_dir: str | None = None) -> Evaluation:
+    """Restores checkpoint ``config.step`` of the run in ``workdir`` and evaluates it:
+    every score on its test split, its held-out slice and each OOD set (``config.ood``,
+    default the other of mnist/fashion_mnist). ``placement``: the devices (default all)."""
+    workdir = Path(workdir)
+    placement = placement or Placement.create()
+    state, run_config, meta = run.restore(workdir, config.step, placement)
+    ood_names = list(config.ood) or _default_ood(run_config.dataset)
+    return _evaluate(state, run_config, meta, ood_names, kind=config.score,
+                     percentile=config.threshold_percentile, placement=placement,
+                     workdir=workdir, seed=config.seed, data_dir=data_dir, refit=config.refit)
+
+
+def _evaluate(state, config: run.RunConfig, meta: dict, ood_names: list[str], *, kind: str,
+              percentile: float, placement: Placement, workdir: Path, seed: int,
+              data_dir: str | None, refit: bool) -> Evaluation:
     for name in ood_names:  # all names checked before any work
         ood.check_name(name, data_dir)
     ranges = config.row_ranges(data.num_examples(config.dataset, "train", data_dir))
@@ -129,17 +154,14 @@ def evaluate(state, config: run.RunConfig, meta: dict, ood_names: list[str], *, 
         raise AejaxError("this run trained on its whole train split (--holdout 0), so nothing "
                          "is held out to set the threshold on: train with --holdout 1000")
     scorer = Scorer(state, placement, data_dir)
-    test_images, n_test = put_split(placement, config.dataset, "test", data_dir=data_dir)
-    test = scorer.tfds_set(config.dataset, "test", placed=(test_images, n_test))
+    test = scorer.tfds_set(config.dataset, "test")
     holdout = scorer.tfds_set(config.dataset, *ranges["holdout"], role="holdout")
     step = meta["history"][-1]["epoch"]  # the checkpoint's own epoch
     stats = fitted_stats(scorer, workdir, step, config, ranges, holdout, refit)
     outs = []
     for name in ood_names:
         if name in ood.SYNTHETIC:
-            like = np.zeros((len(test.labels), *data.IMAGE_SHAPE), np.uint8)
-            if name == "inverted":
-                like = data.load(config.dataset, "test", data_dir)[0]
+            like = test.images if name == "inverted" else np.zeros_like(test.images)
             outs.append(scorer.array_set(name, *ood.synthetic_set(name, like, seed)))
         else:
             outs.append(scorer.tfds_set(name, "test"))
@@ -156,9 +178,8 @@ def evaluate(state, config: run.RunConfig, meta: dict, ood_names: list[str], *, 
         "threshold": threshold,
         "in_distribution": {
             "dataset": config.dataset,
-            # Exactly as training computed its val_loss, so the two agree.
-            "test_bce": float(core.eval_loss(state, test_images, num_examples=n_test,
-                                             batch_sharding=scorer.batch_sharding)),
+            # As training computes its val_loss (core.eval_loss), so the two agree.
+            "test_bce": float(jax.numpy.mean(test.terms["bce"])),
             "training_reported_test_bce": meta["history"][-1]["val_loss"],
             "n_test": len(test.labels),
             "n_holdout": len(holdout.labels),
@@ -182,7 +203,18 @@ def evaluate(state, config: run.RunConfig, meta: dict, ood_names: list[str], *, 
         },
         "stats": stats.meta,
     }
-    return report, test, holdout, outs
+    return Evaluation(report, state, test, holdout, outs)
+
+
+def write(result: Evaluation, out_dir: Path) -> list[str]:
+    """Writes report.json, scores.csv and the figures to ``out_dir``; returns their names."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    kind = result.report["score"]
+    write_scores_csv(out_dir / "scores.csv", [result.test, result.holdout, *result.outs], kind)
+    result.report["files"] = ["report.json", "scores.csv", *write_figures(
+        out_dir, result.state, result.report, result.test, result.outs)]
+    files.write_json(out_dir / "report.json", result.report)
+    return result.report["files"]
 
 
 def write_scores_csv(path: Path, sets: list[ScoredSet], kind: str) -> None:
@@ -200,8 +232,8 @@ def write_figures(out_dir: Path, state, report: dict, test: ScoredSet,
     kind, threshold = report["score"], report["threshold"]
     files = []
     for s in [test, *outs]:
-        recon = np.asarray(core.reconstruct(state, s.first_images))
-        path = plots.reconstruction_grid(s.first_images / 255.0, recon,
+        recon = np.asarray(core.reconstruct(state, s.images[:10]))
+        path = plots.reconstruction_grid(s.images[:10] / 255.0, recon,
                                          out_dir / f"reconstructions_{s.name}.png",
                                          title=f"{s.name}: inputs (top), reconstructions")
         files.append(path.name)
@@ -238,19 +270,9 @@ def format_table(report: dict, workdir: Path) -> str:
     return "\n".join(lines)
 
 
-def evaluate_run(args, workdir: Path, placement: Placement, ood_names: list[str] | None,
-                 kind: str):
-    state, config, meta = run.restore(workdir, args.step, placement)
-    names = ood_names or _ood_names(args.ood, config.dataset)
-    return state, evaluate(state, config, meta, names, kind=kind, placement=placement,
-                           percentile=args.threshold_percentile, workdir=workdir,
-                           seed=args.seed, data_dir=args.data_dir, refit=args.refit)
-
-
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    return cli.run_command(lambda: suite(args) if args.suite else evaluate_command(args),
-                           verbose=args.verbose)
+    return cli.run_command(lambda: evaluate_command(args), verbose=args.verbose)
 
 
 def evaluate_command(args) -> int:
@@ -259,110 +281,27 @@ def evaluate_command(args) -> int:
         workdir = run.latest_workdir()
         print(f"evaluating {workdir} (the most recently trained run; --workdir to choose)",
               file=sys.stderr)
-    placement = _placement(args, [workdir])
-    state, (report, test, holdout, outs) = evaluate_run(args, workdir, placement, None,
-                                                        args.score)
+    config = EvalConfig(ood=_ood_names(args.ood), score=args.score, step=args.step,
+                        threshold_percentile=args.threshold_percentile, seed=args.seed,
+                        refit=args.refit)
+    placement = placement_for(cli.device_options(args), [workdir])
+    result = evaluate(workdir, config, placement=placement, data_dir=args.data_dir)
     if not parallel.is_main_process():
         return 0
+    result.report["workdir"] = str(workdir)
+    result.report["devices"] = cli.describe(placement)
     out_dir = args.out or workdir / "eval"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    report["workdir"] = str(workdir)
-    report["devices"] = cli.describe(placement)
-    write_scores_csv(out_dir / "scores.csv", [test, holdout, *outs], args.score)
-    report["files"] = ["report.json", "scores.csv", *write_figures(out_dir, state, report,
-                                                                    test, outs)]
-    files.write_json(out_dir / "report.json", report)
-    print(format_table(report, workdir))
-    print(f"wrote {', '.join(report['files'])} to {out_dir}")
+    names = write(result, out_dir)
+    print(format_table(result.report, workdir))
+    print(f"wrote {', '.join(names)} to {out_dir}")
     return 0
 
 
-def _placement(args, workdirs: list[Path]) -> Placement:
+def placement_for(device_options: dict, workdirs: list[Path]) -> Placement:
     """Devices chosen before JAX starts: the conv net splits well over CPU devices."""
     archs = [c.arch for c in map(run.peek_config, workdirs) if c is not None]
     splits_well = any(models.get(a).splits_well_on_cpu for a in archs if a in models.names())
-    return cli.setup_devices(args, splits_well=splits_well, batch_size=256)
-
-
-def suite(args) -> int:
-    """Every score on the 7 OOD sets, for each of ``--archs`` trained on MNIST and on
-    Fashion-MNIST; writes ood_suite.* (ood_suite_<archs>.* for other architectures)."""
-    for arch in args.archs:
-        models.get(arch)  # an unknown name is one clear error
-    workdirs = {(arch, dataset): args.runs_dir / f"{arch}-{dataset}"
-                for dataset in ("mnist", "fashion_mnist") for arch in args.archs}
-    missing = [f"python -m aejax.train --arch {a} --dataset {d} --workdir {w}"
-               for (a, d), w in workdirs.items() if not (w / "checkpoints").is_dir()]
-    if missing:
-        raise AejaxError(f"--suite needs these {len(workdirs)} runs; train the missing ones "
-                         f"first: {'; '.join(missing)}")
-    placement = _placement(args, list(workdirs.values()))
-    results = []
-    for (arch, dataset), workdir in workdirs.items():
-        _, (report, test, holdout, outs) = evaluate_run(
-            args, workdir, placement, [OTHER[dataset], *SUITE_SYNTHETIC], scores.DEFAULT)
-        selection = {  # held-out in-distribution images vs each synthetic set, every score
-            out.name: {name: metrics.ood_metrics(holdout.scores[name], out.scores[name])["auroc"]
-                       for name in scores.ALL}
-            for out in outs if out.name in SUITE_SYNTHETIC}
-        results.append({"arch": arch, "dataset": dataset, "workdir": str(workdir),
-                        "test_bce": report["in_distribution"]["test_bce"],
-                        "auroc": report["auroc_by_score"], "selection_auroc": selection,
-                        "default": report["ood"]})
-        print(f"{arch} on {dataset}: worst AUROC under {scores.DEFAULT} "
-              f"{min(m['auroc'] for m in report['ood'].values()):.4f}", flush=True)
-    if parallel.is_main_process():
-        out = args.out or Path("experiments/results")
-        name = suite_name(args.archs)
-        out.mkdir(parents=True, exist_ok=True)
-        files.write_json(out / f"{name}.json", {"default": scores.DEFAULT,
-                                                     "models": results})
-        files.write_text(out / f"{name}.md", suite_markdown(results, args.archs))
-        print(f"wrote {out / name}.md and {out / name}.json")
-    return 0
-
-
-def suite_name(archs: list[str]) -> str:
-    """``ood_suite`` for the reference models, ``ood_suite_<arch>_...`` for others."""
-    return "ood_suite" if archs == SUITE_ARCHS else "_".join(["ood_suite", *archs])
-
-
-def suite_markdown(results: list[dict], archs: list[str] = SUITE_ARCHS) -> str:
-    sets = [OTHER["mnist"], *SUITE_SYNTHETIC]  # column order; "other" varies per model
-    command = "python -m aejax.eval --suite" + (
-        "" if archs == SUITE_ARCHS else f" --archs {' '.join(archs)}")
-    lines = [f"# OOD suite: every score, {', '.join(archs)} on MNIST and Fashion-MNIST, "
-             "seven OOD sets", "",
-             f"Written by `{command}`. AUROC with OOD as the positive class; "
-             "in-distribution = the model's own test split (10k), each OOD set 10k images. "
-             f"Default score: `{scores.DEFAULT}` (see aejax/scores.py).", "",
-             "## How the default was chosen", "",
-             "Only on data a user has without any OOD test set: the 1,000 held-out training "
-             "images against the six synthetic sets, per model. Worst and mean of those "
-             f"{6 * len(results)} AUROCs per score (the real OOD sets below played no part"
-             + ("" if archs == SUITE_ARCHS else "; the default was chosen on the reference "
-                "models, dense and conv, and is kept here") + "):", "",
-             "| score | worst | mean |", "|---|---|---|"]
-    for name in scores.ALL:
-        values = [r["selection_auroc"][s][name] for r in results for s in r["selection_auroc"]]
-        lines.append(f"| `{name}` | {min(values):.4f} | {np.mean(values):.4f} |")
-    lines += ["", "## Results on the OOD test sets", "",
-              "| model | trained on | its test BCE | score | other dataset | "
-              + " | ".join(sets[1:]) + " | worst |",
-              "|---|---|---|---|---|" + "---|" * (len(sets) - 1) + "---|"]
-    for r in results:
-        other = OTHER[r["dataset"]]
-        # elbo is bce for a model without a prior on its code: shown only where it differs.
-        has_prior = any(by["elbo"] != by["bce"] for by in r["auroc"].values())
-        for name in ("bce", "mse", *(["elbo"] if has_prior else []), scores.DEFAULT):
-            row = [r["auroc"][other][name], *(r["auroc"][s][name] for s in sets[1:])]
-            bold = "**" if name == scores.DEFAULT else ""
-            lines.append(f"| {r['arch']} | {r['dataset']} | {r['test_bce']:.4f} | "
-                         f"{bold}`{name}`{bold} | "
-                         + " | ".join(f"{v:.4f}" for v in row) + f" | {bold}{min(row):.4f}"
-                         f"{bold} |")
-    lines += ["", f"Every score's AUROC on every set: `{suite_name(archs)}.json`."]
-    return "\n".join(lines) + "\n"
+    return cli.setup_devices(**device_options, splits_well=splits_well, batch_size=256)
 
 
 def _step(text: str) -> int | None:
@@ -376,12 +315,16 @@ def _step(text: str) -> int | None:
                                          f"{text!r}") from None
 
 
-def _ood_names(arg: str | None, in_dataset: str) -> list[str]:
+def _default_ood(in_dataset: str) -> list[str]:
+    if in_dataset not in OTHER:
+        raise AejaxError(f"--ood is needed for a run on {in_dataset} (e.g. --ood mnist)")
+    return [OTHER[in_dataset]]
+
+
+def _ood_names(arg: str | None) -> tuple[str, ...]:
     if arg is None:
-        if in_dataset not in OTHER:
-            raise AejaxError(f"--ood is needed for a run on {in_dataset} (e.g. --ood mnist)")
-        return [OTHER[in_dataset]]
-    names = [n.strip() for n in arg.split(",") if n.strip()]
+        return ()
+    names = tuple(n.strip() for n in arg.split(",") if n.strip())
     if not names:
         raise AejaxError("--ood names no set")
     return names

@@ -16,6 +16,7 @@ import dataclasses
 import math
 import os
 from collections.abc import Callable
+from typing import Any
 
 import jax
 import numpy as np
@@ -136,7 +137,7 @@ class Placement:
                   for device, start, stop in zip(index_map, starts, stops, strict=True)]
         return jax.make_array_from_single_device_arrays(shape, self.batch, shards)
 
-    def replicate(self, tree):
+    def replicate(self, tree: Any) -> Any:
         """``tree`` (the same on every process) replicated on every device."""
         return jax.device_put(tree, self.replicated)
 

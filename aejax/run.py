@@ -20,6 +20,7 @@ import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import jax
 
@@ -29,9 +30,10 @@ from aejax.errors import AejaxError
 from aejax.parallel import Placement
 
 RUNS_DIR = Path("runs")
-# The layout of the parameters a checkpoint holds, saved in its meta as "layout" (none: 1).
-# 2: the dense encoder's kernel is [latent, pixels] (models.dense.PixelsMinorLinear).
-CHECKPOINT_LAYOUT = 2
+# The parameter tree a checkpoint holds, saved in its meta as "format". 3: the models as
+# flax layers (aejax.models). Earlier formats were only written by unreleased versions, so
+# they are refused with a clear error rather than converted.
+CHECKPOINT_FORMAT = 3
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,7 +122,53 @@ def move_aside(workdir: Path) -> Path:
     return aside
 
 
-def abstract_state(config: RunConfig, placement: Placement | None = None):
+def resolve_config(given: dict, workdir: Path) -> RunConfig:
+    """The config of a training command: the fields ``given`` (``model``: model options)
+    over those of the run saved in ``workdir`` if there is one (it resumes), else over the
+    defaults. Reads only; an option that clashes with the saved run is an error."""
+    given = dict(given)
+    model_given = given.pop("model", {})
+    saved = saved_config(workdir)
+    if saved is None:
+        return dataclasses.replace(RunConfig(), **given, model=model_given).resolved()
+    if given.get("arch", saved.arch) != saved.arch:
+        raise AejaxError(f"{workdir} holds a {saved.arch} run, not {given['arch']}: use "
+                         f"--arch {saved.arch} to resume it, or --fresh or another --workdir")
+    config = dataclasses.replace(saved, **given, model={**saved.model, **model_given})
+    config = config.resolved()
+    _check_agrees(config, saved, workdir)
+    return config
+
+
+def check_resumes(config: RunConfig, workdir: Path) -> None:
+    """An error unless ``config`` starts a new run in ``workdir`` or resumes the one there."""
+    saved = saved_config(workdir)
+    if saved is not None:
+        _check_agrees(config, saved, workdir)
+
+
+def _check_agrees(config: RunConfig, saved: RunConfig, workdir: Path) -> None:
+    asked = config.trajectory()
+    clashes = [f"{k}={asked[k]!r} (run has {v!r})"
+               for k, v in saved.trajectory().items() if asked[k] != v]
+    if clashes:
+        raise AejaxError(
+            f"{workdir} holds a {saved.arch} run on {saved.dataset} that differs in "
+            f"{', '.join(clashes)}: drop those options to resume it, or use --fresh or "
+            "another --workdir")
+
+
+def device_defaults(given: dict, workdir: Path | None) -> tuple[str, int]:
+    """The run's architecture and batch size, known before JAX starts (to choose the
+    devices): from ``given``, else ``workdir``'s config.json, else the defaults."""
+    peeked = peek_config(workdir) if workdir is not None else None
+    arch = given.get("arch") or (peeked.arch if peeked else RunConfig.arch)
+    batch = given.get("batch_size") or (peeked.batch_size if peeked and peeked.arch == arch
+                                        else 0)
+    return arch, batch or models.get(arch).default_batch_size
+
+
+def abstract_state(config: RunConfig, placement: Placement | None = None) -> Any:
     """The shapes and dtypes (and, with a placement, replicated shardings) of ``config``'s
     TrainState, without computing it."""
     shapes = jax.eval_shape(lambda: core.init_state(
@@ -136,31 +184,14 @@ def abstract_state(config: RunConfig, placement: Placement | None = None):
 
 def restore_state(checkpoints: Checkpoints, step: int | None, config: RunConfig,
                   placement: Placement | None = None) -> tuple[core.TrainState, dict]:
-    """``(state, meta)`` of checkpoint ``step`` (None: the latest) of a ``config`` run, in
-    this aejax's parameter layout whichever layout the checkpoint was written in."""
-    legacy = models.get(config.arch).legacy_transposed
-    if checkpoints.meta(step).get("layout", 1) >= CHECKPOINT_LAYOUT:
-        legacy = ()
-    abstract = _transposed_at(abstract_state(config, placement), legacy)
-    state, meta = checkpoints.restore(step, abstract)
-    return _transposed_at(state, legacy), meta
-
-
-def _transposed_at(tree, names: tuple[str, ...]):
-    """``tree`` with the 2-D leaves under the keys ``names`` (consecutive, anywhere in the
-    path: the parameter and its Adam moments) transposed; arrays or shape structs."""
-    if not names:
-        return tree
-
-    def transpose(path, leaf):
-        keys = [str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path]
-        if not any(tuple(keys[i:i + len(names)]) == names for i in range(len(keys))):
-            return leaf
-        if isinstance(leaf, jax.ShapeDtypeStruct):
-            return jax.ShapeDtypeStruct(leaf.shape[::-1], leaf.dtype, sharding=leaf.sharding)
-        return leaf.T
-
-    return jax.tree_util.tree_map_with_path(transpose, tree)
+    """``(state, meta)`` of checkpoint ``step`` (None: the latest) of a ``config`` run."""
+    written = checkpoints.meta(step).get("format")
+    if written != CHECKPOINT_FORMAT:
+        raise AejaxError(
+            f"the checkpoints in {checkpoints.directory} were written by an unreleased aejax "
+            f"(format {written or 'before 3'}; this one reads {CHECKPOINT_FORMAT}): train "
+            "again, with --fresh to keep the old run aside")
+    return checkpoints.restore(step, abstract_state(config, placement))
 
 
 def put_split(placement: Placement, dataset: str, split: str, start: int | None = None,
@@ -206,7 +237,8 @@ def latest_workdir() -> Path:
     return max(candidates, key=lambda d: (d / "checkpoints").stat().st_mtime)
 
 
-def restore(workdir: str | Path, step: int | None = None, placement: Placement | None = None):
+def restore(workdir: str | Path, step: int | None = None, placement: Placement | None = None
+            ) -> tuple[core.TrainState, RunConfig, dict]:
     """``(state, config, meta)`` of a trained run; ``step`` None means the latest epoch; with a
     placement, the state is replicated over its devices."""
     workdir = Path(workdir)

@@ -34,16 +34,14 @@ later needs no training data.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.scipy.special import xlogy
 
-from aejax import core, files, losses
+from aejax import files
 
 RAW = ("bce", "mse", "kl", "entropy", "elbo", "latent")
 TYPICALITY = tuple(f"typ-{name}" for name in RAW)
@@ -55,67 +53,6 @@ COMBINED = {  # name: (how, parts)
 ALL = (*RAW, *TYPICALITY, *COMBINED)
 DEFAULT = "typ-rss"
 _EPS = 1e-10  # keeps log s finite for a perfect reconstruction (s = 0)
-
-
-def _binary_entropy(x: jax.Array) -> jax.Array:
-    return -(xlogy(x, x) + xlogy(1 - x, 1 - x))
-
-
-def _level_entropy() -> np.ndarray:
-    """h(k / 255) for the 256 uint8 levels, computed in float64 with NumPy."""
-    x = np.arange(256) / 255
-    with np.errstate(divide="ignore", invalid="ignore"):
-        h = -(x * np.log(x) + (1 - x) * np.log(1 - x))
-    h[[0, 255]] = 0.0
-    return h.astype(np.float32)
-
-
-# A table rather than the formula on the device: XLA:CPU may compute 1 - 255/255 as a fused
-# multiply-add, -5.9e-8 instead of 0, whose log is NaN (experiments/xla_white_pixel_nan.py);
-# the table is exact whatever XLA fuses.
-_LEVEL_ENTROPY = _level_entropy()
-
-
-def entropy_per_example(images_BxHxWxC: jax.Array) -> jax.Array:
-    r"""Mean binary entropy of each image's pixels, ``[B]`` float32:
-    :math:`H(x) = -\frac1P\sum_p x_p \log x_p + (1 - x_p) \log(1 - x_p)` (0 log 0 = 0).
-
-    uint8 images (the usual input) are looked up per level, exactly; float images are taken
-    as pixels in [0, 1] (clipped there).
-
-    >>> import numpy as np
-    >>> float(entropy_per_example(np.array([[0, 255]], np.uint8))[0])  # black and white
-    0.0
-    >>> round(float(entropy_per_example(np.full((1, 4), 0.5, np.float32))[0]), 6)  # log 2
-    0.693147
-    """
-    x = jnp.asarray(images_BxHxWxC)
-    if jnp.issubdtype(x.dtype, jnp.integer):
-        h = jnp.asarray(_LEVEL_ENTROPY)[x.astype(jnp.int32)]
-    else:
-        h = _binary_entropy(jnp.clip(x.astype(jnp.float32), 0, 1))
-    return jnp.mean(h.reshape(h.shape[0], -1), axis=1)
-
-
-@functools.partial(jax.jit, static_argnames=("batch_size", "batch_sharding"))
-def image_terms(state: core.TrainState, images: jax.Array, batch_size: int | None = None,
-                batch_sharding: jax.sharding.Sharding | None = None) -> dict:
-    """Per image: ``bce``, ``mse``, ``kl``, ``entropy``, ``elbo`` ``[N]`` and the flattened
-    ``code`` ``[N, D]``."""
-    model = state.model
-    batch_size = batch_size or model.eval_batch_size
-
-    def one_batch(x_uint8):
-        x = core.to_float(x_uint8)
-        code = model.encode(x)
-        logits = model.decode(code)
-        bce = losses.bce_per_example(logits, x)
-        entropy = entropy_per_example(x_uint8)
-        return {"bce": bce, "mse": losses.mse_per_example(logits, x), "kl": bce - entropy,
-                "entropy": entropy, "elbo": bce + model.prior_term(x),
-                "code": code.reshape(x.shape[0], -1)}
-
-    return core.batched(one_batch, images, batch_size, batch_sharding)
 
 
 @jax.jit
@@ -135,7 +72,7 @@ class Stats:
     meta: dict  # where it was fitted: dataset, rows, checkpoint step
 
     def raw(self, terms: dict) -> dict[str, np.ndarray]:
-        """The raw scores from :func:`image_terms`' output."""
+        """The raw scores from :func:`aejax.core.per_image`'s output."""
         raw = {k: np.asarray(terms[k], np.float64)
                for k in ("bce", "mse", "kl", "entropy", "elbo")}
         raw["latent"] = np.asarray(mahalanobis(terms["code"], self.latent_mean,

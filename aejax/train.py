@@ -29,14 +29,15 @@ from aejax.checkpoint import Checkpoints
 from aejax.errors import AejaxError
 from aejax.parallel import Placement
 from aejax.run import (
-    CHECKPOINT_LAYOUT,
+    CHECKPOINT_FORMAT,
     RunConfig,
+    check_resumes,
     default_workdir,
+    device_defaults,
     move_aside,
-    peek_config,
     put_split,
+    resolve_config,
     restore_state,
-    saved_config,
     workdir_lock,
 )
 
@@ -67,41 +68,6 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", help="TFDS data dir (default $TFDS_DATA_DIR)")
     cli.add_common_args(p)
     return p
-
-
-def workdir_of(args) -> Path:
-    defaults = RunConfig()
-    return args.workdir or default_workdir(args.arch or defaults.arch,
-                                           args.dataset or defaults.dataset)
-
-
-def resolve_config(args, workdir: Path) -> tuple[RunConfig, bool]:
-    """The run's config and whether it resumes the run saved in ``workdir``."""
-    given = {
-        "arch": args.arch, "dataset": args.dataset, "epochs": args.epochs,
-        "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
-        "holdout": args.holdout, "compute_dtype": args.compute_dtype,
-    }
-    given = {k: v for k, v in given.items() if v is not None}
-    model_given = {"latent_dim": args.latent_dim} if args.latent_dim is not None else {}
-    saved = saved_config(workdir)
-    if saved is None:
-        config = dataclasses.replace(RunConfig(), **given, model=model_given).resolved()
-        return config, False
-
-    if given.get("arch", saved.arch) != saved.arch:
-        raise AejaxError(f"{workdir} holds a {saved.arch} run, not {given['arch']}: use "
-                         f"--arch {saved.arch} to resume it, or --fresh or another --workdir")
-    asked = dataclasses.replace(saved, **given, model={**saved.model, **model_given}).resolved()
-    clashes = [f"{k}={asked.trajectory()[k]!r} (run has {v!r})"
-               for k, v in saved.trajectory().items() if asked.trajectory()[k] != v]
-    if clashes:
-        raise AejaxError(
-            f"{workdir} holds a {saved.arch} run on {saved.dataset} that differs in "
-            f"{', '.join(clashes)}: drop those options to resume it, or use --fresh or "
-            "another --workdir"
-        )
-    return asked, True
 
 
 # The BCE of predicting 0.5 for every pixel, whatever the image: a model clearly above it has
@@ -224,37 +190,55 @@ class Trainer:
                     tqdm.write(warning, file=sys.stderr)
                 checkpoints.save(epoch, state, {"config": dataclasses.asdict(self.config),
                                                 "history": history,
-                                                "layout": CHECKPOINT_LAYOUT})
+                                                "format": CHECKPOINT_FORMAT})
                 self.write_records(history)
         return state, history
 
 
-def _device_defaults(args) -> tuple[bool, int]:
-    """Whether the run's model splits well over CPU devices, and its batch size, known before
-    JAX starts: from the options, else the workdir's config.json, else the defaults."""
-    peeked = None if args.fresh else peek_config(workdir_of(args))
-    arch = args.arch or (peeked.arch if peeked else RunConfig().arch)
-    model = models.get(arch)
-    batch = args.batch_size or (peeked.batch_size if peeked and peeked.arch == arch else 0)
-    return model.splits_well_on_cpu, batch or model.default_batch_size
-
-
-def train(args) -> int:
-    splits_well, batch_size = _device_defaults(args)
-    placement = cli.setup_devices(args, splits_well=splits_well, batch_size=batch_size)
-    workdir = workdir_of(args)
+def train_and_evaluate(config: RunConfig, workdir: str | Path, *,
+                       placement: Placement | None = None,
+                       data_dir: str | None = None) -> tuple[core.TrainState, list[dict]]:
+    """Trains ``config`` in ``workdir`` until epoch ``config.epochs``, resuming the run saved
+    there (which must agree with ``config``, see :func:`aejax.run.resolve_config`); evaluates
+    the test split after every epoch. Returns the final state and the history (one dict per
+    epoch, as in ``metrics.jsonl``). ``placement``: the devices (default all)."""
+    workdir = Path(workdir)
+    placement = placement or Placement.create()
     main_process = parallel.is_main_process()
-    if args.fresh and workdir.exists() and main_process:
-        print(f"--fresh: moved the previous run to {move_aside(workdir)}", file=sys.stderr)
     # Process 0 holds the workdir; the others write through Orbax, which it coordinates.
     with workdir_lock(workdir) if main_process else contextlib.nullcontext():
-        config, _ = resolve_config(args, workdir)
-        state, history = Trainer(config, workdir, placement, args.data_dir).fit()
-    if not main_process:
-        return 0
-    if history:
+        check_resumes(config, workdir)
+        state, history = Trainer(config, workdir, placement, data_dir).fit()
+    if main_process and history:
         plots.loss_curve(history, workdir / "loss.png",
                          title=f"{config.arch} on {config.dataset}")
+    return state, history
+
+
+def _given(args: argparse.Namespace) -> dict:
+    """The RunConfig fields the command line gave (``model``: the model options given)."""
+    fields = ("arch", "dataset", "epochs", "batch_size", "lr", "seed", "holdout",
+              "compute_dtype")
+    given = {k: getattr(args, k) for k in fields if getattr(args, k) is not None}
+    given["model"] = {"latent_dim": args.latent_dim} if args.latent_dim is not None else {}
+    return given
+
+
+def train_command(args: argparse.Namespace) -> int:
+    given = _given(args)
+    workdir = args.workdir or default_workdir(given.get("arch", RunConfig.arch),
+                                              given.get("dataset", RunConfig.dataset))
+    arch, batch_size = device_defaults(given, None if args.fresh else workdir)
+    placement = cli.setup_devices(**cli.device_options(args),
+                                  splits_well=models.get(arch).splits_well_on_cpu,
+                                  batch_size=batch_size)
+    if args.fresh and workdir.exists() and parallel.is_main_process():
+        print(f"--fresh: moved the previous run to {move_aside(workdir)}", file=sys.stderr)
+    config = resolve_config(given, workdir)
+    state, history = train_and_evaluate(config, workdir, placement=placement,
+                                        data_dir=args.data_dir)
+    if not parallel.is_main_process():
+        return 0
     last = history[-1]
     seconds = np.median([h["epoch_seconds"] for h in history])
     print(f"{config.arch} on {config.dataset}: {last['epoch']} epochs, "
@@ -265,7 +249,7 @@ def train(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    return cli.run_command(lambda: train(args), verbose=args.verbose, interrupted=(
+    return cli.run_command(lambda: train_command(args), verbose=args.verbose, interrupted=(
         "interrupted: every finished epoch is checkpointed; run the same command again to "
         "resume"))
 

@@ -11,6 +11,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "experiments" / "results"
+# The OOD experiments' runs (python -m aejax.train defaults), shared by ood.py and
+# ood_suite.py, and their one list of OOD sets: the other dataset and these synthetic ones.
+OOD_RUNS = ROOT / "runs" / "ood"
+OTHER = {"mnist": "fashion_mnist", "fashion_mnist": "mnist"}
+SYNTHETIC_SETS = ["uniform", "gaussian", "black", "grey", "white", "inverted"]
 
 
 def train(*options: str, workdir: Path | None = None) -> list[dict]:

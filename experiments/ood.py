@@ -3,8 +3,9 @@
     python experiments/ood.py                      # trains what is missing, then evaluates
     python experiments/ood.py --score mse
 
-Trains (or reuses, in runs/ood/) the four models with `python -m aejax.train` defaults, runs
-`python -m aejax.eval` on each against the other dataset and every synthetic set, and writes
+Trains (or reuses, in runs/ood/, as ood_suite.py does) the four models with
+`python -m aejax.train` defaults, runs `python -m aejax.eval` on each against the other
+dataset and the synthetic sets (common.SYNTHETIC_SETS), and writes
 experiments/results/ood.{md,json} with every metric; copies the figures the README shows to
 experiments/results/figures/.
 """
@@ -16,10 +17,8 @@ import json
 import shutil
 import sys
 
-from common import RESULTS, ROOT, run_aejax, train
+from common import OOD_RUNS, OTHER, RESULTS, SYNTHETIC_SETS, run_aejax, train
 
-OTHER = {"mnist": "fashion_mnist", "fashion_mnist": "mnist"}
-SYNTHETIC = ["uniform", "gaussian", "constant", "black", "grey", "white", "inverted"]
 README_FIGURES = {  # (arch, dataset): figures the README shows
     ("dense", "mnist"): ["reconstructions_mnist.png", "reconstructions_fashion_mnist.png",
                          "hist_fashion_mnist.png", "roc.png"],
@@ -36,11 +35,11 @@ def main() -> int:
     reports = []
     for dataset in args.datasets:
         for arch in args.archs:
-            workdir = ROOT / "runs" / "ood" / f"{arch}-{dataset}"
+            workdir = OOD_RUNS / f"{arch}-{dataset}"
             train("--arch", arch, "--dataset", dataset, workdir=workdir)
             out = workdir / f"eval-{args.score}"
             run_aejax("eval", "--workdir", str(workdir), "--score", args.score,
-                      "--ood", ",".join([OTHER[dataset], *SYNTHETIC]), "--out", str(out))
+                      "--ood", ",".join([OTHER[dataset], *SYNTHETIC_SETS]), "--out", str(out))
             reports.append(json.loads((out / "report.json").read_text()))
             figures = RESULTS / "figures" / f"{arch}-{dataset}"
             for name in README_FIGURES.get((arch, dataset), []) if args.score == "bce" else []:

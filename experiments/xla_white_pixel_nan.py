@@ -8,7 +8,7 @@ guards ``y == 0``). Whether the contraction happens depends on how XLA fuses the
 with its neighbours, so the same function gave NaN under XLA's default flags and none under
 aejax's (issue 14): a flag is no fix.
 
-aejax no longer relies on the cancellation: :func:`aejax.scores.entropy_per_example` looks the
+aejax no longer relies on the cancellation: :func:`aejax.losses.entropy_per_example` looks the
 entropy of each of the 256 levels up in a table computed in float64 (and clips float input
 to [0, 1]); tests/test_api.py checks every score against NumPy under XLA's default flags.
 Run this on a new jaxlib to see whether XLA still does it (``nan`` below): aejax's

@@ -32,16 +32,18 @@ train, _ = data.load("mnist", "train[:2048]")
 state = core.init_state("dense", jax.random.key(0))
 for i in range(4):
     state, _ = core.train_step(state, train[i * 256:(i + 1) * 256])
-stats = scores.fit(scores.image_terms(state, train[:1024]),
-                   scores.image_terms(state, train[1024:]), {"dataset": "mnist"})
+stats = scores.fit(core.per_image(state, train[:1024]),
+                   core.per_image(state, train[1024:]), {"dataset": "mnist"})
 mnist, _ = data.load("mnist", "test[:500]")
 fashion, _ = data.load("fashion_mnist", "test[:500]")
 images = np.concatenate([mnist, fashion])
-got = stats.all_scores(scores.image_terms(state, images))
+got = stats.all_scores(core.per_image(state, images))
 p = state.params
 np.savez(sys.argv[1], images=images,
-         enc_w=p["encoder"]["kernel"][...], enc_b=p["encoder"]["bias"][...],
-         dec_w=p["decoder"]["kernel"][...], dec_b=p["decoder"]["bias"][...],
+         enc_w=p["encoder"]["layers"][1]["kernel"][...],
+         enc_b=p["encoder"]["layers"][1]["bias"][...],
+         dec_w=p["decoder"]["layers"][0]["kernel"][...],
+         dec_b=p["decoder"]["layers"][0]["bias"][...],
          latent_mean=stats.latent_mean, latent_precision=stats.latent_precision,
          typicality=np.array([stats.typicality[k] for k in scores.RAW]),
          **{f"score_{k}": v for k, v in got.items()})
@@ -51,7 +53,7 @@ np.savez(sys.argv[1], images=images,
 def numpy_scores(f) -> dict[str, np.ndarray]:
     """Every score of aejax.scores.ALL for the dense net, in float64 NumPy."""
     x = f["images"].reshape(len(f["images"]), -1).astype(np.float64) / 255
-    code = np.maximum(x @ f["enc_w"].T.astype(np.float64) + f["enc_b"], 0)
+    code = np.maximum(x @ f["enc_w"].astype(np.float64) + f["enc_b"], 0)
     z = code @ f["dec_w"].astype(np.float64) + f["dec_b"]
     bce = np.mean(np.maximum(z, 0) - z * x + np.log1p(np.exp(-np.abs(z))), axis=1)
     with np.errstate(divide="ignore", invalid="ignore"):

@@ -1,4 +1,4 @@
-"""The conv net's CPU layers against the XLA/flax operations they replace, values and
+"""The CPU backend's kernels against the XLA/flax operations they replace, values and
 gradients (on CPU these run the hand-written forms; lax.conv is the reference)."""
 
 import jax
@@ -7,15 +7,14 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from aejax.models.conv3x3 import (
-    _conv_xla,
+from aejax.backend.conv3x3 import (
     _interleave,
     _phase,
     conv3x3,
     conv3x3_pool_bias_relu,
     upsample_2x2,
 )
-from aejax.models.layers import pool_bias_relu
+from aejax.backend.pooling import pool_bias_relu
 
 RTOL = 2e-6  # float32 sums in another order
 
@@ -24,8 +23,10 @@ def rel_err(a, b):
     return float(jnp.abs(a - b).max() / jnp.abs(b).max())
 
 
-def reference_conv(x, w, upsampled):
-    return _conv_xla(x, w, upsampled)
+def reference_conv(x_CxBxHxW, w_HWIO, upsampled):
+    x = upsample_2x2(x_CxBxHxW) if upsampled else x_CxBxHxW
+    return jax.lax.conv_general_dilated(x, w_HWIO, (1, 1), "SAME",
+                                        dimension_numbers=("CNHW", "HWIO", "CNHW"))
 
 
 @pytest.mark.parametrize("upsampled", [False, True])

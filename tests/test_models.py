@@ -33,26 +33,12 @@ def test_encode_and_decode_work_alone(arch, code_shape):
 
 @pytest.mark.parametrize("arch", ["dense", "conv"])
 def test_the_training_loss_is_the_bce_of_the_reconstruction(arch):
-    # dense hands the loss flat logits ([B, 784], faster on XLA:CPU); the loss is the same.
     state = core.init_state(arch, jax.random.key(0))
     x = jnp.asarray(np.random.default_rng(0).integers(0, 256, (5, 28, 28, 1)) / 255, jnp.float32)
     model = state.model
     loss_B, _ = model.loss(x, jax.random.key(1))
     np.testing.assert_allclose(loss_B, bce_per_example(model(x), x), rtol=1e-6)
     assert model(x).shape == (5, 28, 28, 1)
-
-
-def test_dense_encoder_is_flax_linear_with_its_kernel_stored_transposed():
-    from aejax.models.base import bias_init, kernel_init
-    from aejax.models.dense import PixelsMinorLinear
-
-    linear = nnx.Linear(784, 15, kernel_init=kernel_init, bias_init=bias_init,
-                        rngs=nnx.Rngs(params=jax.random.key(3)))
-    ours = PixelsMinorLinear(784, 15, rngs=nnx.Rngs(params=jax.random.key(3)))
-    assert ours.kernel[...].shape == (15, 784)
-    np.testing.assert_array_equal(ours.kernel[...], linear.kernel[...].T)  # same draws
-    x = jax.random.uniform(jax.random.key(4), (5, 784))
-    np.testing.assert_allclose(ours(x), linear(x), rtol=1e-5, atol=1e-6)
 
 
 def test_latent_dim_option_changes_the_code():
@@ -64,11 +50,11 @@ def test_latent_dim_option_changes_the_code():
 def test_keras_initialisation():
     model = models.create("conv", rngs=nnx.Rngs(0))
     # Glorot uniform: U(-l, l), l = sqrt(6 / (fan_in + fan_out)), fan = 3*3*channels.
-    kernel = np.asarray(model.enc2.kernel[...])
+    kernel = np.asarray(model.encoder.layers[3].kernel[...])
     limit = np.sqrt(6 / (9 * 30 + 9 * 15))
     assert np.abs(kernel).max() <= limit and np.abs(kernel).max() > 0.95 * limit
     assert np.std(kernel) == pytest.approx(limit / np.sqrt(3), rel=0.05)
-    assert not np.any(model.enc2.bias[...])
+    assert not np.any(model.encoder.layers[3].bias[...])
 
 
 def test_registry_lists_and_rejects():

@@ -13,21 +13,21 @@ def test_kl_of_a_perfect_reconstruction_is_zero():
     x = x.at[:, :3].set(0.0).at[:, -3:].set(1.0)  # exact 0s and 1s too (0 log 0 = 0)
     logits = jnp.log(x) - jnp.log1p(-x)  # sigmoid(logits) == x
     logits = jnp.where(x == 0, -40.0, jnp.where(x == 1, 40.0, logits))
-    kl = losses.bce_per_example(logits, x) - scores.entropy_per_example(x)
+    kl = losses.bce_per_example(logits, x) - losses.entropy_per_example(x)
     np.testing.assert_allclose(kl, 0.0, atol=2e-6)
     # ... and the entropy term is what BCE is mostly made of for grey images.
-    assert float(scores.entropy_per_example(x).min()) > 0.3
+    assert float(losses.entropy_per_example(x).min()) > 0.3
 
 
 def test_entropy_of_binary_images_is_zero():
     x = jnp.asarray(np.random.default_rng(1).integers(0, 2, (3, 28, 28, 1)), jnp.float32)
-    np.testing.assert_array_equal(scores.entropy_per_example(x), 0.0)
+    np.testing.assert_array_equal(losses.entropy_per_example(x), 0.0)
 
 
 def test_image_terms_are_consistent():
     state = core.init_state("conv", jax.random.key(0))
     images = jnp.asarray(np.random.default_rng(2).integers(0, 256, (10, 28, 28, 1), np.uint8))
-    terms = scores.image_terms(state, images, batch_size=4)
+    terms = core.per_image(state, images, batch_size=4)
     np.testing.assert_allclose(terms["bce"], core.score(state, images), rtol=1e-5)
     np.testing.assert_allclose(terms["kl"] + terms["entropy"], terms["bce"], rtol=1e-6)
     np.testing.assert_allclose(terms["mse"], core.score(state, images, "mse"), rtol=1e-5)
@@ -39,7 +39,7 @@ def test_image_terms_are_consistent():
 def test_elbo_adds_a_vae_prior_term_to_bce():
     state = core.init_state("vae", jax.random.key(0))
     images = jnp.asarray(np.random.default_rng(2).integers(0, 256, (10, 28, 28, 1), np.uint8))
-    terms = scores.image_terms(state, images, batch_size=4)
+    terms = core.per_image(state, images, batch_size=4)
     prior = state.model.prior_term(core.to_float(images))
     assert float(jnp.min(prior)) > 0  # KL(q || N(0, I)) of an untrained encoder
     np.testing.assert_allclose(terms["elbo"], terms["bce"] + prior, rtol=1e-5)

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from aejax import run, train
+from aejax.errors import AejaxError
 
 SMALL = ["--arch", "dense", "--holdout", "50000"]
 
@@ -171,31 +172,34 @@ def test_checkpoint_is_complete_when_save_returns_on_cpu(tmp_path, background):
         np.testing.assert_array_equal(a, b)
 
 
-def test_a_checkpoint_of_the_older_dense_layout_restores_and_resumes(tmp_path):
-    # aejax before CHECKPOINT_LAYOUT 2 stored the dense encoder kernel [784, 15] (flax's
-    # Linear) and wrote no "layout" in the meta; its Adam moments had that shape too.
+def test_train_and_evaluate_computes_what_the_cli_computes(tmp_path):
+    assert train.main([*SMALL, "--epochs", "2", "--workdir", str(tmp_path / "cli")]) == 0
+    config = run.RunConfig(arch="dense", epochs=2, holdout=50000).resolved()
+    _, history = train.train_and_evaluate(config, tmp_path / "lib")
+    assert json.loads((tmp_path / "lib" / "config.json").read_text()) == json.loads(
+        (tmp_path / "cli" / "config.json").read_text())
+    assert losses(tmp_path / "lib") == losses(tmp_path / "cli")
+    assert [h["val_loss"] for h in history] == [m["val_loss"] for m in metrics(tmp_path / "cli")]
+    # A config that does not agree with the run saved there is refused, as on the CLI.
+    with pytest.raises(AejaxError, match="differs in lr=0.01"):
+        train.train_and_evaluate(dataclasses.replace(config, lr=0.01), tmp_path / "lib")
+
+
+def test_a_checkpoint_of_an_unreleased_format_is_a_clear_error(tmp_path):
+    # Development versions before format 3 held other parameter trees (e.g. the dense
+    # encoder kernel transposed, no "format" in the meta): refused, and nothing is moved.
     from aejax import core
     from aejax.checkpoint import Checkpoints
 
     config = run.RunConfig(arch="dense", holdout=50000).resolved()
-    state = core.init_state("dense", jax.random.key(0))
-    state, _ = core.train_step(state, np.zeros((8, 28, 28, 1), np.uint8))  # Adam moments != 0
-    expected = jax.tree.map(np.asarray, state)
-    legacy = run._transposed_at(state, ("encoder", "kernel"))
-    assert legacy.params["encoder"]["kernel"].shape == (784, 15)
-    assert legacy.opt_state[0].mu["encoder"]["kernel"].shape == (784, 15)
     workdir = tmp_path / "old"
     with Checkpoints(workdir / "checkpoints") as checkpoints:
-        checkpoints.save(1, legacy, {"config": dataclasses.asdict(config),
-                                     "history": [{"epoch": 1, "loss": 0.3, "val_loss": 0.3,
-                                                  "epoch_seconds": 1.0}]})
-
-    restored, _, _ = run.restore(workdir)
-    for a, b in zip(jax.tree.leaves(restored), jax.tree.leaves(expected), strict=True):
-        np.testing.assert_array_equal(a, b)
-    # Training resumes from it, and its new checkpoint is in the current layout.
-    assert train.main(SMALL + ["--workdir", str(workdir), "--epochs", "2"]) == 0
-    assert [m["epoch"] for m in metrics(workdir)] == [1, 2]
-    state2, _, meta = run.restore(workdir)
-    assert meta["layout"] == run.CHECKPOINT_LAYOUT
-    assert state2.params["encoder"]["kernel"].shape == (15, 784)
+        checkpoints.save(1, core.init_state("dense", jax.random.key(0)),
+                         {"config": dataclasses.asdict(config), "layout": 2, "history": []})
+    with pytest.raises(AejaxError, match="unreleased aejax .format before 3.*--fresh"):
+        run.restore(workdir)
+    result = subprocess.run([sys.executable, "-m", "aejax.train", *SMALL, "--workdir",
+                             str(workdir)], capture_output=True, text=True)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("error: the checkpoints in")
+    assert (workdir / "checkpoints" / "1").is_dir()

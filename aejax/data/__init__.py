@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 
@@ -32,7 +33,7 @@ def default_data_dir() -> str:
     return os.environ.get("TFDS_DATA_DIR") or os.path.expanduser("~/tensorflow_datasets")
 
 
-def builder(name: str, data_dir: str | None = None):
+def builder(name: str, data_dir: str | None = None) -> Any:
     """TFDS's builder for ``name``, checked to hold 28x28x1 uint8 images and labels."""
     lib = tfds()
     try:

@@ -24,6 +24,7 @@ import pickle
 import zipfile
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -122,7 +123,7 @@ class NumpyOnlyUnpickler(pickle.Unpickler):
         ("_codecs", "encode"): codecs.encode,
     }
 
-    def find_class(self, module: str, name: str):
+    def find_class(self, module: str, name: str) -> Any:
         try:
             return self._ALLOWED[(module, name)]
         except KeyError:

@@ -4,6 +4,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from aejax import backend
 from aejax.losses import bce_per_example
 
 # Keras' defaults, which the reference numbers were measured with (flax's own default
@@ -15,7 +16,9 @@ bias_init = nnx.initializers.zeros_init()
 class Autoencoder(nnx.Module):
     """An encoder/decoder pair over images ``x_BxHxWxC`` in ``[0, 1]``.
 
-    Subclasses define :meth:`encode` and :meth:`decode`; :meth:`loss` is the training
+    Subclasses define ``self.encoder`` and ``self.decoder`` (flax layers, usually an
+    ``nnx.Sequential``, run by :mod:`aejax.backend`) or override :meth:`encode` and
+    :meth:`decode`; :meth:`loss` is the training
     objective per example, reconstruction BCE unless a model says otherwise (a VAE adds its KL
     term, a denoising model corrupts its input).
     """
@@ -29,16 +32,13 @@ class Autoencoder(nnx.Module):
     # Whether a CPU step gains from splitting the batch over one host device per core
     # (aejax.parallel.default_cpu_devices); measured per architecture.
     splits_well_on_cpu = False
-    # Path of a 2-D parameter that checkpoints of an older aejax (no "layout" in their meta)
-    # hold transposed; restoring them transposes it back (aejax.run.restore_state).
-    legacy_transposed: tuple[str, ...] = ()
 
     def encode(self, x_BxHxWxC: jax.Array) -> jax.Array:
-        raise NotImplementedError
+        return backend.apply(self.encoder, x_BxHxWxC)
 
     def decode(self, z: jax.Array) -> jax.Array:
         """Codes to logits ``[B, H, W, C]`` (``jax.nn.sigmoid`` of them is the image)."""
-        raise NotImplementedError
+        return backend.apply(self.decoder, z)
 
     def __call__(self, x_BxHxWxC: jax.Array) -> jax.Array:
         return self.decode(self.encode(x_BxHxWxC))

@@ -1,94 +1,46 @@
-"""Small layers for the channels-first (``[C, B, H, W]``) conv net, written for XLA:CPU.
+"""Keras layers flax NNX lacks (pooling, up-sampling, reshaping), for ``nnx.Sequential``.
 
-Pooling is a reshape-then-max whose gradient is spelled out: XLA:CPU's select-and-scatter
-(the gradient of ``lax.reduce_window``) and autodiff's gradient of a reshape-max (masks,
-counts, a division) both measured several times slower than one masked broadcast.
+Plain flax: what they compute is what :mod:`aejax.backend` reproduces faster on CPU.
 """
-
-from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from aejax.models.conv3x3 import conv3x3, conv3x3_pool_bias_relu
+
+class MaxPool(nnx.Module):
+    """``size x size`` max-pooling, stride ``size`` (Keras' ``MaxPooling2D(size)``)."""
+
+    def __init__(self, size: int = 2):
+        self.size = size
+
+    def __call__(self, x_BxHxWxC: jax.Array) -> jax.Array:
+        window = (self.size, self.size)
+        return nnx.max_pool(x_BxHxWxC, window, strides=window)
 
 
-def _windows(h_CxBxHxW):
-    c, b, h, w = h_CxBxHxW.shape
-    return h_CxBxHxW.reshape(c, b, h // 2, 2, w // 2, 2)
+class UpSample(nnx.Module):
+    """Nearest-neighbour up-sampling by ``size`` (Keras' ``UpSampling2D(size)``)."""
+
+    def __init__(self, size: int = 2):
+        self.size = size
+
+    def __call__(self, x_BxHxWxC: jax.Array) -> jax.Array:
+        return jnp.repeat(jnp.repeat(x_BxHxWxC, self.size, axis=1), self.size, axis=2)
 
 
-@jax.custom_vjp
-def pool_bias_relu(h_CxBxHxW: jax.Array, bias_C: jax.Array) -> jax.Array:
-    """``relu(max_pool_2x2(h + bias))``, as ``relu(max_pool_2x2(h) + bias)``.
+class Flatten(nnx.Module):
+    """``[B, ...]`` to ``[B, features]`` (Keras' ``Flatten``)."""
 
-    The two are equal in floating point (adding one number to all four values of a window
-    keeps their order), and the second adds and rectifies a quarter of the values. The
-    gradient goes to the first maximum of each window, as ``max_pool``'s (select-and-scatter)
-    does in flax, Keras and PyTorch. 2x2 windows, stride 2, H and W even.
-    """
-    return jax.nn.relu(jnp.max(_windows(h_CxBxHxW), axis=(3, 5))
-                       + bias_C[:, None, None, None])
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return x.reshape(x.shape[0], -1)
 
 
-def _pool_bias_relu_fwd(h_CxBxHxW, bias_C):
-    pooled = jnp.max(_windows(h_CxBxHxW), axis=(3, 5))
-    out = jax.nn.relu(pooled + bias_C[:, None, None, None])
-    return out, (h_CxBxHxW, pooled, out)
+class Reshape(nnx.Module):
+    """``[B, features]`` to ``[B, *shape]`` (Keras' ``Reshape``)."""
 
+    def __init__(self, shape: tuple[int, ...]):
+        self.shape = tuple(shape)
 
-def _pool_bias_relu_bwd(residuals, g_out):
-    h_CxBxHxW, pooled, out = residuals
-    g_pooled = jnp.where(out > 0, g_out, 0.0)
-    windows = _windows(h_CxBxHxW)
-    is_max = windows == pooled[:, :, :, None, :, None]
-    # First maximum in row-major window order: (0,0), (0,1), (1,0), (1,1). (Keeping its
-    # index from the forward pass instead measured slower: XLA:CPU fuses the int8 select
-    # poorly.)
-    taken = jnp.zeros_like(pooled, dtype=bool)
-    firsts = {}
-    for dy in range(2):
-        for dx in range(2):
-            firsts[dy, dx] = is_max[:, :, :, dy, :, dx] & ~taken
-            taken = taken | firsts[dy, dx]
-    first = jnp.stack([jnp.stack([firsts[dy, dx] for dx in range(2)], axis=-1)
-                       for dy in range(2)], axis=3)  # [C, B, H/2, 2, W/2, 2]
-    g_h = jnp.where(first, g_pooled[:, :, :, None, :, None], 0.0)
-    return g_h.reshape(h_CxBxHxW.shape), jnp.sum(g_pooled, axis=(1, 2, 3))
-
-
-pool_bias_relu.defvjp(_pool_bias_relu_fwd, _pool_bias_relu_bwd)
-
-
-def to_channels_first(x_BxHxWxC: jax.Array) -> jax.Array:
-    return x_BxHxWxC.transpose(3, 0, 1, 2)
-
-
-def to_channels_last(x_CxBxHxW: jax.Array) -> jax.Array:
-    return x_CxBxHxW.transpose(1, 2, 3, 0)
-
-
-class Conv3x3(nnx.Module):
-    """A 3x3 'same' convolution with bias over channels-first inputs; its parameters are
-    those of ``nnx.Conv(cin, cout, (3, 3))`` (kernel ``[3, 3, cin, cout]``, bias ``[cout]``)."""
-
-    def __init__(self, cin: int, cout: int, *, kernel_init, bias_init, rngs: nnx.Rngs):
-        self.kernel = nnx.Param(kernel_init(rngs.params(), (3, 3, cin, cout)))
-        self.bias = nnx.Param(bias_init(rngs.params(), (cout,)))
-
-    def __call__(self, x_CxBxHxW: jax.Array, with_bias: bool = True,
-                 upsampled: bool = False) -> jax.Array:
-        """The convolution of ``x`` (of ``upsample_2x2(x)`` if ``upsampled``), plus the bias
-        unless the caller adds it itself (see :func:`pool_bias_relu`)."""
-        y = conv3x3(x_CxBxHxW, self.kernel[...], upsampled)
-        return y + self.bias[...][:, None, None, None] if with_bias else y
-
-    def pooled(self, x_CxBxHxW: jax.Array) -> jax.Array:
-        """``relu(max_pool_2x2(conv(x) + bias))``, each in its fastest form: the pooling
-        inside the convolution when the input has the fewer channels (the first layer), else
-        after it (:func:`pool_bias_relu`)."""
-        cin, cout = self.kernel.shape[2:]
-        if cin <= cout:
-            return conv3x3_pool_bias_relu(x_CxBxHxW, self.kernel[...], self.bias[...])
-        return pool_bias_relu(self(x_CxBxHxW, with_bias=False), self.bias[...])
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return x.reshape(x.shape[0], *self.shape)

@@ -21,8 +21,9 @@ With ``upsampled=True`` the input is first up-sampled 2x (nearest). That is neve
 each of the four pixel phases of the output (even/odd rows and columns) is a convolution of
 the small input with a 2x2 kernel (the 3x3 kernel's rows and columns that land on the same
 input pixel added up), and the four results are interleaved. The same sums for 4/9 of the
-products and a quarter of the shifted copies. On other platforms :func:`conv3x3` is
-``lax.conv_general_dilated`` (cuDNN, TPU convolutions), in the same logical layout.
+products and a quarter of the shifted copies. These kernels are for XLA:CPU only;
+:mod:`aejax.backend` runs them on CPU and flax's own layers (cuDNN, TPU convolutions)
+elsewhere.
 """
 
 from __future__ import annotations
@@ -157,12 +158,6 @@ def _conv_cpu_bwd(plan, residuals, g_OxBxHxW):
 _conv_cpu.defvjp(_conv_cpu_fwd, _conv_cpu_bwd)
 
 
-def _conv_xla(x_CxBxHxW, w_HWIO, upsampled: bool):
-    x = upsample_2x2(x_CxBxHxW) if upsampled else x_CxBxHxW
-    return jax.lax.conv_general_dilated(x, w_HWIO, (1, 1), "SAME",
-                                        dimension_numbers=("CNHW", "HWIO", "CNHW"))
-
-
 def conv3x3(x_CxBxHxW: jax.Array, w_HWIO: jax.Array, upsampled: bool = False) -> jax.Array:
     """3x3 'same' cross-correlation as ``lax.conv_general_dilated``: ``[Co, B, H, W]``.
 
@@ -171,14 +166,8 @@ def conv3x3(x_CxBxHxW: jax.Array, w_HWIO: jax.Array, upsampled: bool = False) ->
       w_HWIO: kernel ``[3, 3, Ci, Co]`` (flax's layout).
       upsampled: convolve ``upsample_2x2(x)`` instead of ``x``.
     """
-    def cpu(x, w):
-        k, plan = _phase_kernels(w, upsampled)
-        return _conv_cpu(x, k, plan)
-
-    return jax.lax.platform_dependent(
-        x_CxBxHxW, w_HWIO, cpu=cpu, default=lambda x, w: _conv_xla(x, w, upsampled))
-
-
+    k, plan = _phase_kernels(w_HWIO, upsampled)
+    return _conv_cpu(x_CxBxHxW, k, plan)
 
 
 def _phase_cols(x_CxBxHxW, py: int, px: int):
@@ -212,11 +201,16 @@ def _kept_in_memory(small_int):
 
 
 @jax.custom_vjp
-def _conv_pool_bias_relu_cpu(x_CxBxHxW, w_HWIO, bias_C):
-    return _conv_pool_bias_relu_cpu_fwd(x_CxBxHxW, w_HWIO, bias_C)[0]
+def conv3x3_pool_bias_relu(x_CxBxHxW: jax.Array, w_HWIO: jax.Array,
+                           bias_C: jax.Array) -> jax.Array:
+    """``relu(max_pool_2x2(conv3x3(x, w)) + bias)``, which equals ``max_pool_2x2(relu(conv3x3(x,
+    w) + bias))`` (adding one number to a window keeps its order) for a quarter of the adds;
+    the gradient goes to each window's first maximum (as select-and-scatter does). The
+    convolution of the input (im2col) form only: for a layer with fewer inputs than outputs."""
+    return _conv3x3_pool_bias_relu_fwd(x_CxBxHxW, w_HWIO, bias_C)[0]
 
 
-def _conv_pool_bias_relu_cpu_fwd(x_CxBxHxW, w_HWIO, bias_C):
+def _conv3x3_pool_bias_relu_fwd(x_CxBxHxW, w_HWIO, bias_C):
     # The convolution evaluated separately at the four corners of every pooling window: the
     # max is then elementwise over four contiguous arrays instead of a strided 2x2 interleave.
     k_1xTxIxO, _ = _phase_kernels(w_HWIO, upsampled=False)
@@ -235,7 +229,7 @@ def _conv_pool_bias_relu_cpu_fwd(x_CxBxHxW, w_HWIO, bias_C):
     return out, (x_CxBxHxW, k_1xTxIxO, cols, route)
 
 
-def _conv_pool_bias_relu_cpu_bwd(residuals, g_out):
+def _conv3x3_pool_bias_relu_bwd(residuals, g_out):
     x_CxBxHxW, k_1xTxIxO, cols, route = residuals
     g_corners = [jnp.where(route == _kept_in_memory(k), g_out, 0.0) for k in range(4)]
     dw = sum(_positions_matmul(c, g) for c, g in zip(cols, g_corners, strict=True))
@@ -246,21 +240,4 @@ def _conv_pool_bias_relu_cpu_bwd(residuals, g_out):
     return dx, dw.reshape(3, 3, *k_1xTxIxO.shape[2:]), db
 
 
-_conv_pool_bias_relu_cpu.defvjp(_conv_pool_bias_relu_cpu_fwd, _conv_pool_bias_relu_cpu_bwd)
-
-
-def _conv_pool_bias_relu_xla(x_CxBxHxW, w_HWIO, bias_C):
-    y = _conv_xla(x_CxBxHxW, w_HWIO, False)
-    c, b, h, w = y.shape
-    pooled = jnp.max(y.reshape(c, b, h // 2, 2, w // 2, 2), axis=(3, 5))
-    return jax.nn.relu(pooled + bias_C[:, None, None, None])
-
-
-def conv3x3_pool_bias_relu(x_CxBxHxW: jax.Array, w_HWIO: jax.Array,
-                           bias_C: jax.Array) -> jax.Array:
-    """``relu(max_pool_2x2(conv3x3(x, w)) + bias)``, which equals ``max_pool_2x2(relu(conv3x3(x,
-    w) + bias))`` (adding one number to a window keeps its order) for a quarter of the adds;
-    the gradient goes to each window's first maximum (as select-and-scatter does). On CPU,
-    the convolution of the input (im2col) form only."""
-    return jax.lax.platform_dependent(x_CxBxHxW, w_HWIO, bias_C, cpu=_conv_pool_bias_relu_cpu,
-                                      default=_conv_pool_bias_relu_xla)
+conv3x3_pool_bias_relu.defvjp(_conv3x3_pool_bias_relu_fwd, _conv3x3_pool_bias_relu_bwd)
