@@ -29,6 +29,7 @@ from jax.flatten_util import ravel_pytree
 from jax.sharding import PartitionSpec as P
 
 from aejax import losses, models
+from aejax.errors import AejaxError
 
 
 @struct.dataclass
@@ -97,6 +98,22 @@ def init_state(
         tx=tx,
         compute_dtype=compute_dtype,
     )
+
+
+def check_image_shape(state: TrainState, shape: tuple[int, ...]) -> None:
+    """One clear error unless the model reconstructs ``shape`` (``H, W, C``) images as
+    ``shape``: e.g. ``conv`` pools twice by 2, so it needs H and W divisible by 4."""
+    x = jax.ShapeDtypeStruct((1, *shape), jnp.float32)
+    try:
+        out = jax.eval_shape(lambda s, x: s.model(x), state, x).shape[1:]
+    except (TypeError, ValueError) as e:
+        out = f"an error ({str(e).splitlines()[0][:120]})"
+    if out != tuple(shape):
+        dims = "x".join(map(str, shape))
+        got = "x".join(map(str, out)) if isinstance(out, tuple) else out
+        raise AejaxError(f"this model turns {dims} images into {got}: give --image-size H W "
+                         "that its pooling divides evenly (for conv and denoising, multiples "
+                         "of 4), or the model options that match the data")
 
 
 def to_float(images: jax.Array) -> jax.Array:

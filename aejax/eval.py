@@ -30,6 +30,7 @@ import jax
 import numpy as np
 
 from aejax import cli, core, data, files, metrics, models, ood, parallel, plots, run, scores
+from aejax.data import folder
 from aejax.errors import AejaxError
 from aejax.parallel import Placement
 
@@ -83,8 +84,11 @@ class ScoredSet:
 class Scorer:
     """Computes the per-image terms of image sets with one model, over the devices."""
 
-    def __init__(self, state, placement: Placement, data_dir: str | None):
+    def __init__(self, state, placement: Placement, data_dir: str | None,
+                 data_options: dict | None = None):
+        """``data_options``: the run's preprocessing of its own dataset (a folder's)."""
         self.state, self.placement, self.data_dir = state, placement, data_dir
+        self.data_options = data_options or {}
         self.batch_sharding = placement.batch if placement.size > 1 else None
 
     def terms(self, images: jax.Array, n: int) -> dict:
@@ -92,14 +96,28 @@ class Scorer:
         return {k: parallel.to_numpy(v)[:n] for k, v in terms.items()}
 
     def tfds_set(self, dataset, split, start=None, stop=None, role=None) -> ScoredSet:
-        """Rows ``[start, stop)`` of a TFDS split (default all), read once and scored."""
+        """Rows ``[start, stop)`` of a split of the run's dataset (default all), read once
+        and scored."""
         rows = split if start is None and stop is None else \
             f"{split}[{'' if start is None else start}:{'' if stop is None else stop}]"
-        images, labels = data.load(dataset, rows, self.data_dir)
+        images, labels = data.load(dataset, rows, self.data_dir, **self.data_options)
         return self.array_set(dataset, images, labels, role or split)
 
+    def ood_set(self, name: str, shape: tuple[int, ...]) -> ScoredSet:
+        """A TFDS dataset's test split (of ``shape`` images: :func:`ood.check_name`), or
+        every image of a folder, converted to ``shape`` (the report's "converted_to")."""
+        if folder.is_folder(name):
+            options = {"image_size": list(shape[:2]), "channels": shape[2]}
+            splits = [data.load(name, split, self.data_dir, **options)
+                      for split in data.split_names(name, self.data_dir, **options)]
+            images = np.concatenate([x for x, _ in splits])
+            labels = np.concatenate([y for _, y in splits])
+            return self.array_set(name, images, labels, "all")
+        return self.array_set(name, *data.load(name, "test", self.data_dir))  # shape checked
+
     def array_set(self, name, images_np, labels, split="test") -> ScoredSet:
-        images = self.placement.put_rows(len(images_np), lambda a, b: images_np[a:b])
+        images = self.placement.put_rows(len(images_np), lambda a, b: images_np[a:b],
+                                         row_shape=images_np.shape[1:])
         return ScoredSet(name, split, images_np, labels, self.terms(images, len(images_np)))
 
 
@@ -147,13 +165,15 @@ def evaluate(workdir: str | Path, config: EvalConfig = EvalConfig(), *,
 def _evaluate(state, config: run.RunConfig, meta: dict, ood_names: list[str], *, kind: str,
               percentile: float, placement: Placement, workdir: Path, seed: int,
               data_dir: str | None, refit: bool) -> Evaluation:
+    shape = data.image_shape(config.dataset, data_dir, **config.data_options())
     for name in ood_names:  # all names checked before any work
-        ood.check_name(name, data_dir)
-    ranges = config.row_ranges(data.num_examples(config.dataset, "train", data_dir))
+        ood.check_name(name, data_dir, shape)
+    ranges = config.row_ranges(data.num_examples(config.dataset, "train", data_dir,
+                                                 **config.data_options()))
     if "holdout" not in ranges:
         raise AejaxError("this run trained on its whole train split (--holdout 0), so nothing "
                          "is held out to set the threshold on: train with --holdout 1000")
-    scorer = Scorer(state, placement, data_dir)
+    scorer = Scorer(state, placement, data_dir, config.data_options())
     test = scorer.tfds_set(config.dataset, "test")
     holdout = scorer.tfds_set(config.dataset, *ranges["holdout"], role="holdout")
     step = meta["history"][-1]["epoch"]  # the checkpoint's own epoch
@@ -164,7 +184,7 @@ def _evaluate(state, config: run.RunConfig, meta: dict, ood_names: list[str], *,
             like = test.images if name == "inverted" else np.zeros_like(test.images)
             outs.append(scorer.array_set(name, *ood.synthetic_set(name, like, seed)))
         else:
-            outs.append(scorer.tfds_set(name, "test"))
+            outs.append(scorer.ood_set(name, test.images.shape[1:]))
     for s in (test, holdout, *outs):
         s.scores = stats.all_scores(s.terms)
 
@@ -192,6 +212,7 @@ def _evaluate(state, config: run.RunConfig, meta: dict, ood_names: list[str], *,
                 **metrics.ood_metrics(test.scores[kind], out.scores[kind]),
                 "detection_rate": metrics.flagged_fraction(out.scores[kind], threshold),
                 "n": len(out.labels),
+                **({"converted_to": list(out.images.shape[1:])} if out.split == "all" else {}),
                 "mean_score": float(np.mean(out.scores[kind])),
             }
             for out in outs

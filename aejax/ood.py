@@ -1,7 +1,8 @@
-"""OOD sets by name: any TFDS dataset of 28x28x1 images, or a synthetic set needing no download.
+"""OOD sets by name: a TFDS image dataset, a folder of images, or a synthetic set.
 
-Synthetic sets are uint8 ``[N, 28, 28, 1]``, made from a seed (the same seed gives the same
-images), N the size of the in-distribution test split they are compared with:
+Synthetic sets are uint8 ``[N, H, W, C]``, the shape of the model's images, made from a
+seed (the same seed gives the same images), N the size of the in-distribution test split
+they are compared with:
 
 =========== =============================================================
 ``uniform``  i.i.d. uniform pixels in 0..255
@@ -21,6 +22,7 @@ from collections.abc import Callable
 import numpy as np
 
 from aejax import data
+from aejax.data import folder
 from aejax.errors import AejaxError
 
 
@@ -67,16 +69,24 @@ def synthetic_set(name: str, in_test_images: np.ndarray,
     return images, np.full(len(images), -1, np.int32)
 
 
-def check_name(name: str, data_dir: str | None = None) -> None:
-    """Raises one clear error unless ``name`` is a synthetic set or a usable TFDS dataset."""
-    if name in SYNTHETIC:
+def check_name(name: str, data_dir: str | None = None,
+               shape: tuple[int, ...] | None = None) -> None:
+    """Raises one clear error unless ``name`` is a synthetic set, a folder of images, or a
+    usable TFDS dataset (of images of ``shape``, the model's, when given)."""
+    if name in SYNTHETIC or folder.is_folder(name):  # a folder is checked as it is read
         return
     try:
-        data.builder(name, data_dir)
+        b = data.builder(name, data_dir)
     except AejaxError as e:
         if str(e).startswith("unknown dataset"):
             raise AejaxError(
-                f"unknown OOD set {name!r}: use a TFDS dataset of 28x28x1 images (mnist, "
-                f"fashion_mnist, kmnist, ...) or a synthetic set: {', '.join(SYNTHETIC)}"
+                f"unknown OOD set {name!r}: use a TFDS image dataset (mnist, fashion_mnist, "
+                f"...), a folder of images, or a synthetic set: {', '.join(SYNTHETIC)}"
             ) from None
         raise
+    has = tuple(b.info.features["image"].shape)
+    if shape is not None and has != tuple(shape):
+        raise AejaxError(
+            f"OOD set {name!r} has {'x'.join(map(str, has))} images, the model takes "
+            f"{'x'.join(map(str, shape))}: give a set of that shape, or a folder of images "
+            "(converted to it)")

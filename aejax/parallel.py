@@ -120,7 +120,7 @@ class Placement:
         return math.ceil(n / self.size) * self.size
 
     def put_rows(self, n: int, load_rows: Callable[[int, int], np.ndarray],
-                 row_shape: tuple[int, ...] = (28, 28, 1), dtype=np.uint8) -> jax.Array:
+                 row_shape: tuple[int, ...], dtype=np.uint8) -> jax.Array:
         """A ``[padded(n), *row_shape]`` array sharded along rows, of which this process loads
         only the rows its own devices hold (``load_rows(start, stop)``, ``stop <= n``); rows
         past ``n`` are zeros, and never sampled or scored."""

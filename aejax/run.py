@@ -49,12 +49,28 @@ class RunConfig:
     holdout: int = 1000  # last examples of the train split, held out (thresholds, statistics)
     compute_dtype: str = "float32"  # or "bfloat16": mixed-precision training
     model: dict = dataclasses.field(default_factory=dict)  # model options, e.g. latent_dim
+    # A folder dataset's preprocessing (aejax.data.folder): resize to [H, W], convert to C.
+    image_size: list[int] | None = None
+    channels: int | None = None
 
-    def resolved(self) -> RunConfig:
-        """Fills in the architecture's defaults, so the saved config says what was used."""
+    def resolved(self, image_shape: tuple[int, int, int] | None = None) -> RunConfig:
+        """Fills in the architecture's defaults, so the saved config says what was used;
+        ``image_shape``, the data's ``(H, W, C)``, sets the model's shape options (those of
+        ``image_shape`` and ``channels`` it has) unless they were given."""
         batch_size = self.batch_size or models.get(self.arch).default_batch_size
-        model = {**models.options(self.arch), **self.model}
-        return dataclasses.replace(self, batch_size=batch_size, model=_jsonable(model))
+        defaults = models.options(self.arch)
+        if image_shape is not None:
+            from_data = {"image_shape": list(image_shape), "channels": image_shape[-1]}
+            defaults.update({k: v for k, v in from_data.items() if k in defaults})
+        model = {**defaults, **self.model}
+        image_size = list(self.image_size) if self.image_size else None
+        return dataclasses.replace(self, batch_size=batch_size, model=_jsonable(model),
+                                   image_size=image_size)
+
+    def data_options(self) -> dict:
+        """What :mod:`aejax.data` needs besides the dataset's name to read its images."""
+        return {k: v for k, v in (("image_size", self.image_size), ("channels", self.channels))
+                if v is not None}
 
     # Everything but `epochs` shapes the trajectory; a resumed run must agree on all of it.
     def trajectory(self) -> dict:
@@ -84,7 +100,9 @@ def _jsonable(value):
 
 
 def default_workdir(arch: str, dataset: str) -> Path:
-    return RUNS_DIR / f"{arch}-{dataset.replace('/', '-')}"
+    """``runs/<arch>-<dataset>`` (a folder dataset: its last path component)."""
+    name = Path(dataset).name if os.path.isdir(dataset) else dataset.replace("/", "-")
+    return RUNS_DIR / f"{arch}-{name}"
 
 
 LOCK_FILE = ".lock"
@@ -122,15 +140,17 @@ def move_aside(workdir: Path) -> Path:
     return aside
 
 
-def resolve_config(given: dict, workdir: Path) -> RunConfig:
+def resolve_config(given: dict, workdir: Path,
+                   image_shape: tuple[int, int, int] | None = None) -> RunConfig:
     """The config of a training command: the fields ``given`` (``model``: model options)
     over those of the run saved in ``workdir`` if there is one (it resumes), else over the
-    defaults. Reads only; an option that clashes with the saved run is an error."""
+    defaults; a new run's model takes ``image_shape`` (the data's) where it has a shape
+    option. Reads only; an option that clashes with the saved run is an error."""
     given = dict(given)
     model_given = given.pop("model", {})
     saved = saved_config(workdir)
     if saved is None:
-        return dataclasses.replace(RunConfig(), **given, model=model_given).resolved()
+        return dataclasses.replace(RunConfig(), **given, model=model_given).resolved(image_shape)
     if given.get("arch", saved.arch) != saved.arch:
         raise AejaxError(f"{workdir} holds a {saved.arch} run, not {given['arch']}: use "
                          f"--arch {saved.arch} to resume it, or --fresh or another --workdir")
@@ -195,17 +215,20 @@ def restore_state(checkpoints: Checkpoints, step: int | None, config: RunConfig,
 
 
 def put_split(placement: Placement, dataset: str, split: str, start: int | None = None,
-              stop: int | None = None, data_dir: str | None = None) -> tuple[jax.Array, int]:
+              stop: int | None = None, data_dir: str | None = None,
+              **data_options) -> tuple[jax.Array, int]:
     """Rows ``[start, stop)`` of a TFDS split (default all), sharded over the placement's
     devices; each process reads only its own devices' rows. Returns ``(images, n)``, the
     array padded past its ``n`` real rows to a whole number of rows per device."""
     start = start or 0
-    stop = data.num_examples(dataset, split, data_dir) if stop is None else stop
+    stop = data.num_examples(dataset, split, data_dir, **data_options) if stop is None else stop
+    shape = data.image_shape(dataset, data_dir, **data_options)
 
     def load_rows(a, b):
-        return data.load(dataset, f"{split}[{start + a}:{start + b}]", data_dir)[0]
+        return data.load(dataset, f"{split}[{start + a}:{start + b}]", data_dir,
+                         **data_options)[0]
 
-    return placement.put_rows(stop - start, load_rows), stop - start
+    return placement.put_rows(stop - start, load_rows, row_shape=shape), stop - start
 
 
 def peek_config(workdir: Path) -> RunConfig | None:

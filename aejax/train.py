@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from aejax import cli, core, data, files, models, parallel, plots
 from aejax.checkpoint import Checkpoints
+from aejax.data import folder
 from aejax.errors import AejaxError
 from aejax.parallel import Placement
 from aejax.run import (
@@ -38,6 +39,7 @@ from aejax.run import (
     put_split,
     resolve_config,
     restore_state,
+    saved_config,
     workdir_lock,
 )
 
@@ -48,7 +50,13 @@ def _parser() -> argparse.ArgumentParser:
     # Defaults are None so that "not given" can be told from "given": on resume, what is not
     # given comes from the run being resumed (RunConfig's defaults for a new run).
     p.add_argument("--arch", choices=models.names(), help="model (default dense)")
-    p.add_argument("--dataset", help="TFDS dataset of 28x28x1 images (default mnist)")
+    p.add_argument("--dataset", help="a TFDS image dataset (default mnist), or the path of "
+                   "a folder of PNG/JPEG images (see README, 'Your own images')")
+    p.add_argument("--image-size", type=cli.integer(1), nargs=2, metavar=("H", "W"),
+                   help="a folder's images are resized to H x W (default: their own size, "
+                   "which must then be one size)")
+    p.add_argument("--channels", type=int, choices=[1, 3], help="a folder's images are "
+                   "converted to grey (1) or RGB (3) (default: RGB if any is in colour)")
     p.add_argument("--epochs", type=cli.integer(1), help="train until this epoch (default 15)")
     p.add_argument("--batch-size", type=cli.integer(1),
                    help="default: the arch's (dense 256, conv 128)")
@@ -108,10 +116,13 @@ class Trainer:
         self.config, self.workdir, self.placement = config, workdir, placement
         placement.check_batch_size(config.batch_size)
         self.is_main = parallel.is_main_process()
-        ranges = config.row_ranges(data.num_examples(config.dataset, "train", data_dir))
-        self.sets = {role: put_split(placement, config.dataset, *rows, data_dir=data_dir)
-                     for role, rows in ranges.items()}
-        self.sets["test"] = put_split(placement, config.dataset, "test", data_dir=data_dir)
+        options = config.data_options()
+        ranges = config.row_ranges(data.num_examples(config.dataset, "train", data_dir,
+                                                     **options))
+        self.sets = {role: put_split(placement, config.dataset, *rows, data_dir=data_dir,
+                                     **options) for role, rows in ranges.items()}
+        self.sets["test"] = put_split(placement, config.dataset, "test", data_dir=data_dir,
+                                      **options)
         # One device: leave placement to XLA, as a user of the plain functions would.
         self.batch_sharding = placement.batch if placement.size > 1 else None
         root = jax.random.key(config.seed)
@@ -122,6 +133,7 @@ class Trainer:
             state = core.init_state(self.config.arch, self.init_key, lr=self.config.lr,
                                     compute_dtype=self.config.compute_dtype,
                                     **self.config.model)
+            core.check_image_shape(state, self.sets["test"][0].shape[1:])
             return self.placement.replicate(state), []
         state, meta = restore_state(checkpoints, None, self.config, self.placement)
         return state, meta["history"]
@@ -218,10 +230,19 @@ def train_and_evaluate(config: RunConfig, workdir: str | Path, *,
 def _given(args: argparse.Namespace) -> dict:
     """The RunConfig fields the command line gave (``model``: the model options given)."""
     fields = ("arch", "dataset", "epochs", "batch_size", "lr", "seed", "holdout",
-              "compute_dtype")
+              "compute_dtype", "image_size", "channels")
     given = {k: getattr(args, k) for k in fields if getattr(args, k) is not None}
+    if "dataset" in given and folder.is_folder(given["dataset"]):  # found from any cwd
+        given["dataset"] = str(Path(given["dataset"]).resolve())
     given["model"] = {"latent_dim": args.latent_dim} if args.latent_dim is not None else {}
     return given
+
+
+def _data_shape(given: dict, data_dir: str | None) -> tuple[int, int, int] | None:
+    """The shape of the images of the dataset the command names (or the default's); a folder
+    is prepared here, once. A new run's model is shaped by it."""
+    options = {k: given[k] for k in ("image_size", "channels") if k in given}
+    return data.image_shape(given.get("dataset", RunConfig.dataset), data_dir, **options)
 
 
 def train_command(args: argparse.Namespace) -> int:
@@ -234,7 +255,9 @@ def train_command(args: argparse.Namespace) -> int:
                                   batch_size=batch_size)
     if args.fresh and workdir.exists() and parallel.is_main_process():
         print(f"--fresh: moved the previous run to {move_aside(workdir)}", file=sys.stderr)
-    config = resolve_config(given, workdir)
+    # A new run's model takes the data's shape; a resumed run has it in its saved config.
+    shape = None if saved_config(workdir) else _data_shape(given, args.data_dir)
+    config = resolve_config(given, workdir, image_shape=shape)
     state, history = train_and_evaluate(config, workdir, placement=placement,
                                         data_dir=args.data_dir)
     if not parallel.is_main_process():

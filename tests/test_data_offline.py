@@ -164,11 +164,13 @@ def test_missing_named_pickle_is_an_error(tmp_path, no_default_sources):
                              mnist_pickle=tmp_path / "nope.pkl.gz")
 
 
-def test_unknown_dataset_and_wrong_shape_are_clear(tmp_path):
+def test_unknown_dataset_and_undownloadable_dataset_are_clear(tmp_path):
     with pytest.raises(AejaxError, match="unknown dataset 'no_such_set'"):
         data.builder("no_such_set", str(tmp_path))
-    with pytest.raises(AejaxError, match=r"\(32, 32, 3\) uint8 images"):
-        data.builder("cifar10", str(tmp_path))
+    assert data.builder("cifar10", str(tmp_path)).info.features["image"].shape == (32, 32, 3)
+    with pytest.raises(AejaxError, match=r"cannot prepare 'cifar10'.*python -m aejax.data "
+                                         r"prepare cifar10"):
+        data.load("cifar10", "test", str(tmp_path), offline=True)
 
 
 def test_decoded_cache_serves_the_same_arrays_and_follows_the_dataset(tmp_path, monkeypatch,

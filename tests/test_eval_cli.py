@@ -84,7 +84,7 @@ def test_without_workdir_uses_the_latest_run(trained, monkeypatch, capsys):
 @pytest.mark.parametrize("args, message", [
     (["--workdir", "{tmp}/nothing"], "holds no checkpoints"),
     (["--workdir", "{run}", "--ood", "no_such_set"], "unknown OOD set 'no_such_set'"),
-    (["--workdir", "{run}", "--ood", "cifar10"], "has (32, 32, 3) uint8 images"),
+    (["--workdir", "{run}", "--ood", "cifar10"], "has 32x32x3 images, the model takes 28x28x1"),
     (["--workdir", "{run}", "--step", "7"], "no checkpoint for step 7"),
     (["--workdir", "{run}", "--step", "last"], "--step: takes an epoch number"),
 ])

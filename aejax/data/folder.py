@@ -1,0 +1,163 @@
+"""A folder of image files as a TFDS dataset: prepared once, then read like any other.
+
+``--dataset PATH`` (an existing directory) takes either layout:
+
+* TFDS's ``ImageFolder``: ``PATH/<split>/<label>/*.png`` (splits ``train`` and ``test``;
+  labels are the sorted folder names);
+* anything else: every PNG/JPEG file under ``PATH`` (a flat folder or a tree), unlabelled
+  (label 0), the usual case for anomaly detection. Each file goes to ``test`` when the
+  SHA-256 of its path relative to ``PATH`` falls in the first tenth of the range, else to
+  ``train`` (a folder too small for that gives its lowest-hash file to ``test``):
+  deterministic, and adding files never moves the others.
+
+Images are decoded by Pillow, converted to ``channels`` (1: grey, 3: RGB; default: RGB if
+any file is in colour, else grey) and resized to ``image_size`` (bilinear; default: all files
+must have one size). The result is written by TFDS (``store_as_tfds_dataset``) under
+``<data_dir>/aejax_folders/``, in a directory named by a fingerprint of the folder (every
+file's path, size and modification time) and of the preprocessing: a changed folder or other
+options are prepared anew, an unchanged one is read from there.
+
+A file that cannot be decoded is an error naming it (a silently skipped file would change
+what the model learns without anyone noticing); files of other types are ignored.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from aejax.data._tf import tfds
+from aejax.errors import AejaxError
+
+EXTENSIONS = (".png", ".jpg", ".jpeg")
+SPLITS = ("train", "test")
+TEST_FRACTION = 0.1
+VERSION = "1.0.0"
+
+
+def is_folder(name: str) -> bool:
+    """Whether ``--dataset name`` names a directory of images rather than a TFDS dataset."""
+    return os.path.isdir(name)
+
+
+def _image_files(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob("*") if p.suffix.lower() in EXTENSIONS and p.is_file())
+
+
+def _layout(root: Path) -> dict[str, list[tuple[Path, str]]]:
+    """``{split: [(file, label name)]}``: ImageFolder's split/label/file, else one unlabelled
+    pool split by path hash."""
+    if (root / "train").is_dir():
+        splits = {}
+        for split in SPLITS:
+            files = _image_files(root / split) if (root / split).is_dir() else []
+            splits[split] = [(f, f.relative_to(root / split).parts[0]
+                              if len(f.relative_to(root / split).parts) > 1 else "")
+                             for f in files]
+        return {s: files for s, files in splits.items() if files}
+    files = _image_files(root)
+    position = {f: int.from_bytes(hashlib.sha256(f.relative_to(root).as_posix().encode())
+                                  .digest()[:8], "big") / 2**64 for f in files}
+    test = {f for f in files if position[f] < TEST_FRACTION}
+    if not test and len(files) > 1:  # a small folder still gets one test image
+        test = {min(files, key=position.get)}
+    splits = {"train": [(f, "") for f in files if f not in test],
+              "test": [(f, "") for f in files if f in test]}
+    return {s: files for s, files in splits.items() if files}
+
+
+def _fingerprint(root: Path, layout: dict, image_size, channels) -> str:
+    digest = hashlib.sha256(f"{image_size}:{channels}:{TEST_FRACTION}".encode())
+    for split, files in layout.items():
+        for f, label in files:
+            stat = f.stat()
+            digest.update(f"{split}:{label}:{f.relative_to(root)}:{stat.st_size}:"
+                          f"{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def _open(path: Path):
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        image = Image.open(path)
+        image.load()
+        return image
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise AejaxError(f"cannot read {path} as an image ({type(e).__name__}: {e}): remove "
+                         "or replace it, then run the same command again") from None
+
+
+def _settle_shape(layout: dict, image_size, channels) -> tuple[tuple[int, int], int]:
+    """The output size and channels: as given, else what every file has (one size, colour if
+    any file is in colour)."""
+    sizes, colour = {}, False
+    for files in layout.values():
+        for f, _ in files:
+            with _open(f) as image:
+                sizes.setdefault((image.height, image.width), f)
+                colour = colour or image.mode not in ("1", "L", "I", "I;16", "F", "LA")
+    if image_size is None and len(sizes) > 1:
+        (a, fa), (b, fb) = list(sizes.items())[:2]
+        raise AejaxError(f"the images differ in size ({fa}: {a[0]}x{a[1]}, {fb}: {b[0]}x{b[1]}"
+                         f"{', ...' if len(sizes) > 2 else ''}): give --image-size H W to "
+                         "resize them all")
+    return tuple(image_size or next(iter(sizes))), channels or (3 if colour else 1)
+
+
+def _decoded(files, size: tuple[int, int], channels: int, labels: list[str]
+             ) -> Iterator[tuple[int, dict]]:
+    """``(key, example)`` pairs, TFDS's generator protocol; the index keys keep file order."""
+    from PIL import Image
+    from tqdm import tqdm
+
+    for index, (f, label) in enumerate(tqdm(files, desc="preparing images", unit="file",
+                                            leave=False, disable=None)):
+        with _open(f) as image:
+            image = image.convert("RGB" if channels == 3 else "L")
+            if (image.height, image.width) != size:
+                image = image.resize((size[1], size[0]), Image.Resampling.BILINEAR)
+            array = np.asarray(image, np.uint8).reshape(size[0], size[1], channels)
+        yield index, {"image": array, "label": labels.index(label)}
+
+
+def prepared_dir(root: str | os.PathLike, data_dir: str, image_size=None,
+                 channels: int | None = None) -> Path:
+    """The TFDS dataset directory of folder ``root`` with this preprocessing; prepares it
+    first if it is missing or the folder changed."""
+    root = Path(root).resolve()
+    if channels not in (None, 1, 3):
+        raise AejaxError(f"--channels {channels}: choose 1 (grey) or 3 (RGB)")
+    layout = _layout(root)
+    if not layout:
+        raise AejaxError(f"{root} holds no {'/'.join(e[1:].upper() for e in EXTENSIONS)} "
+                         "images: point --dataset at a folder of image files")
+    if "train" not in layout:
+        raise AejaxError(f"{root} has no training images (train/ is empty)")
+    image_size = tuple(image_size) if image_size else None
+    name = f"folder_{_fingerprint(root, layout, image_size, channels)}"
+    base = Path(data_dir) / "aejax_folders"
+    version_dir = base / name / VERSION
+    if (version_dir / "dataset_info.json").is_file():
+        return version_dir
+    size, channels = _settle_shape(layout, image_size, channels)
+    labels = sorted({label for files in layout.values() for _, label in files})
+    lib = tfds()
+    features = lib.features.FeaturesDict({
+        "image": lib.features.Image(shape=(*size, channels), dtype=np.uint8),
+        "label": lib.features.ClassLabel(names=[label or "unlabelled" for label in labels]),
+    })
+    # TFDS prints "Downloading and preparing ..." (print, not logging): not what happens here.
+    with contextlib.redirect_stdout(io.StringIO()):
+        lib.dataset_builders.store_as_tfds_dataset(
+            name=name, version=VERSION, features=features, data_dir=base,
+            split_datasets={split: _decoded(files, size, channels, labels)
+                            for split, files in layout.items()},
+            description=f"aejax: the images under {root}", disable_shuffling=True)
+    return version_dir

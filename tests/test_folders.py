@@ -1,0 +1,122 @@
+"""Folders of real image files (PNG/JPEG written here) as datasets, through the CLIs."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from aejax import data, train
+from aejax import eval as eval_cli
+from aejax.data import folder
+from aejax.errors import AejaxError
+
+pytestmark = pytest.mark.slow  # prepares datasets with TensorFlow, trains through the CLI
+
+
+def shapes(rng, size: int, mode: str) -> Image.Image:
+    """A procedurally drawn picture: a few filled ellipses and rectangles on a dark field."""
+    image = Image.new("RGB", (size, size), tuple(int(v) for v in rng.integers(0, 60, 3)))
+    draw = ImageDraw.Draw(image)
+    for _ in range(3):
+        corner = rng.integers(0, size // 2, 2)
+        box = [*map(int, corner), *map(int, corner + rng.integers(4, size // 2, 2))]
+        colour = tuple(int(v) for v in rng.integers(80, 256, 3))
+        (draw.ellipse if rng.random() < 0.5 else draw.rectangle)(box, fill=colour)
+    return image.convert(mode)
+
+
+def write_images(root, n: int, size: int = 32, mode: str = "RGB", seed: int = 0,
+                 layout: str = "flat"):
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        if layout == "flat":
+            path = root / f"sub{i % 3}" / f"img{i:04d}.png"  # a tree, not only one level
+        else:  # ImageFolder: split/label/file
+            path = root / ("test" if i % 5 == 0 else "train") / f"class{i % 2}" / f"{i}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        shapes(rng, size, mode).save(path)
+    return root
+
+
+@pytest.fixture(scope="module")
+def rgb_folder(tmp_path_factory):
+    root = write_images(tmp_path_factory.mktemp("rgb") / "pictures", 300)
+    (root / "notes.txt").write_text("not an image: ignored")
+    return root
+
+
+def test_a_flat_folder_becomes_a_tfds_dataset_split_by_path(rgb_folder, tmp_path):
+    data_dir = str(tmp_path / "tfds")
+    images, labels = data.load(str(rgb_folder), "train", data_dir)
+    test_images, _ = data.load(str(rgb_folder), "test", data_dir)
+    assert images.shape[1:] == (32, 32, 3) and images.dtype == np.uint8
+    assert len(images) + len(test_images) == 300 and 10 < len(test_images) < 60
+    assert (labels == 0).all()
+    # The decoded pixels are the files' pixels.
+    first = sorted(p for p in rgb_folder.rglob("*.png"))
+    decoded = {np.asarray(Image.open(p).convert("RGB")).tobytes() for p in first}
+    assert images[0].tobytes() in decoded
+    # Prepared once: the same folder reads from the same directory; a change prepares anew.
+    prepared = folder.prepared_dir(rgb_folder, data_dir)
+    assert folder.prepared_dir(rgb_folder, data_dir) == prepared
+    write_images(rgb_folder / "more", 1, seed=9)
+    assert folder.prepared_dir(rgb_folder, data_dir) != prepared
+
+
+def test_image_folder_layout_keeps_its_splits_and_labels(tmp_path):
+    root = write_images(tmp_path / "classes", 40, size=20, mode="L", layout="imagefolder")
+    images, labels = data.load(str(root), "train", str(tmp_path / "tfds"))
+    test_images, _ = data.load(str(root), "test", str(tmp_path / "tfds"))
+    assert images.shape == (32, 20, 20, 1) and len(test_images) == 8
+    assert set(labels) == {0, 1}
+
+
+def test_resizing_and_converting(tmp_path):
+    root = tmp_path / "mixed"
+    write_images(root / "a", 5, size=24, seed=1)
+    write_images(root / "b", 5, size=40, seed=2)
+    with pytest.raises(AejaxError, match="differ in size.*--image-size"):
+        data.load(str(root), "train", str(tmp_path / "tfds"))
+    images, _ = data.load(str(root), "train", str(tmp_path / "tfds"), image_size=[16, 12],
+                          channels=1)
+    assert images.shape[1:] == (16, 12, 1)
+
+
+def test_bad_folders_are_one_clear_error(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(AejaxError, match="holds no PNG/JPG/JPEG images"):
+        data.load(str(tmp_path / "empty"), "train", str(tmp_path / "tfds"))
+    broken = write_images(tmp_path / "broken", 5)
+    (broken / "sub0" / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    with pytest.raises(AejaxError, match=r"cannot read .*bad\.png as an image"):
+        data.load(str(broken), "train", str(tmp_path / "tfds"))
+
+
+def test_train_and_evaluate_conv_on_a_folder_of_rgb_pngs(rgb_folder, tmp_path, capsys):
+    workdir = tmp_path / "run"
+    args = ["--arch", "conv", "--dataset", str(rgb_folder), "--epochs", "2", "--holdout",
+            "50", "--data-dir", str(tmp_path / "tfds"), "--workdir", str(workdir)]
+    assert train.main(args) == 0
+    config = json.loads((workdir / "config.json").read_text())
+    assert config["dataset"] == str(rgb_folder.resolve()) and config["model"]["channels"] == 3
+    out = tmp_path / "eval"
+    assert eval_cli.main(["--workdir", str(workdir), "--ood", "uniform", "--data-dir",
+                          str(tmp_path / "tfds"), "--out", str(out)]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["ood"]["uniform"]["auroc"] > 0.9
+    assert (out / "reconstructions_uniform.png").stat().st_size > 0
+    print(capsys.readouterr().out)
+
+
+def test_a_size_conv_cannot_reconstruct_is_one_clear_error(tmp_path, capsys):
+    root = write_images(tmp_path / "odd", 20, size=30, mode="L")
+    code = train.main(["--arch", "conv", "--dataset", str(root), "--epochs", "1", "--holdout",
+                       "2", "--data-dir", str(tmp_path / "tfds"), "--workdir",
+                       str(tmp_path / "run")])
+    assert code == 2
+    assert "turns 30x30x1 images into 28x28x1" in capsys.readouterr().err
+    # dense takes any shape.
+    assert train.main(["--arch", "dense", "--dataset", str(root), "--epochs", "1",
+                       "--holdout", "2", "--data-dir", str(tmp_path / "tfds"), "--workdir",
+                       str(tmp_path / "dense")]) == 0
