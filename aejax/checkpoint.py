@@ -53,24 +53,34 @@ class Checkpoints:
     thread Orbax started, so none outlives an error.
     """
 
-    def __init__(self, directory: str | Path, max_to_keep: int = 3,
-                 background: bool | None = None, read_only: bool = False):
+    def __init__(
+        self,
+        directory: str | Path,
+        max_to_keep: int = 3,
+        background: bool | None = None,
+        read_only: bool = False,
+    ):
         """``background``: return from :meth:`save` before the files are written (default:
         unless JAX computes on the CPU)."""
         self.directory = Path(directory).absolute()
         _ignore_late_orbax_callbacks()
         self.background = jax.default_backend() != "cpu" if background is None else background
         options = ocp.CheckpointManagerOptions(
-            max_to_keep=max_to_keep, read_only=read_only, create=not read_only,
-            cleanup_tmp_directories=not read_only)
+            max_to_keep=max_to_keep,
+            read_only=read_only,
+            create=not read_only,
+            cleanup_tmp_directories=not read_only,
+        )
         try:
-            self._manager = ocp.CheckpointManager(self.directory, options=options,
-                                                  item_names=("state", "meta"))
+            self._manager = ocp.CheckpointManager(
+                self.directory, options=options, item_names=("state", "meta")
+            )
         except OSError:
             raise
         except Exception as e:  # noqa: BLE001 - Orbax wraps filesystem errors its own way
             raise _as_os_error(e, self.directory) or AejaxError(
-                f"cannot open checkpoints in {self.directory} ({_first_line(e)})") from e
+                f"cannot open checkpoints in {self.directory} ({_first_line(e)})"
+            ) from e
         # The writer's clean-up of an interrupted save runs in a background thread that
         # Orbax only joins at the next save: join it now, so an error before any save does
         # not leave it running into interpreter shutdown (where it printed a traceback).
@@ -114,15 +124,19 @@ class Checkpoints:
         """:meth:`all_steps`, or one clear error when there are none."""
         steps = self.all_steps()
         if not steps:
-            raise AejaxError(f"no checkpoint in {self.directory}: train first "
-                             "(python -m aejax.train ...) or give the right --workdir")
+            raise AejaxError(
+                f"no checkpoint in {self.directory}: train first "
+                "(python -m aejax.train ...) or give the right --workdir"
+            )
         return steps
 
     def _check_step(self, step: int) -> None:
         steps = self._existing_steps()
         if step not in steps:
-            raise AejaxError(f"no checkpoint for step {step} in {self.directory}; "
-                             f"there are: {', '.join(map(str, steps))}")
+            raise AejaxError(
+                f"no checkpoint for step {step} in {self.directory}; "
+                f"there are: {', '.join(map(str, steps))}"
+            )
 
     def _read(self, step: int, abstract_state=None) -> dict:
         self._check_step(step)
@@ -135,8 +149,9 @@ class Checkpoints:
             if not isinstance(meta, dict):
                 raise ValueError(f"its meta is {type(meta).__name__}, not a JSON object")
         except Exception as e:  # noqa: BLE001 - whatever Orbax raises, the files are unusable
-            raise Unreadable(f"checkpoint {self.directory / str(step)} cannot be read "
-                             f"({_first_line(e)})") from e
+            raise Unreadable(
+                f"checkpoint {self.directory / str(step)} cannot be read ({_first_line(e)})"
+            ) from e
         return {"meta": dict(meta), "state": restored.get("state")}
 
     def _readable(self, step: int | None, abstract_state=None) -> dict:
@@ -147,16 +162,21 @@ class Checkpoints:
                 return self._read(step, abstract_state)
             except Unreadable as e:
                 others = [s for s in self.all_steps() if s != step]
-                raise AejaxError(f"{e}: ask for another step ({', '.join(map(str, others))})"
-                                 if others else f"{e}; start over with --fresh") from None
+                raise AejaxError(
+                    f"{e}: ask for another step ({', '.join(map(str, others))})"
+                    if others
+                    else f"{e}; start over with --fresh"
+                ) from None
         for candidate in reversed(self._existing_steps()):
             try:
                 return self._read(candidate, abstract_state)
             except Unreadable as e:
                 self._set_aside(candidate, e)
-        raise AejaxError(f"no readable checkpoint is left in {self.directory} (the damaged "
-                         f"ones are in {self.directory.parent / DAMAGED_DIR}): start over "
-                         "with --fresh")
+        raise AejaxError(
+            f"no readable checkpoint is left in {self.directory} (the damaged "
+            f"ones are in {self.directory.parent / DAMAGED_DIR}): start over "
+            "with --fresh"
+        )
 
     def _set_aside(self, step: int, error: Unreadable) -> None:
         """Moves unreadable checkpoint ``step`` to ``damaged-checkpoints/`` (never deletes
@@ -171,8 +191,10 @@ class Checkpoints:
         except OSError as e:
             moved = f"could not move it aside ({e.strerror})"
         older = [s for s in self.all_steps() if s < step]
-        sys.stderr.write(f"warning: {error}; {moved}; "
-                         f"{f'using checkpoint {older[-1]}' if older else 'none is older'}\n")
+        sys.stderr.write(
+            f"warning: {error}; {moved}; "
+            f"{f'using checkpoint {older[-1]}' if older else 'none is older'}\n"
+        )
         self._manager.reload()
 
     def meta(self, step: int | None = None) -> dict:
@@ -206,10 +228,12 @@ def _first_line(error: Exception) -> str:
 def _as_os_error(error: Exception, path: Path) -> OSError | None:
     """The filesystem error behind an Orbax/TensorStore exception, if its text names one."""
     text = str(error)
-    for code, needles in ((errno.ENOSPC, ("No space left", "RESOURCE_EXHAUSTED")),
-                          (errno.EROFS, ("Read-only file system",)),
-                          (errno.EACCES, ("Permission denied", "PERMISSION_DENIED")),
-                          (errno.ENOTDIR, ("Not a directory",))):
+    for code, needles in (
+        (errno.ENOSPC, ("No space left", "RESOURCE_EXHAUSTED")),
+        (errno.EROFS, ("Read-only file system",)),
+        (errno.EACCES, ("Permission denied", "PERMISSION_DENIED")),
+        (errno.ENOTDIR, ("Not a directory",)),
+    ):
         if any(n in text for n in needles):
             return OSError(code, os.strerror(code), str(path))
     return None
@@ -230,8 +254,10 @@ def _ignore_late_orbax_callbacks() -> None:
     previous = sys.unraisablehook
 
     def hook(unraisable):
-        if not (isinstance(unraisable.exc_value, RuntimeError)
-                and str(unraisable.exc_value) == "Event loop is closed"):
+        if not (
+            isinstance(unraisable.exc_value, RuntimeError)
+            and str(unraisable.exc_value) == "Event loop is closed"
+        ):
             previous(unraisable)
 
     sys.unraisablehook = hook

@@ -46,20 +46,26 @@ def integer(minimum: int, maximum: int | None = None) -> Callable[[str], int]:
     return parse
 
 
-def number(low: float, high: float | None = None, *, low_open: bool = False,
-           high_open: bool = False) -> Callable[[str], float]:
+def number(
+    low: float, high: float | None = None, *, low_open: bool = False, high_open: bool = False
+) -> Callable[[str], float]:
     """An argparse ``type``: a finite float in the interval given, the interval in its error."""
     interval = f"{'(' if low_open else '['}{low:g}, " + (
-        "inf)" if high is None else f"{high:g}{')' if high_open else ']'}")
+        "inf)" if high is None else f"{high:g}{')' if high_open else ']'}"
+    )
 
     def parse(text: str) -> float:
         try:
             value = float(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"takes a number in {interval}, not {text!r}") \
-                from None
-        inside = math.isfinite(value) and (value > low if low_open else value >= low) and (
-            high is None or (value < high if high_open else value <= high))
+            raise argparse.ArgumentTypeError(
+                f"takes a number in {interval}, not {text!r}"
+            ) from None
+        inside = (
+            math.isfinite(value)
+            and (value > low if low_open else value >= low)
+            and (high is None or (value < high if high_open else value <= high))
+        )
         if not inside:
             raise argparse.ArgumentTypeError(f"must be a number in {interval}, not {text}")
         return value
@@ -69,23 +75,40 @@ def number(low: float, high: float | None = None, *, low_open: bool = False,
 
 def add_common_args(parser: argparse.ArgumentParser) -> None:
     """Device options and --verbose."""
-    parser.add_argument("--verbose", action="store_true", help="also show the log lines of "
-                        "the libraries underneath (Orbax, absl)")
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="also show the log lines of the libraries underneath (Orbax, absl)",
+    )
     group = parser.add_argument_group("devices (see README, 'Scaling out')")
-    group.add_argument("--devices", type=integer(1), help="use the first N devices "
-                       "(default: all)")
-    group.add_argument("--cpu-devices", type=integer(1), help="split the CPU into N host "
-                       "devices (default: one per core where the model gains from it, else 1)")
-    group.add_argument("--coordinator-address", help="host:port of process 0 of a "
-                       "multi-process job")
+    group.add_argument("--devices", type=integer(1), help="use the first N devices (default: all)")
+    group.add_argument(
+        "--cpu-devices",
+        type=integer(1),
+        help="split the CPU into N host "
+        "devices (default: one per core where the model gains from it, else 1)",
+    )
+    group.add_argument(
+        "--coordinator-address", help="host:port of process 0 of a multi-process job"
+    )
     group.add_argument("--num-processes", type=integer(1), help="processes in the job")
     group.add_argument("--process-id", type=integer(0), help="this process's index in the job")
-    group.add_argument("--distributed", action="store_true", help="join a multi-process job "
-                       "that jax.distributed.initialize() detects (TPU pods, SLURM, ...)")
+    group.add_argument(
+        "--distributed",
+        action="store_true",
+        help="join a multi-process job "
+        "that jax.distributed.initialize() detects (TPU pods, SLURM, ...)",
+    )
 
 
-DEVICE_OPTIONS = ("devices", "cpu_devices", "coordinator_address", "num_processes",
-                  "process_id", "distributed")
+DEVICE_OPTIONS = (
+    "devices",
+    "cpu_devices",
+    "coordinator_address",
+    "num_processes",
+    "process_id",
+    "distributed",
+)
 
 
 def device_options(args: argparse.Namespace) -> dict:
@@ -93,10 +116,17 @@ def device_options(args: argparse.Namespace) -> dict:
     return {name: getattr(args, name) for name in DEVICE_OPTIONS}
 
 
-def setup_devices(*, devices: int | None = None, cpu_devices: int | None = None,
-                  coordinator_address: str | None = None, num_processes: int | None = None,
-                  process_id: int | None = None, distributed: bool = False,
-                  splits_well: bool = False, batch_size: int = 256) -> parallel.Placement:
+def setup_devices(
+    *,
+    devices: int | None = None,
+    cpu_devices: int | None = None,
+    coordinator_address: str | None = None,
+    num_processes: int | None = None,
+    process_id: int | None = None,
+    distributed: bool = False,
+    splits_well: bool = False,
+    batch_size: int = 256,
+) -> parallel.Placement:
     """Configures JAX (before anything starts a backend) and returns the devices to use:
     ``devices`` of them (default all), the CPU split into ``cpu_devices`` host devices
     (default: one per core where the model ``splits_well`` for this ``batch_size``), in a
@@ -106,13 +136,23 @@ def setup_devices(*, devices: int | None = None, cpu_devices: int | None = None,
     from aejax import parallel
 
     wanted = cpu_devices or parallel.default_cpu_devices(splits_well, batch_size)
-    if cpu_devices and parallel.started() and jax.devices()[0].platform == "cpu" \
-            and jax.local_device_count() != cpu_devices:
-        raise AejaxError(f"--cpu-devices {cpu_devices}: JAX already started with "
-                         f"{jax.local_device_count()} CPU devices in this process")
-    parallel.configure(cpu_devices=wanted, coordinator_address=coordinator_address,
-                       num_processes=num_processes, process_id=process_id,
-                       distributed=distributed)
+    if (
+        cpu_devices
+        and parallel.started()
+        and jax.devices()[0].platform == "cpu"
+        and jax.local_device_count() != cpu_devices
+    ):
+        raise AejaxError(
+            f"--cpu-devices {cpu_devices}: JAX already started with "
+            f"{jax.local_device_count()} CPU devices in this process"
+        )
+    parallel.configure(
+        cpu_devices=wanted,
+        coordinator_address=coordinator_address,
+        num_processes=num_processes,
+        process_id=process_id,
+        distributed=distributed,
+    )
     return parallel.Placement.create(devices)
 
 
@@ -135,15 +175,15 @@ def fail(error: Exception) -> int:
 
 _FIXES = {
     errno.ENOSPC: "no space left on the device: free some space, then run the same command "
-                  "again (training resumes from its last checkpoint)",
+    "again (training resumes from its last checkpoint)",
     errno.EDQUOT: "disk quota exceeded: free some space, then run the same command again "
-                  "(training resumes from its last checkpoint)",
+    "(training resumes from its last checkpoint)",
     errno.EROFS: "it is on a read-only filesystem: give a path on a writable one (--workdir, "
-                 "--out or --data-dir)",
+    "--out or --data-dir)",
     errno.EACCES: "permission denied: give a path you can write to (--workdir, --out or "
-                  "--data-dir), or fix its permissions",
+    "--data-dir), or fix its permissions",
     errno.EPERM: "operation not permitted: give a path you can write to (--workdir, --out or "
-                 "--data-dir)",
+    "--data-dir)",
     errno.ENOTDIR: "it (or a folder above it) is a file, not a directory: give another path",
     errno.EEXIST: "a file of that name is in the way: move it, or give another path",
     errno.EISDIR: "it is a directory where a file was expected",
@@ -168,8 +208,9 @@ def _on_sigterm(signum, frame):
     raise Interrupted
 
 
-def run_command(body: Callable[[], int], *, verbose: bool = False,
-                interrupted: str = "interrupted") -> int:
+def run_command(
+    body: Callable[[], int], *, verbose: bool = False, interrupted: str = "interrupted"
+) -> int:
     """Runs a CLI's ``body``; an AejaxError or a filesystem error becomes one ``error:`` line
     and exit code 2, Ctrl-C or SIGTERM one line saying what was kept (exit 130 / 143).
     Anything else escaping is a bug in aejax and keeps its traceback."""

@@ -70,8 +70,12 @@ def adam(lr: float = 1e-3) -> optax.GradientTransformation:
 
 
 def init_state(
-    arch: str, key: jax.Array, *, lr: float = 1e-3,
-    tx: optax.GradientTransformation | None = None, compute_dtype: str = "float32",
+    arch: str,
+    key: jax.Array,
+    *,
+    lr: float = 1e-3,
+    tx: optax.GradientTransformation | None = None,
+    compute_dtype: str = "float32",
     **model_options,
 ) -> TrainState:
     """A fresh model of architecture ``arch`` and its optimizer state.
@@ -111,9 +115,11 @@ def check_image_shape(state: TrainState, shape: tuple[int, ...]) -> None:
     if out != tuple(shape):
         dims = "x".join(map(str, shape))
         got = "x".join(map(str, out)) if isinstance(out, tuple) else out
-        raise AejaxError(f"this model turns {dims} images into {got}: give --image-size H W "
-                         "that its pooling divides evenly (for conv and denoising, multiples "
-                         "of 4), or the model options that match the data")
+        raise AejaxError(
+            f"this model turns {dims} images into {got}: give --image-size H W "
+            "that its pooling divides evenly (for conv and denoising, multiples "
+            "of 4), or the model options that match the data"
+        )
 
 
 def to_float(images: jax.Array) -> jax.Array:
@@ -123,8 +129,9 @@ def to_float(images: jax.Array) -> jax.Array:
     return images.astype(jnp.float32)
 
 
-def _gradients_and_sums(state: TrainState, batch: jax.Array, weight_B: jax.Array,
-                        count: jax.Array, key: jax.Array):
+def _gradients_and_sums(
+    state: TrainState, batch: jax.Array, weight_B: jax.Array, count: jax.Array, key: jax.Array
+):
     """The gradient of ``sum(loss_B * weight_B) / count`` and the metrics' weighted sums."""
     x = to_float(batch)
 
@@ -160,14 +167,22 @@ def _summed_over_devices(fn, batch_sharding: jax.sharding.NamedSharding):
     # check_vma=False: the conv layers' custom gradients return per-device (varying) kernel
     # gradients for replicated kernels, which the type check would refuse; the psum above is
     # what makes them whole again.
-    return jax.shard_map(on_device, mesh=batch_sharding.mesh,
-                         in_specs=(whole, shard, shard, whole, whole), out_specs=whole,
-                         check_vma=False)
+    return jax.shard_map(
+        on_device,
+        mesh=batch_sharding.mesh,
+        in_specs=(whole, shard, shard, whole, whole),
+        out_specs=whole,
+        check_vma=False,
+    )
 
 
-def _apply_gradients(state: TrainState, batch: jax.Array, weight_B: jax.Array,
-                     count: jax.Array | None = None,
-                     batch_sharding: jax.sharding.NamedSharding | None = None):
+def _apply_gradients(
+    state: TrainState,
+    batch: jax.Array,
+    weight_B: jax.Array,
+    count: jax.Array | None = None,
+    batch_sharding: jax.sharding.NamedSharding | None = None,
+):
     """One optimizer step on the weighted mean of the per-example losses; ``count`` is
     ``sum(weight_B)`` when the caller has it without a reduction over devices. With a
     ``batch_sharding``, each device computes the gradient of its part of the batch."""
@@ -187,8 +202,9 @@ def _apply_gradients(state: TrainState, batch: jax.Array, weight_B: jax.Array,
 
 
 @functools.partial(jax.jit, donate_argnums=0)
-def train_step(state: TrainState, batch: jax.Array,
-               weight_B: jax.Array | None = None) -> tuple[TrainState, dict]:
+def train_step(
+    state: TrainState, batch: jax.Array, weight_B: jax.Array | None = None
+) -> tuple[TrainState, dict]:
     """One Adam step on a batch ``[B, H, W, C]`` (uint8 or float in [0, 1]).
 
     Args:
@@ -244,6 +260,7 @@ def _train_steps(state, images_NxHxWxC, order_CxKxB, c, batch_sharding=None):
     """Steps ``order[c, 0], ..., order[c, K-1]`` in one ``lax.scan``; returns the state and
     the metric sums over those K steps."""
     if batch_sharding is None:  # one device: gather each batch as it is needed (in cache)
+
         def step(state, idx_B):
             return _apply_gradients(state, *_gather(images_NxHxWxC, idx_B, None))
 
@@ -254,7 +271,9 @@ def _train_steps(state, images_NxHxWxC, order_CxKxB, c, batch_sharding=None):
         batches = _gather(images_NxHxWxC, order_CxKxB[c], batch_sharding)
         state, sums = jax.lax.scan(
             lambda state, bw: _apply_gradients(state, *bw, batch_sharding=batch_sharding),
-            state, batches)
+            state,
+            batches,
+        )
     return state, jax.tree.map(lambda v: jnp.sum(v, axis=0), sums)
 
 
@@ -347,9 +366,13 @@ TERMS = ("bce", "mse", "kl", "entropy", "elbo", "code")
 
 
 @functools.partial(jax.jit, static_argnames=("terms", "batch_size", "batch_sharding"))
-def per_image(state: TrainState, images: jax.Array, terms: tuple[str, ...] = TERMS,
-              batch_size: int | None = None,
-              batch_sharding: jax.sharding.Sharding | None = None) -> dict[str, jax.Array]:
+def per_image(
+    state: TrainState,
+    images: jax.Array,
+    terms: tuple[str, ...] = TERMS,
+    batch_size: int | None = None,
+    batch_sharding: jax.sharding.Sharding | None = None,
+) -> dict[str, jax.Array]:
     r"""The one per-image evaluator: ``{term: [N, ...]}`` for each of ``terms`` (of TERMS).
 
     ``bce`` and ``mse``: reconstruction errors (:mod:`aejax.losses`); ``entropy``: the image's
@@ -371,24 +394,37 @@ def per_image(state: TrainState, images: jax.Array, terms: tuple[str, ...] = TER
         logits = model.decode(code)
         bce = losses.bce_per_example(logits, x)
         entropy = losses.entropy_per_example(x_uint8)
-        every = {"bce": bce, "mse": losses.mse_per_example(logits, x), "kl": bce - entropy,
-                 "entropy": entropy, "elbo": bce + model.prior_term(x),
-                 "code": code.reshape(x.shape[0], -1)}
+        every = {
+            "bce": bce,
+            "mse": losses.mse_per_example(logits, x),
+            "kl": bce - entropy,
+            "entropy": entropy,
+            "elbo": bce + model.prior_term(x),
+            "code": code.reshape(x.shape[0], -1),
+        }
         return {name: every[name] for name in terms}
 
     return batched(one_batch, images, batch_size or model.eval_batch_size, batch_sharding)
 
 
-def score(state: TrainState, images: jax.Array, kind: str = "bce",
-          batch_size: int | None = None,
-          batch_sharding: jax.sharding.Sharding | None = None) -> jax.Array:
+def score(
+    state: TrainState,
+    images: jax.Array,
+    kind: str = "bce",
+    batch_size: int | None = None,
+    batch_sharding: jax.sharding.Sharding | None = None,
+) -> jax.Array:
     """Per-image reconstruction error ``[N]``: :func:`per_image`'s ``kind`` (``bce``,
     ``mse``, ...)."""
     return per_image(state, images, (kind,), batch_size, batch_sharding)[kind]
 
 
-def batched(fn, images_NxHxWxC: jax.Array, batch_size: int,
-            batch_sharding: jax.sharding.Sharding | None = None) -> jax.Array:
+def batched(
+    fn,
+    images_NxHxWxC: jax.Array,
+    batch_size: int,
+    batch_sharding: jax.sharding.Sharding | None = None,
+) -> jax.Array:
     """``fn`` over ``images`` in batches of ``batch_size`` (zero-padded tail, cut off again).
 
     Like big_vision's evaluators: fixed-size batches, so one compiled function serves any N,
@@ -409,14 +445,19 @@ def batched(fn, images_NxHxWxC: jax.Array, batch_size: int,
     if batch_sharding is not None:
         spec = jax.sharding.PartitionSpec(None, *batch_sharding.spec)
         batches = jax.lax.with_sharding_constraint(
-            batches, jax.sharding.NamedSharding(batch_sharding.mesh, spec))
+            batches, jax.sharding.NamedSharding(batch_sharding.mesh, spec)
+        )
     out = jax.lax.map(fn, batches)  # any pytree of per-example arrays
     return jax.tree.map(lambda v: v.reshape(steps * batch_size, *v.shape[2:])[:n], out)
 
 
-def eval_loss(state: TrainState, images: jax.Array, batch_size: int | None = None,
-              num_examples: int | None = None,
-              batch_sharding: jax.sharding.Sharding | None = None) -> jax.Array:
+def eval_loss(
+    state: TrainState,
+    images: jax.Array,
+    batch_size: int | None = None,
+    num_examples: int | None = None,
+    batch_sharding: jax.sharding.Sharding | None = None,
+) -> jax.Array:
     """Mean reconstruction BCE over the first ``num_examples`` (default all) ``images``
     (Keras' ``val_loss`` for these models)."""
     return jnp.mean(score(state, images, "bce", batch_size, batch_sharding)[:num_examples])

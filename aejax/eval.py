@@ -50,22 +50,44 @@ class EvalConfig:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = cli.ArgumentParser(prog="python -m aejax.eval", description=__doc__,
-                           formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--workdir", type=Path, help="a run of aejax.train (default: the most "
-                   "recent one under runs/)")
-    p.add_argument("--step", type=_step, default="latest",
-                   help="checkpoint (epoch) to evaluate (default latest)")
-    p.add_argument("--ood", help="comma-separated OOD sets: TFDS datasets or "
-                   f"{', '.join(ood.SYNTHETIC)} (default: the other of mnist/fashion_mnist)")
-    p.add_argument("--score", default=scores.DEFAULT, choices=scores.ALL,
-                   help=f"OOD score (default {scores.DEFAULT}; see aejax.scores)")
-    p.add_argument("--threshold-percentile", type=cli.number(0, 100), default=95.0,
-                   help="threshold = this percentile of held-out in-distribution scores")
+    p = cli.ArgumentParser(
+        prog="python -m aejax.eval",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--workdir",
+        type=Path,
+        help="a run of aejax.train (default: the most recent one under runs/)",
+    )
+    p.add_argument(
+        "--step",
+        type=_step,
+        default="latest",
+        help="checkpoint (epoch) to evaluate (default latest)",
+    )
+    p.add_argument(
+        "--ood",
+        help="comma-separated OOD sets: TFDS datasets or "
+        f"{', '.join(ood.SYNTHETIC)} (default: the other of mnist/fashion_mnist)",
+    )
+    p.add_argument(
+        "--score",
+        default=scores.DEFAULT,
+        choices=scores.ALL,
+        help=f"OOD score (default {scores.DEFAULT}; see aejax.scores)",
+    )
+    p.add_argument(
+        "--threshold-percentile",
+        type=cli.number(0, 100),
+        default=95.0,
+        help="threshold = this percentile of held-out in-distribution scores",
+    )
     p.add_argument("--out", type=Path, help="output directory (default <workdir>/eval)")
     p.add_argument("--refit", action="store_true", help="fit the scores' statistics anew")
-    p.add_argument("--seed", type=cli.integer(0, 2**32 - 1), default=0,
-                   help="seed of the synthetic OOD sets")
+    p.add_argument(
+        "--seed", type=cli.integer(0, 2**32 - 1), default=0, help="seed of the synthetic OOD sets"
+    )
     p.add_argument("--data-dir", help="TFDS data dir (default $TFDS_DATA_DIR)")
     cli.add_common_args(p)
     return p
@@ -84,8 +106,9 @@ class ScoredSet:
 class Scorer:
     """Computes the per-image terms of image sets with one model, over the devices."""
 
-    def __init__(self, state, placement: Placement, data_dir: str | None,
-                 data_options: dict | None = None):
+    def __init__(
+        self, state, placement: Placement, data_dir: str | None, data_options: dict | None = None
+    ):
         """``data_options``: the run's preprocessing of its own dataset (a folder's)."""
         self.state, self.placement, self.data_dir = state, placement, data_dir
         self.data_options = data_options or {}
@@ -98,8 +121,11 @@ class Scorer:
     def tfds_set(self, dataset, split, start=None, stop=None, role=None) -> ScoredSet:
         """Rows ``[start, stop)`` of a split of the run's dataset (default all), read once
         and scored."""
-        rows = split if start is None and stop is None else \
-            f"{split}[{'' if start is None else start}:{'' if stop is None else stop}]"
+        rows = (
+            split
+            if start is None and stop is None
+            else f"{split}[{'' if start is None else start}:{'' if stop is None else stop}]"
+        )
         images, labels = data.load(dataset, rows, self.data_dir, **self.data_options)
         return self.array_set(dataset, images, labels, role or split)
 
@@ -108,30 +134,47 @@ class Scorer:
         every image of a folder, converted to ``shape`` (the report's "converted_to")."""
         if folder.is_folder(name):
             options = {"image_size": list(shape[:2]), "channels": shape[2]}
-            splits = [data.load(name, split, self.data_dir, **options)
-                      for split in data.split_names(name, self.data_dir, **options)]
+            splits = [
+                data.load(name, split, self.data_dir, **options)
+                for split in data.split_names(name, self.data_dir, **options)
+            ]
             images = np.concatenate([x for x, _ in splits])
             labels = np.concatenate([y for _, y in splits])
             return self.array_set(name, images, labels, "all")
         return self.array_set(name, *data.load(name, "test", self.data_dir))  # shape checked
 
     def array_set(self, name, images_np, labels, split="test") -> ScoredSet:
-        images = self.placement.put_rows(len(images_np), lambda a, b: images_np[a:b],
-                                         row_shape=images_np.shape[1:])
+        images = self.placement.put_rows(
+            len(images_np), lambda a, b: images_np[a:b], row_shape=images_np.shape[1:]
+        )
         return ScoredSet(name, split, images_np, labels, self.terms(images, len(images_np)))
 
 
-def fitted_stats(scorer: Scorer, workdir: Path, step: int, config: run.RunConfig,
-                 ranges: dict, holdout: ScoredSet, refit: bool = False) -> scores.Stats:
+def fitted_stats(
+    scorer: Scorer,
+    workdir: Path,
+    step: int,
+    config: run.RunConfig,
+    ranges: dict,
+    holdout: ScoredSet,
+    refit: bool = False,
+) -> scores.Stats:
     """The scores' statistics for this checkpoint: loaded from next to it, else fitted (on the
     training rows and the held-out slice) and saved there."""
     path = scores.stats_path(workdir, step)
     stats = None if refit else scores.load(path)
     if stats is None:
         train = scorer.tfds_set(config.dataset, *ranges["train"])
-        stats = scores.fit(train.terms, holdout.terms, {
-            "dataset": config.dataset, "checkpoint_step": step,
-            "train_rows": list(ranges["train"]), "holdout_rows": list(ranges["holdout"])})
+        stats = scores.fit(
+            train.terms,
+            holdout.terms,
+            {
+                "dataset": config.dataset,
+                "checkpoint_step": step,
+                "train_rows": list(ranges["train"]),
+                "holdout_rows": list(ranges["holdout"]),
+            },
+        )
         if parallel.is_main_process():
             scores.save(stats, path)
     return stats
@@ -148,8 +191,13 @@ class Evaluation:
     outs: list[ScoredSet]
 
 
-def evaluate(workdir: str | Path, config: EvalConfig = EvalConfig(), *,
-             placement: Placement | None = None, data_dir: str | None = None) -> Evaluation:
+def evaluate(
+    workdir: str | Path,
+    config: EvalConfig = EvalConfig(),
+    *,
+    placement: Placement | None = None,
+    data_dir: str | None = None,
+) -> Evaluation:
     """Restores checkpoint ``config.step`` of the run in ``workdir`` and evaluates it:
     every score on its test split, its held-out slice and each OOD set (``config.ood``,
     default the other of mnist/fashion_mnist). ``placement``: the devices (default all)."""
@@ -157,22 +205,46 @@ def evaluate(workdir: str | Path, config: EvalConfig = EvalConfig(), *,
     placement = placement or Placement.create()
     state, run_config, meta = run.restore(workdir, config.step, placement)
     ood_names = list(config.ood) or _default_ood(run_config.dataset)
-    return _evaluate(state, run_config, meta, ood_names, kind=config.score,
-                     percentile=config.threshold_percentile, placement=placement,
-                     workdir=workdir, seed=config.seed, data_dir=data_dir, refit=config.refit)
+    return _evaluate(
+        state,
+        run_config,
+        meta,
+        ood_names,
+        kind=config.score,
+        percentile=config.threshold_percentile,
+        placement=placement,
+        workdir=workdir,
+        seed=config.seed,
+        data_dir=data_dir,
+        refit=config.refit,
+    )
 
 
-def _evaluate(state, config: run.RunConfig, meta: dict, ood_names: list[str], *, kind: str,
-              percentile: float, placement: Placement, workdir: Path, seed: int,
-              data_dir: str | None, refit: bool) -> Evaluation:
+def _evaluate(
+    state,
+    config: run.RunConfig,
+    meta: dict,
+    ood_names: list[str],
+    *,
+    kind: str,
+    percentile: float,
+    placement: Placement,
+    workdir: Path,
+    seed: int,
+    data_dir: str | None,
+    refit: bool,
+) -> Evaluation:
     shape = data.image_shape(config.dataset, data_dir, **config.data_options())
     for name in ood_names:  # all names checked before any work
         ood.check_name(name, data_dir, shape)
-    ranges = config.row_ranges(data.num_examples(config.dataset, "train", data_dir,
-                                                 **config.data_options()))
+    ranges = config.row_ranges(
+        data.num_examples(config.dataset, "train", data_dir, **config.data_options())
+    )
     if "holdout" not in ranges:
-        raise AejaxError("this run trained on its whole train split (--holdout 0), so nothing "
-                         "is held out to set the threshold on: train with --holdout 1000")
+        raise AejaxError(
+            "this run trained on its whole train split (--holdout 0), so nothing "
+            "is held out to set the threshold on: train with --holdout 1000"
+        )
     scorer = Scorer(state, placement, data_dir, config.data_options())
     test = scorer.tfds_set(config.dataset, "test")
     holdout = scorer.tfds_set(config.dataset, *ranges["holdout"], role="holdout")
@@ -218,8 +290,10 @@ def _evaluate(state, config: run.RunConfig, meta: dict, ood_names: list[str], *,
             for out in outs
         },
         "auroc_by_score": {
-            out.name: {name: metrics.ood_metrics(test.scores[name], out.scores[name])["auroc"]
-                       for name in scores.ALL}
+            out.name: {
+                name: metrics.ood_metrics(test.scores[name], out.scores[name])["auroc"]
+                for name in scores.ALL
+            }
             for out in outs
         },
         "stats": stats.meta,
@@ -232,8 +306,11 @@ def write(result: Evaluation, out_dir: Path) -> list[str]:
     out_dir.mkdir(parents=True, exist_ok=True)
     kind = result.report["score"]
     write_scores_csv(out_dir / "scores.csv", [result.test, result.holdout, *result.outs], kind)
-    result.report["files"] = ["report.json", "scores.csv", *write_figures(
-        out_dir, result.state, result.report, result.test, result.outs)]
+    result.report["files"] = [
+        "report.json",
+        "scores.csv",
+        *write_figures(out_dir, result.state, result.report, result.test, result.outs),
+    ]
     files.write_json(out_dir / "report.json", result.report)
     return result.report["files"]
 
@@ -244,30 +321,54 @@ def write_scores_csv(path: Path, sets: list[ScoredSet], kind: str) -> None:
         writer.writerow(["dataset", "split", "index", "label", "score", *scores.ALL])
         for s in sets:
             for i, label in enumerate(s.labels):
-                writer.writerow([s.name, s.split, i, int(label), f"{s.scores[kind][i]:.7g}",
-                                 *(f"{s.scores[k][i]:.7g}" for k in scores.ALL)])
+                writer.writerow(
+                    [
+                        s.name,
+                        s.split,
+                        i,
+                        int(label),
+                        f"{s.scores[kind][i]:.7g}",
+                        *(f"{s.scores[k][i]:.7g}" for k in scores.ALL),
+                    ]
+                )
 
 
-def write_figures(out_dir: Path, state, report: dict, test: ScoredSet,
-                  outs: list[ScoredSet]) -> list[str]:
+def write_figures(
+    out_dir: Path, state, report: dict, test: ScoredSet, outs: list[ScoredSet]
+) -> list[str]:
     kind, threshold = report["score"], report["threshold"]
     files = []
     for s in [test, *outs]:
         recon = np.asarray(core.reconstruct(state, s.images[:10]))
-        path = plots.reconstruction_grid(s.images[:10] / 255.0, recon,
-                                         out_dir / f"reconstructions_{s.name}.png",
-                                         title=f"{s.name}: inputs (top), reconstructions")
+        path = plots.reconstruction_grid(
+            s.images[:10] / 255.0,
+            recon,
+            out_dir / f"reconstructions_{s.name}.png",
+            title=f"{s.name}: inputs (top), reconstructions",
+        )
         files.append(path.name)
     for s in outs:
-        path = plots.score_histogram(test.scores[kind], s.scores[kind],
-                                     out_dir / f"hist_{s.name}.png", in_name=test.name,
-                                     out_name=s.name, score=kind, threshold=threshold)
+        path = plots.score_histogram(
+            test.scores[kind],
+            s.scores[kind],
+            out_dir / f"hist_{s.name}.png",
+            in_name=test.name,
+            out_name=s.name,
+            score=kind,
+            threshold=threshold,
+        )
         files.append(path.name)
-    curves = {s.name: (*metrics.roc(test.scores[kind], s.scores[kind]),
-                       report["ood"][s.name]["auroc"]) for s in outs}
-    files.append(plots.roc_curves(curves, out_dir / "roc.png",
-                                  title=f"{report['config']['arch']} on {test.name}, "
-                                        f"{kind} score").name)
+    curves = {
+        s.name: (*metrics.roc(test.scores[kind], s.scores[kind]), report["ood"][s.name]["auroc"])
+        for s in outs
+    }
+    files.append(
+        plots.roc_curves(
+            curves,
+            out_dir / "roc.png",
+            title=f"{report['config']['arch']} on {test.name}, {kind} score",
+        ).name
+    )
     return files
 
 
@@ -285,9 +386,11 @@ def format_table(report: dict, workdir: Path) -> str:
     ]
     for name, m in report["ood"].items():
         by = report["auroc_by_score"][name]
-        lines.append(f"{name:<16}{m['auroc']:>8.4f}{m['aupr_out']:>10.4f}{m['aupr_in']:>9.4f}"
-                     f"{m['fpr_at_95_tpr']:>11.4f}{m['detection_rate']:>10.1%}   "
-                     f"{by['bce']:.4f} / {by['mse']:.4f}")
+        lines.append(
+            f"{name:<16}{m['auroc']:>8.4f}{m['aupr_out']:>10.4f}{m['aupr_in']:>9.4f}"
+            f"{m['fpr_at_95_tpr']:>11.4f}{m['detection_rate']:>10.1%}   "
+            f"{by['bce']:.4f} / {by['mse']:.4f}"
+        )
     return "\n".join(lines)
 
 
@@ -300,11 +403,18 @@ def evaluate_command(args) -> int:
     workdir = args.workdir
     if workdir is None:
         workdir = run.latest_workdir()
-        print(f"evaluating {workdir} (the most recently trained run; --workdir to choose)",
-              file=sys.stderr)
-    config = EvalConfig(ood=_ood_names(args.ood), score=args.score, step=args.step,
-                        threshold_percentile=args.threshold_percentile, seed=args.seed,
-                        refit=args.refit)
+        print(
+            f"evaluating {workdir} (the most recently trained run; --workdir to choose)",
+            file=sys.stderr,
+        )
+    config = EvalConfig(
+        ood=_ood_names(args.ood),
+        score=args.score,
+        step=args.step,
+        threshold_percentile=args.threshold_percentile,
+        seed=args.seed,
+        refit=args.refit,
+    )
     placement = placement_for(cli.device_options(args), [workdir])
     result = evaluate(workdir, config, placement=placement, data_dir=args.data_dir)
     if not parallel.is_main_process():
@@ -332,8 +442,9 @@ def _step(text: str) -> int | None:
     try:
         return cli.integer(1)(text)
     except argparse.ArgumentTypeError:
-        raise argparse.ArgumentTypeError(f"takes an epoch number >= 1 or 'latest', not "
-                                         f"{text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"takes an epoch number >= 1 or 'latest', not {text!r}"
+        ) from None
 
 
 def _default_ood(in_dataset: str) -> list[str]:

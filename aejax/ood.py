@@ -61,16 +61,18 @@ def synthetic(name: str, like: np.ndarray, seed: int = 0) -> np.ndarray:
     return SYNTHETIC[name](rng, like)
 
 
-def synthetic_set(name: str, in_test_images: np.ndarray,
-                  seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def synthetic_set(
+    name: str, in_test_images: np.ndarray, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     """``(images, labels)`` of synthetic set ``name``, shaped like ``in_test_images``; the
     labels are -1 (no class). A TFDS OOD set is read like any dataset (:func:`data.load`)."""
     images = synthetic(name, in_test_images, seed)
     return images, np.full(len(images), -1, np.int32)
 
 
-def check_name(name: str, data_dir: str | None = None,
-               shape: tuple[int, ...] | None = None) -> None:
+def check_name(
+    name: str, data_dir: str | None = None, shape: tuple[int, ...] | None = None
+) -> None:
     """Raises one clear error unless ``name`` is a synthetic set, a folder of images, or a
     usable TFDS dataset (of images of ``shape``, the model's, when given)."""
     if name in SYNTHETIC or folder.is_folder(name):  # a folder is checked as it is read
@@ -89,4 +91,5 @@ def check_name(name: str, data_dir: str | None = None,
         raise AejaxError(
             f"OOD set {name!r} has {'x'.join(map(str, has))} images, the model takes "
             f"{'x'.join(map(str, shape))}: give a set of that shape, or a folder of images "
-            "(converted to it)")
+            "(converted to it)"
+        )

@@ -34,9 +34,14 @@ def host_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
 
 
-def configure(*, cpu_devices: int | None = None, coordinator_address: str | None = None,
-              num_processes: int | None = None, process_id: int | None = None,
-              distributed: bool = False) -> None:
+def configure(
+    *,
+    cpu_devices: int | None = None,
+    coordinator_address: str | None = None,
+    num_processes: int | None = None,
+    process_id: int | None = None,
+    distributed: bool = False,
+) -> None:
     """Sets XLA:CPU's device count, and joins a multi-process job; call before any
     JAX work (the device count cannot change once a backend has started).
 
@@ -57,8 +62,11 @@ def configure(*, cpu_devices: int | None = None, coordinator_address: str | None
     if coordinator_address or distributed:
         # CPU processes need a cross-process collectives library; GPU/TPU ignore this.
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
-        jax.distributed.initialize(coordinator_address=coordinator_address,
-                                   num_processes=num_processes, process_id=process_id)
+        jax.distributed.initialize(
+            coordinator_address=coordinator_address,
+            num_processes=num_processes,
+            process_id=process_id,
+        )
 
 
 def started() -> bool:
@@ -86,14 +94,20 @@ class Placement:
         available = jax.device_count()
         num_devices = num_devices or available
         if num_devices > available:
-            raise AejaxError(f"--devices {num_devices}, but JAX sees {available} "
-                             f"({jax.devices()[0].platform}); on CPU use --cpu-devices")
+            raise AejaxError(
+                f"--devices {num_devices}, but JAX sees {available} "
+                f"({jax.devices()[0].platform}); on CPU use --cpu-devices"
+            )
         if jax.process_count() > 1 and num_devices != available:
             raise AejaxError("with several processes every device is used: drop --devices")
         # Auto axes: jit propagates shardings (explicit-sharding mode would make every gather
         # spell out its output sharding).
-        mesh = jax.make_mesh((num_devices,), (AXIS,), devices=jax.devices()[:num_devices],
-                             axis_types=(jax.sharding.AxisType.Auto,))
+        mesh = jax.make_mesh(
+            (num_devices,),
+            (AXIS,),
+            devices=jax.devices()[:num_devices],
+            axis_types=(jax.sharding.AxisType.Auto,),
+        )
         return cls(mesh)
 
     @property
@@ -113,14 +127,20 @@ class Placement:
         if batch_size % self.size:
             raise AejaxError(
                 f"batch size {batch_size} does not split over {self.size} devices: use a "
-                f"multiple of {self.size}, or --devices / --cpu-devices N with N dividing it")
+                f"multiple of {self.size}, or --devices / --cpu-devices N with N dividing it"
+            )
 
     def padded(self, n: int) -> int:
         """``n`` rounded up to a whole number of rows per device."""
         return math.ceil(n / self.size) * self.size
 
-    def put_rows(self, n: int, load_rows: Callable[[int, int], np.ndarray],
-                 row_shape: tuple[int, ...], dtype=np.uint8) -> jax.Array:
+    def put_rows(
+        self,
+        n: int,
+        load_rows: Callable[[int, int], np.ndarray],
+        row_shape: tuple[int, ...],
+        dtype=np.uint8,
+    ) -> jax.Array:
         """A ``[padded(n), *row_shape]`` array sharded along rows, of which this process loads
         only the rows its own devices hold (``load_rows(start, stop)``, ``stop <= n``); rows
         past ``n`` are zeros, and never sampled or scored."""
@@ -133,8 +153,10 @@ class Placement:
         local = np.zeros((hi - lo, *row_shape), dtype)
         if min(hi, n) > lo:
             local[: min(hi, n) - lo] = load_rows(lo, min(hi, n))
-        shards = [jax.device_put(local[start - lo: stop - lo], device)
-                  for device, start, stop in zip(index_map, starts, stops, strict=True)]
+        shards = [
+            jax.device_put(local[start - lo : stop - lo], device)
+            for device, start, stop in zip(index_map, starts, stops, strict=True)
+        ]
         return jax.make_array_from_single_device_arrays(shape, self.batch, shards)
 
     def replicate(self, tree: Any) -> Any:

@@ -36,8 +36,9 @@ def loss_curve(history: list[dict], path: str | Path, title: str = "") -> Path:
     return _save(fig, path)
 
 
-def reconstruction_grid(originals: np.ndarray, reconstructions: np.ndarray,
-                        path: str | Path, title: str = "") -> Path:
+def reconstruction_grid(
+    originals: np.ndarray, reconstructions: np.ndarray, path: str | Path, title: str = ""
+) -> Path:
     """Originals over their reconstructions, one column per image (as in the Keras tutorial)."""
     n = len(originals)
     fig, axes = plt.subplots(2, n, figsize=(n * 1.2, 2.7), squeeze=False)
@@ -62,9 +63,16 @@ def _bins(all_scores: list[np.ndarray]) -> tuple[np.ndarray, bool]:
     return np.linspace(lo, hi if hi > lo else lo + 1e-6, 60), False
 
 
-def score_histogram(in_scores: np.ndarray, out_scores: np.ndarray, path: str | Path, *,
-                    in_name: str, out_name: str, score: str, threshold: float | None = None,
-                    ) -> Path:
+def score_histogram(
+    in_scores: np.ndarray,
+    out_scores: np.ndarray,
+    path: str | Path,
+    *,
+    in_name: str,
+    out_name: str,
+    score: str,
+    threshold: float | None = None,
+) -> Path:
     """In-distribution vs OOD score distributions, with the threshold if given.
 
     Bars are fractions of each set (not densities), which stay comparable on a log x-axis.
@@ -73,8 +81,9 @@ def score_histogram(in_scores: np.ndarray, out_scores: np.ndarray, path: str | P
     fig, ax = plt.subplots(figsize=(6, 3.8))
     for scores, name in ((in_scores, f"{in_name} (in)"), (out_scores, f"{out_name} (OOD)")):
         scores = np.ravel(scores)
-        ax.hist(scores, bins=bins, weights=np.full(scores.size, 1 / scores.size), alpha=0.55,
-                label=name)
+        ax.hist(
+            scores, bins=bins, weights=np.full(scores.size, 1 / scores.size), alpha=0.55, label=name
+        )
     if threshold is not None:
         ax.axvline(threshold, color="k", ls="--", lw=1, label="threshold")
     if log_x:
@@ -84,14 +93,20 @@ def score_histogram(in_scores: np.ndarray, out_scores: np.ndarray, path: str | P
     return _save(fig, path)
 
 
-def roc_curves(curves: dict[str, tuple[np.ndarray, np.ndarray, float]], path: str | Path,
-               title: str = "") -> Path:
+def roc_curves(
+    curves: dict[str, tuple[np.ndarray, np.ndarray, float]], path: str | Path, title: str = ""
+) -> Path:
     """ROC curves, OOD positive: ``{name: (fpr, tpr, auroc)}``."""
     fig, ax = plt.subplots(figsize=(5, 5))
     for name, (fpr, tpr, auroc) in curves.items():
         ax.plot(fpr, tpr, label=f"{name} (AUROC {auroc:.4f})")
     ax.plot([0, 1], [0, 1], color="grey", ls=":", lw=1)
-    ax.set(xlabel="false positive rate (in-distribution flagged)",
-           ylabel="true positive rate (OOD flagged)", title=title, xlim=(0, 1), ylim=(0, 1.01))
+    ax.set(
+        xlabel="false positive rate (in-distribution flagged)",
+        ylabel="true positive rate (OOD flagged)",
+        title=title,
+        xlim=(0, 1),
+        ylim=(0, 1.01),
+    )
     ax.legend(loc="lower right", fontsize="small")
     return _save(fig, path)

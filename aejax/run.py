@@ -64,13 +64,17 @@ class RunConfig:
             defaults.update({k: v for k, v in from_data.items() if k in defaults})
         model = {**defaults, **self.model}
         image_size = list(self.image_size) if self.image_size else None
-        return dataclasses.replace(self, batch_size=batch_size, model=_jsonable(model),
-                                   image_size=image_size)
+        return dataclasses.replace(
+            self, batch_size=batch_size, model=_jsonable(model), image_size=image_size
+        )
 
     def data_options(self) -> dict:
         """What :mod:`aejax.data` needs besides the dataset's name to read its images."""
-        return {k: v for k, v in (("image_size", self.image_size), ("channels", self.channels))
-                if v is not None}
+        return {
+            k: v
+            for k, v in (("image_size", self.image_size), ("channels", self.channels))
+            if v is not None
+        }
 
     # Everything but `epochs` shapes the trajectory; a resumed run must agree on all of it.
     def trajectory(self) -> dict:
@@ -80,9 +84,11 @@ class RunConfig:
         """``{role: (tfds_split, start, stop)}`` for the rows trained on and held out, given
         the size of the dataset's train split."""
         if not 0 <= self.holdout < n_train:
-            raise AejaxError(f"--holdout {self.holdout} must be in [0, {n_train}): the train "
-                             f"split of {self.dataset} has {n_train} images, and at least one "
-                             "must be left to train on")
+            raise AejaxError(
+                f"--holdout {self.holdout} must be in [0, {n_train}): the train "
+                f"split of {self.dataset} has {n_train} images, and at least one "
+                "must be left to train on"
+            )
         cut = n_train - self.holdout
         ranges = {"train": ("train", 0, cut)}
         if self.holdout:
@@ -120,8 +126,9 @@ def workdir_lock(workdir: Path) -> Iterator[None]:
         except BlockingIOError:
             f.seek(0)
             holder = f.read().strip() or "another process"
-            raise AejaxError(f"{workdir} is in use by {holder}: wait for it to finish, or "
-                             "use another --workdir") from None
+            raise AejaxError(
+                f"{workdir} is in use by {holder}: wait for it to finish, or use another --workdir"
+            ) from None
         f.seek(0)
         f.truncate()
         f.write(f"python -m aejax.train (pid {os.getpid()})\n")
@@ -140,8 +147,9 @@ def move_aside(workdir: Path) -> Path:
     return aside
 
 
-def resolve_config(given: dict, workdir: Path,
-                   image_shape: tuple[int, int, int] | None = None) -> RunConfig:
+def resolve_config(
+    given: dict, workdir: Path, image_shape: tuple[int, int, int] | None = None
+) -> RunConfig:
     """The config of a training command: the fields ``given`` (``model``: model options)
     over those of the run saved in ``workdir`` if there is one (it resumes), else over the
     defaults; a new run's model takes ``image_shape`` (the data's) where it has a shape
@@ -152,8 +160,10 @@ def resolve_config(given: dict, workdir: Path,
     if saved is None:
         return dataclasses.replace(RunConfig(), **given, model=model_given).resolved(image_shape)
     if given.get("arch", saved.arch) != saved.arch:
-        raise AejaxError(f"{workdir} holds a {saved.arch} run, not {given['arch']}: use "
-                         f"--arch {saved.arch} to resume it, or --fresh or another --workdir")
+        raise AejaxError(
+            f"{workdir} holds a {saved.arch} run, not {given['arch']}: use "
+            f"--arch {saved.arch} to resume it, or --fresh or another --workdir"
+        )
     config = dataclasses.replace(saved, **given, model={**saved.model, **model_given})
     config = config.resolved()
     _check_agrees(config, saved, workdir)
@@ -169,13 +179,15 @@ def check_resumes(config: RunConfig, workdir: Path) -> None:
 
 def _check_agrees(config: RunConfig, saved: RunConfig, workdir: Path) -> None:
     asked = config.trajectory()
-    clashes = [f"{k}={asked[k]!r} (run has {v!r})"
-               for k, v in saved.trajectory().items() if asked[k] != v]
+    clashes = [
+        f"{k}={asked[k]!r} (run has {v!r})" for k, v in saved.trajectory().items() if asked[k] != v
+    ]
     if clashes:
         raise AejaxError(
             f"{workdir} holds a {saved.arch} run on {saved.dataset} that differs in "
             f"{', '.join(clashes)}: drop those options to resume it, or use --fresh or "
-            "another --workdir")
+            "another --workdir"
+        )
 
 
 def device_defaults(given: dict, workdir: Path | None) -> tuple[str, int]:
@@ -183,40 +195,58 @@ def device_defaults(given: dict, workdir: Path | None) -> tuple[str, int]:
     devices): from ``given``, else ``workdir``'s config.json, else the defaults."""
     peeked = peek_config(workdir) if workdir is not None else None
     arch = given.get("arch") or (peeked.arch if peeked else RunConfig.arch)
-    batch = given.get("batch_size") or (peeked.batch_size if peeked and peeked.arch == arch
-                                        else 0)
+    batch = given.get("batch_size") or (peeked.batch_size if peeked and peeked.arch == arch else 0)
     return arch, batch or models.get(arch).default_batch_size
 
 
 def abstract_state(config: RunConfig, placement: Placement | None = None) -> Any:
     """The shapes and dtypes (and, with a placement, replicated shardings) of ``config``'s
     TrainState, without computing it."""
-    shapes = jax.eval_shape(lambda: core.init_state(
-        config.arch, jax.random.key(config.seed), lr=config.lr,
-        compute_dtype=config.compute_dtype, **config.model))
+    shapes = jax.eval_shape(
+        lambda: core.init_state(
+            config.arch,
+            jax.random.key(config.seed),
+            lr=config.lr,
+            compute_dtype=config.compute_dtype,
+            **config.model,
+        )
+    )
     # Without a placement: one device, whatever devices saved it (a checkpoint keeps its
     # writer's shardings).
-    sharding = placement.replicated if placement is not None else \
-        jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-    return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding),
-                        shapes)
+    sharding = (
+        placement.replicated
+        if placement is not None
+        else jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    )
+    return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), shapes)
 
 
-def restore_state(checkpoints: Checkpoints, step: int | None, config: RunConfig,
-                  placement: Placement | None = None) -> tuple[core.TrainState, dict]:
+def restore_state(
+    checkpoints: Checkpoints,
+    step: int | None,
+    config: RunConfig,
+    placement: Placement | None = None,
+) -> tuple[core.TrainState, dict]:
     """``(state, meta)`` of checkpoint ``step`` (None: the latest) of a ``config`` run."""
     written = checkpoints.meta(step).get("format")
     if written != CHECKPOINT_FORMAT:
         raise AejaxError(
             f"the checkpoints in {checkpoints.directory} were written by an unreleased aejax "
             f"(format {written or 'before 3'}; this one reads {CHECKPOINT_FORMAT}): train "
-            "again, with --fresh to keep the old run aside")
+            "again, with --fresh to keep the old run aside"
+        )
     return checkpoints.restore(step, abstract_state(config, placement))
 
 
-def put_split(placement: Placement, dataset: str, split: str, start: int | None = None,
-              stop: int | None = None, data_dir: str | None = None,
-              **data_options) -> tuple[jax.Array, int]:
+def put_split(
+    placement: Placement,
+    dataset: str,
+    split: str,
+    start: int | None = None,
+    stop: int | None = None,
+    data_dir: str | None = None,
+    **data_options,
+) -> tuple[jax.Array, int]:
     """Rows ``[start, stop)`` of a TFDS split (default all), sharded over the placement's
     devices; each process reads only its own devices' rows. Returns ``(images, n)``, the
     array padded past its ``n`` real rows to a whole number of rows per device."""
@@ -225,8 +255,7 @@ def put_split(placement: Placement, dataset: str, split: str, start: int | None 
     shape = data.image_shape(dataset, data_dir, **data_options)
 
     def load_rows(a, b):
-        return data.load(dataset, f"{split}[{start + a}:{start + b}]", data_dir,
-                         **data_options)[0]
+        return data.load(dataset, f"{split}[{start + a}:{start + b}]", data_dir, **data_options)[0]
 
     return placement.put_rows(stop - start, load_rows, row_shape=shape), stop - start
 
@@ -252,27 +281,38 @@ def saved_config(workdir: Path) -> RunConfig | None:
 
 def latest_workdir() -> Path:
     """The run under ``runs/`` with the most recently written checkpoint."""
-    candidates = [d for d in RUNS_DIR.glob("*") if (d / "checkpoints").is_dir()
-                  and any(p.name.isdigit() for p in (d / "checkpoints").iterdir())]
+    candidates = [
+        d
+        for d in RUNS_DIR.glob("*")
+        if (d / "checkpoints").is_dir()
+        and any(p.name.isdigit() for p in (d / "checkpoints").iterdir())
+    ]
     if not candidates:
-        raise AejaxError(f"no trained run under {RUNS_DIR.absolute()}: train one first "
-                         "(python -m aejax.train --arch dense) or pass --workdir")
+        raise AejaxError(
+            f"no trained run under {RUNS_DIR.absolute()}: train one first "
+            "(python -m aejax.train --arch dense) or pass --workdir"
+        )
     return max(candidates, key=lambda d: (d / "checkpoints").stat().st_mtime)
 
 
-def restore(workdir: str | Path, step: int | None = None, placement: Placement | None = None
-            ) -> tuple[core.TrainState, RunConfig, dict]:
+def restore(
+    workdir: str | Path, step: int | None = None, placement: Placement | None = None
+) -> tuple[core.TrainState, RunConfig, dict]:
     """``(state, config, meta)`` of a trained run; ``step`` None means the latest epoch; with a
     placement, the state is replicated over its devices."""
     workdir = Path(workdir)
     if not (workdir / "checkpoints").is_dir():
-        raise AejaxError(f"{workdir} holds no checkpoints: train first "
-                         f"(python -m aejax.train --workdir {workdir}) or give another --workdir")
+        raise AejaxError(
+            f"{workdir} holds no checkpoints: train first "
+            f"(python -m aejax.train --workdir {workdir}) or give another --workdir"
+        )
     with Checkpoints(workdir / "checkpoints", read_only=True) as checkpoints:
         meta = checkpoints.meta(step)
         config = RunConfig.from_dict(meta["config"])
         if config.arch not in models.names():
-            raise AejaxError(f"{workdir} was trained with --arch {config.arch}, which this "
-                             f"aejax does not have ({', '.join(models.names())})")
+            raise AejaxError(
+                f"{workdir} was trained with --arch {config.arch}, which this "
+                f"aejax does not have ({', '.join(models.names())})"
+            )
         state, meta = restore_state(checkpoints, step, config, placement)
     return state, config, meta

@@ -73,10 +73,10 @@ class Stats:
 
     def raw(self, terms: dict) -> dict[str, np.ndarray]:
         """The raw scores from :func:`aejax.core.per_image`'s output."""
-        raw = {k: np.asarray(terms[k], np.float64)
-               for k in ("bce", "mse", "kl", "entropy", "elbo")}
-        raw["latent"] = np.asarray(mahalanobis(terms["code"], self.latent_mean,
-                                               self.latent_precision), np.float64)
+        raw = {k: np.asarray(terms[k], np.float64) for k in ("bce", "mse", "kl", "entropy", "elbo")}
+        raw["latent"] = np.asarray(
+            mahalanobis(terms["code"], self.latent_mean, self.latent_precision), np.float64
+        )
         return raw
 
     def all_scores(self, terms: dict) -> dict[str, np.ndarray]:
@@ -105,9 +105,12 @@ def fit(train_terms: dict, holdout_terms: dict, meta: dict) -> Stats:
 
     codes = np.asarray(train_terms["code"], np.float64)
     gaussian = LedoitWolf(assume_centered=False).fit(codes)
-    stats = Stats(latent_mean=gaussian.location_.astype(np.float32),
-                  latent_precision=gaussian.precision_.astype(np.float32),
-                  typicality={}, meta={**meta, "latent_shrinkage": float(gaussian.shrinkage_)})
+    stats = Stats(
+        latent_mean=gaussian.location_.astype(np.float32),
+        latent_precision=gaussian.precision_.astype(np.float32),
+        typicality={},
+        meta={**meta, "latent_shrinkage": float(gaussian.shrinkage_)},
+    )
     held_out = stats.raw(holdout_terms)
     stats.typicality = {name: _robust_location_scale(v) for name, v in held_out.items()}
     return stats
@@ -120,8 +123,13 @@ def stats_path(workdir: str | Path, step: int) -> Path:
 def save(stats: Stats, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with files.atomic_path(path) as tmp:
-        np.savez(tmp, latent_mean=stats.latent_mean, latent_precision=stats.latent_precision,
-                 typicality=json.dumps(stats.typicality), meta=json.dumps(stats.meta))
+        np.savez(
+            tmp,
+            latent_mean=stats.latent_mean,
+            latent_precision=stats.latent_precision,
+            typicality=json.dumps(stats.typicality),
+            meta=json.dumps(stats.meta),
+        )
 
 
 def load(path: Path) -> Stats | None:
@@ -131,5 +139,6 @@ def load(path: Path) -> Stats | None:
         typicality = {k: tuple(v) for k, v in json.loads(str(f["typicality"])).items()}
         if set(typicality) != set(RAW):  # written by an aejax with other scores: refit
             return None
-        return Stats(f["latent_mean"], f["latent_precision"], typicality,
-                     json.loads(str(f["meta"])))
+        return Stats(
+            f["latent_mean"], f["latent_precision"], typicality, json.loads(str(f["meta"]))
+        )

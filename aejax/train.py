@@ -45,34 +45,63 @@ from aejax.run import (
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = cli.ArgumentParser(prog="python -m aejax.train", description=__doc__,
-                           formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = cli.ArgumentParser(
+        prog="python -m aejax.train",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     # Defaults are None so that "not given" can be told from "given": on resume, what is not
     # given comes from the run being resumed (RunConfig's defaults for a new run).
     p.add_argument("--arch", choices=models.names(), help="model (default dense)")
-    p.add_argument("--dataset", help="a TFDS image dataset (default mnist), or the path of "
-                   "a folder of PNG/JPEG images (see README, 'Your own images')")
-    p.add_argument("--image-size", type=cli.integer(1), nargs=2, metavar=("H", "W"),
-                   help="a folder's images are resized to H x W (default: their own size, "
-                   "which must then be one size)")
-    p.add_argument("--channels", type=int, choices=[1, 3], help="a folder's images are "
-                   "converted to grey (1) or RGB (3) (default: RGB if any is in colour)")
+    p.add_argument(
+        "--dataset",
+        help="a TFDS image dataset (default mnist), or the path of "
+        "a folder of PNG/JPEG images (see README, 'Your own images')",
+    )
+    p.add_argument(
+        "--image-size",
+        type=cli.integer(1),
+        nargs=2,
+        metavar=("H", "W"),
+        help="a folder's images are resized to H x W (default: their own size, "
+        "which must then be one size)",
+    )
+    p.add_argument(
+        "--channels",
+        type=int,
+        choices=[1, 3],
+        help="a folder's images are "
+        "converted to grey (1) or RGB (3) (default: RGB if any is in colour)",
+    )
     p.add_argument("--epochs", type=cli.integer(1), help="train until this epoch (default 15)")
-    p.add_argument("--batch-size", type=cli.integer(1),
-                   help="default: the arch's (dense 256, conv 128)")
+    p.add_argument(
+        "--batch-size", type=cli.integer(1), help="default: the arch's (dense 256, conv 128)"
+    )
     p.add_argument("--latent-dim", type=cli.integer(1), help="code size (default 15)")
-    p.add_argument("--lr", type=cli.number(0, low_open=True),
-                   help="Adam learning rate (default 1e-3)")
+    p.add_argument(
+        "--lr", type=cli.number(0, low_open=True), help="Adam learning rate (default 1e-3)"
+    )
     p.add_argument("--seed", type=cli.integer(0, 2**32 - 1), help="default 0")
-    p.add_argument("--holdout", type=cli.integer(0), help="examples at the end of the train "
-                   "split kept out of training, for eval's thresholds and statistics "
-                   "(default 1000)")
-    p.add_argument("--compute-dtype", choices=["float32", "bfloat16"],
-                   help="mixed precision: bfloat16 forward/backward, float32 parameters, "
-                   "loss and optimizer (default float32)")
+    p.add_argument(
+        "--holdout",
+        type=cli.integer(0),
+        help="examples at the end of the train "
+        "split kept out of training, for eval's thresholds and statistics "
+        "(default 1000)",
+    )
+    p.add_argument(
+        "--compute-dtype",
+        choices=["float32", "bfloat16"],
+        help="mixed precision: bfloat16 forward/backward, float32 parameters, "
+        "loss and optimizer (default float32)",
+    )
     p.add_argument("--workdir", type=Path, help="default runs/<arch>-<dataset>")
-    p.add_argument("--fresh", action="store_true", help="start over; an existing run in the "
-                   "workdir is moved aside to <workdir>.<time>, not deleted")
+    p.add_argument(
+        "--fresh",
+        action="store_true",
+        help="start over; an existing run in the "
+        "workdir is moved aside to <workdir>.<time>, not deleted",
+    )
     p.add_argument("--data-dir", help="TFDS data dir (default $TFDS_DATA_DIR)")
     cli.add_common_args(p)
     return p
@@ -90,8 +119,10 @@ def divergence_warning(history: list[dict]) -> str | None:
     above :data:`TRIVIAL_BCE`, or the training loss over 100x its first epoch's."""
     last, first = history[-1], history[0]
     if last["val_loss"] > DIVERGED_BCE:
-        why = (f"test BCE {last['val_loss']:.6g} is above {DIVERGED_BCE:.4f}, 1.1x what "
-               "predicting 0.5 for every pixel scores")
+        why = (
+            f"test BCE {last['val_loss']:.6g} is above {DIVERGED_BCE:.4f}, 1.1x what "
+            "predicting 0.5 for every pixel scores"
+        )
     elif last["loss"] > 100 * first["loss"]:
         why = f"training loss {last['loss']:.6g} is over 100x epoch {first['epoch']}'s"
     else:
@@ -111,18 +142,21 @@ def _check_finite(epoch: int, metrics: dict) -> None:
 class Trainer:
     """The training loop of one run: data on the devices, checkpoints, metrics, progress."""
 
-    def __init__(self, config: RunConfig, workdir: Path, placement: Placement,
-                 data_dir: str | None = None):
+    def __init__(
+        self, config: RunConfig, workdir: Path, placement: Placement, data_dir: str | None = None
+    ):
         self.config, self.workdir, self.placement = config, workdir, placement
         placement.check_batch_size(config.batch_size)
         self.is_main = parallel.is_main_process()
         options = config.data_options()
-        ranges = config.row_ranges(data.num_examples(config.dataset, "train", data_dir,
-                                                     **options))
-        self.sets = {role: put_split(placement, config.dataset, *rows, data_dir=data_dir,
-                                     **options) for role, rows in ranges.items()}
-        self.sets["test"] = put_split(placement, config.dataset, "test", data_dir=data_dir,
-                                      **options)
+        ranges = config.row_ranges(data.num_examples(config.dataset, "train", data_dir, **options))
+        self.sets = {
+            role: put_split(placement, config.dataset, *rows, data_dir=data_dir, **options)
+            for role, rows in ranges.items()
+        }
+        self.sets["test"] = put_split(
+            placement, config.dataset, "test", data_dir=data_dir, **options
+        )
         # One device: leave placement to XLA, as a user of the plain functions would.
         self.batch_sharding = placement.batch if placement.size > 1 else None
         root = jax.random.key(config.seed)
@@ -130,9 +164,13 @@ class Trainer:
 
     def initial_state(self, checkpoints: Checkpoints) -> tuple[core.TrainState, list[dict]]:
         if checkpoints.latest_step() is None:
-            state = core.init_state(self.config.arch, self.init_key, lr=self.config.lr,
-                                    compute_dtype=self.config.compute_dtype,
-                                    **self.config.model)
+            state = core.init_state(
+                self.config.arch,
+                self.init_key,
+                lr=self.config.lr,
+                compute_dtype=self.config.compute_dtype,
+                **self.config.model,
+            )
             core.check_image_shape(state, self.sets["test"][0].shape[1:])
             return self.placement.replicate(state), []
         state, meta = restore_state(checkpoints, None, self.config, self.placement)
@@ -140,16 +178,25 @@ class Trainer:
 
     def evaluate(self, state) -> dict:
         names = {"test": "val_loss", "holdout": "holdout_loss"}
-        return {names[role]: float(core.eval_loss(state, images, num_examples=n,
-                                                  batch_sharding=self.batch_sharding))
-                for role, (images, n) in self.sets.items() if role in names}
+        return {
+            names[role]: float(
+                core.eval_loss(state, images, num_examples=n, batch_sharding=self.batch_sharding)
+            )
+            for role, (images, n) in self.sets.items()
+            if role in names
+        }
 
     def run_epoch(self, state, epoch: int) -> tuple[core.TrainState, dict]:
         images, n = self.sets["train"]
         batch_size = self.config.batch_size
-        bar = tqdm(total=math.ceil(n / batch_size), desc=f"epoch {epoch}/{self.config.epochs}",
-                   unit="step", leave=True, dynamic_ncols=True,
-                   disable=None if self.is_main else True)
+        bar = tqdm(
+            total=math.ceil(n / batch_size),
+            desc=f"epoch {epoch}/{self.config.epochs}",
+            unit="step",
+            leave=True,
+            dynamic_ncols=True,
+            disable=None if self.is_main else True,
+        )
 
         def on_progress(steps_done, sums):
             bar.update(steps_done - bar.n)
@@ -158,28 +205,45 @@ class Trainer:
 
         start = time.perf_counter()
         state, train_metrics = core.train_epoch(
-            state, images, jax.random.fold_in(self.shuffle_key, epoch), batch_size=batch_size,
-            num_examples=n, batch_sharding=self.batch_sharding, on_progress=on_progress)
+            state,
+            images,
+            jax.random.fold_in(self.shuffle_key, epoch),
+            batch_size=batch_size,
+            num_examples=n,
+            batch_sharding=self.batch_sharding,
+            on_progress=on_progress,
+        )
         train_metrics = {k: float(v) for k, v in train_metrics.items()}
         train_seconds = time.perf_counter() - start
-        metrics = {"epoch": epoch, **train_metrics, **self.evaluate(state),
-                   "train_seconds": round(train_seconds, 3),
-                   "epoch_seconds": round(time.perf_counter() - start, 3),
-                   "images_per_second": round(n / train_seconds, 1)}
-        bar.set_postfix(loss=f"{metrics['loss']:.4f}", val_loss=f"{metrics['val_loss']:.4f}",
-                        img_s=f"{metrics['images_per_second']:.0f}")
+        metrics = {
+            "epoch": epoch,
+            **train_metrics,
+            **self.evaluate(state),
+            "train_seconds": round(train_seconds, 3),
+            "epoch_seconds": round(time.perf_counter() - start, 3),
+            "images_per_second": round(n / train_seconds, 1),
+        }
+        bar.set_postfix(
+            loss=f"{metrics['loss']:.4f}",
+            val_loss=f"{metrics['val_loss']:.4f}",
+            img_s=f"{metrics['images_per_second']:.0f}",
+        )
         bar.close()
         if bar.disable and self.is_main:  # not a terminal (a log file): one line per epoch
-            print(f"epoch {epoch}/{self.config.epochs} loss {metrics['loss']:.4f} val_loss "
-                  f"{metrics['val_loss']:.4f} {metrics['epoch_seconds']:.2f}s "
-                  f"{metrics['images_per_second']:.0f} img/s", flush=True)
+            print(
+                f"epoch {epoch}/{self.config.epochs} loss {metrics['loss']:.4f} val_loss "
+                f"{metrics['val_loss']:.4f} {metrics['epoch_seconds']:.2f}s "
+                f"{metrics['images_per_second']:.0f} img/s",
+                flush=True,
+            )
         return state, metrics
 
     def write_records(self, history: list[dict]) -> None:
         if not self.is_main:
             return
-        files.write_text(self.workdir / "metrics.jsonl",
-                         "".join(json.dumps(h) + "\n" for h in history))
+        files.write_text(
+            self.workdir / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in history)
+        )
 
     def fit(self) -> tuple[core.TrainState, list[dict]]:
         if self.is_main:
@@ -189,8 +253,11 @@ class Trainer:
         with Checkpoints(self.workdir / "checkpoints") as checkpoints:
             state, history = self.initial_state(checkpoints)
             if self.is_main:
-                doing = f"resuming {self.workdir} from epoch {len(history)}" if history else \
-                    f"training {self.config.arch} on {self.config.dataset} in {self.workdir}"
+                doing = (
+                    f"resuming {self.workdir} from epoch {len(history)}"
+                    if history
+                    else f"training {self.config.arch} on {self.config.dataset} in {self.workdir}"
+                )
                 print(f"{doing}, on {cli.describe(self.placement)}", file=sys.stderr)
             self.write_records(history)  # drops lines of epochs that never got a checkpoint
             for epoch in range(len(history) + 1, self.config.epochs + 1):
@@ -200,16 +267,26 @@ class Trainer:
                 warning = divergence_warning(history)
                 if warning and self.is_main:
                     tqdm.write(warning, file=sys.stderr)
-                checkpoints.save(epoch, state, {"config": dataclasses.asdict(self.config),
-                                                "history": history,
-                                                "format": CHECKPOINT_FORMAT})
+                checkpoints.save(
+                    epoch,
+                    state,
+                    {
+                        "config": dataclasses.asdict(self.config),
+                        "history": history,
+                        "format": CHECKPOINT_FORMAT,
+                    },
+                )
                 self.write_records(history)
         return state, history
 
 
-def train_and_evaluate(config: RunConfig, workdir: str | Path, *,
-                       placement: Placement | None = None,
-                       data_dir: str | None = None) -> tuple[core.TrainState, list[dict]]:
+def train_and_evaluate(
+    config: RunConfig,
+    workdir: str | Path,
+    *,
+    placement: Placement | None = None,
+    data_dir: str | None = None,
+) -> tuple[core.TrainState, list[dict]]:
     """Trains ``config`` in ``workdir`` until epoch ``config.epochs``, resuming the run saved
     there (which must agree with ``config``, see :func:`aejax.run.resolve_config`); evaluates
     the test split after every epoch. Returns the final state and the history (one dict per
@@ -222,15 +299,24 @@ def train_and_evaluate(config: RunConfig, workdir: str | Path, *,
         check_resumes(config, workdir)
         state, history = Trainer(config, workdir, placement, data_dir).fit()
     if main_process and history:
-        plots.loss_curve(history, workdir / "loss.png",
-                         title=f"{config.arch} on {config.dataset}")
+        plots.loss_curve(history, workdir / "loss.png", title=f"{config.arch} on {config.dataset}")
     return state, history
 
 
 def _given(args: argparse.Namespace) -> dict:
     """The RunConfig fields the command line gave (``model``: the model options given)."""
-    fields = ("arch", "dataset", "epochs", "batch_size", "lr", "seed", "holdout",
-              "compute_dtype", "image_size", "channels")
+    fields = (
+        "arch",
+        "dataset",
+        "epochs",
+        "batch_size",
+        "lr",
+        "seed",
+        "holdout",
+        "compute_dtype",
+        "image_size",
+        "channels",
+    )
     given = {k: getattr(args, k) for k in fields if getattr(args, k) is not None}
     if "dataset" in given and folder.is_folder(given["dataset"]):  # found from any cwd
         given["dataset"] = str(Path(given["dataset"]).resolve())
@@ -247,34 +333,45 @@ def _data_shape(given: dict, data_dir: str | None) -> tuple[int, int, int] | Non
 
 def train_command(args: argparse.Namespace) -> int:
     given = _given(args)
-    workdir = args.workdir or default_workdir(given.get("arch", RunConfig.arch),
-                                              given.get("dataset", RunConfig.dataset))
+    workdir = args.workdir or default_workdir(
+        given.get("arch", RunConfig.arch), given.get("dataset", RunConfig.dataset)
+    )
     arch, batch_size = device_defaults(given, None if args.fresh else workdir)
-    placement = cli.setup_devices(**cli.device_options(args),
-                                  splits_well=models.get(arch).splits_well_on_cpu,
-                                  batch_size=batch_size)
+    placement = cli.setup_devices(
+        **cli.device_options(args),
+        splits_well=models.get(arch).splits_well_on_cpu,
+        batch_size=batch_size,
+    )
     if args.fresh and workdir.exists() and parallel.is_main_process():
         print(f"--fresh: moved the previous run to {move_aside(workdir)}", file=sys.stderr)
     # A new run's model takes the data's shape; a resumed run has it in its saved config.
     shape = None if saved_config(workdir) else _data_shape(given, args.data_dir)
     config = resolve_config(given, workdir, image_shape=shape)
-    state, history = train_and_evaluate(config, workdir, placement=placement,
-                                        data_dir=args.data_dir)
+    state, history = train_and_evaluate(
+        config, workdir, placement=placement, data_dir=args.data_dir
+    )
     if not parallel.is_main_process():
         return 0
     last = history[-1]
     seconds = np.median([h["epoch_seconds"] for h in history])
-    print(f"{config.arch} on {config.dataset}: {last['epoch']} epochs, "
-          f"{core.param_count(state):,} params, test BCE {last['val_loss']:.4f}"
-          f", median {seconds:.2f} s/epoch; run in {workdir}")
+    print(
+        f"{config.arch} on {config.dataset}: {last['epoch']} epochs, "
+        f"{core.param_count(state):,} params, test BCE {last['val_loss']:.4f}"
+        f", median {seconds:.2f} s/epoch; run in {workdir}"
+    )
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    return cli.run_command(lambda: train_command(args), verbose=args.verbose, interrupted=(
-        "interrupted: every finished epoch is checkpointed; run the same command again to "
-        "resume"))
+    return cli.run_command(
+        lambda: train_command(args),
+        verbose=args.verbose,
+        interrupted=(
+            "interrupted: every finished epoch is checkpointed; run the same command again to "
+            "resume"
+        ),
+    )
 
 
 if __name__ == "__main__":

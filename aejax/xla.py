@@ -24,8 +24,7 @@ import sys
 #   (experiments/xla_white_pixel_nan.py shows what once made it look otherwise).
 # - 512-bit vectors where the CPU has them (XLA prefers 256): the loss's exp and log over a
 #   256x784 batch are most of the dense net's elementwise work (a faster training pass).
-CPU_FLAGS = ("--xla_cpu_experimental_ynn_fusion_type=",
-             "--xla_cpu_prefer_vector_width=512")
+CPU_FLAGS = ("--xla_cpu_experimental_ynn_fusion_type=", "--xla_cpu_prefer_vector_width=512")
 
 
 def with_flags(current: str, flags=CPU_FLAGS) -> str:

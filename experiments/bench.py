@@ -70,26 +70,47 @@ def run_timed(command: list[str], cwd: Path | None = None) -> dict:
     wall = time.perf_counter() - start
     usage1 = os.times()
     b1, _ = _busy_jiffies()
-    own = (usage1.children_user - usage0.children_user) + \
-        (usage1.children_system - usage0.children_system)
+    own = (usage1.children_user - usage0.children_user) + (
+        usage1.children_system - usage0.children_system
+    )
     if result.returncode:
         raise RuntimeError(f"{' '.join(command)} failed:\n{result.stderr[-3000:]}")
     clock = os.sysconf("SC_CLK_TCK")
-    return {"stdout": result.stdout, "stderr": result.stderr, "wall_s": round(wall, 2),
-            "foreign_cpu_s": round((b1 - b0) / clock - own, 1)}
+    return {
+        "stdout": result.stdout,
+        "stderr": result.stderr,
+        "wall_s": round(wall, 2),
+        "foreign_cpu_s": round((b1 - b0) / clock - own, 1),
+    }
 
 
 def spread(values: list[float]) -> dict:
-    return {"median": round(statistics.median(values), 3), "min": round(min(values), 3),
-            "max": round(max(values), 3), "n": len(values)}
+    return {
+        "median": round(statistics.median(values), 3),
+        "min": round(min(values), 3),
+        "max": round(max(values), 3),
+        "n": len(values),
+    }
 
 
 def bench_aejax(arch: str, epochs: int, repeats: int, extra: list[str]) -> dict:
     per_epoch, first_extra, walls, foreign, losses = [], [], [], [], []
     for _ in range(repeats):
         with tempfile.TemporaryDirectory() as workdir:
-            command = [sys.executable, "-m", "aejax.train", "--arch", arch, "--epochs",
-                       str(epochs), "--holdout", "0", "--workdir", workdir, *extra]
+            command = [
+                sys.executable,
+                "-m",
+                "aejax.train",
+                "--arch",
+                arch,
+                "--epochs",
+                str(epochs),
+                "--holdout",
+                "0",
+                "--workdir",
+                workdir,
+                *extra,
+            ]
             job = run_timed(command, cwd=ROOT)
             epochs_run = history(Path(workdir))
         seconds = [h["epoch_seconds"] for h in epochs_run]
@@ -101,11 +122,19 @@ def bench_aejax(arch: str, epochs: int, repeats: int, extra: list[str]) -> dict:
         devices = re.search(r"on (\d+ \w+ devices?)", job["stderr"])
     median = statistics.median(per_epoch)
     return {
-        "job": "aejax", "arch": arch, "batch": BATCH[arch], "epochs": epochs,
-        "repeats": repeats, "args": extra, "devices": devices.group(1) if devices else None,
-        "sec_per_epoch": spread(per_epoch), "images_per_s": round(60000 / median),
-        "first_epoch_extra_s": spread(first_extra), "command_wall_s": spread(walls),
-        "foreign_cpu_s": max(foreign), "val_loss_per_epoch": losses,
+        "job": "aejax",
+        "arch": arch,
+        "batch": BATCH[arch],
+        "epochs": epochs,
+        "repeats": repeats,
+        "args": extra,
+        "devices": devices.group(1) if devices else None,
+        "sec_per_epoch": spread(per_epoch),
+        "images_per_s": round(60000 / median),
+        "first_epoch_extra_s": spread(first_extra),
+        "command_wall_s": spread(walls),
+        "foreign_cpu_s": max(foreign),
+        "val_loss_per_epoch": losses,
     }
 
 
@@ -114,31 +143,48 @@ def bench_peer(name: str, arch: str, epochs: int, repeats: int) -> dict:
     python = PEER_VENVS / venv / "bin" / "python"
     per_epoch, walls, foreign, summary = [], [], [], {}
     for _ in range(repeats):
-        job = run_timed([str(python), script, "--arch", arch, "--epochs", str(epochs), *extra],
-                        cwd=PEERS_DIR)
+        job = run_timed(
+            [str(python), script, "--arch", arch, "--epochs", str(epochs), *extra], cwd=PEERS_DIR
+        )
         seconds = [float(m) for m in re.findall(r"^epoch\s+\d+\s+([\d.]+) s", job["stdout"], re.M)]
         per_epoch += seconds[1:]
         walls.append(job["wall_s"])
         foreign.append(job["foreign_cpu_s"])
         summary = json.loads(job["stdout"].strip().splitlines()[-1])
     return {
-        "job": name, "arch": arch, "batch": BATCH[arch], "epochs": epochs, "repeats": repeats,
-        "sec_per_epoch": spread(per_epoch), "images_per_s": round(
-            60000 / statistics.median(per_epoch)), "command_wall_s": spread(walls),
-        "foreign_cpu_s": max(foreign), "final_val_loss": summary.get("final_val_loss"),
+        "job": name,
+        "arch": arch,
+        "batch": BATCH[arch],
+        "epochs": epochs,
+        "repeats": repeats,
+        "sec_per_epoch": spread(per_epoch),
+        "images_per_s": round(60000 / statistics.median(per_epoch)),
+        "command_wall_s": spread(walls),
+        "foreign_cpu_s": max(foreign),
+        "final_val_loss": summary.get("final_val_loss"),
         "versions": {k: v for k, v in summary.items() if k in ("torch", "keras", "tf")},
     }
 
 
 def machine() -> dict:
-    cpu = next((line.split(":", 1)[1].strip() for line in
-                Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")),
-               platform.processor())
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
     import jax  # after the jobs' own imports: this process runs no JAX work
 
-    return {"job": "machine", "cpu": cpu, "cores": os.cpu_count(), "python":
-            platform.python_version(), "jax": jax.__version__,
-            "xla_flags": os.environ.get("XLA_FLAGS", "")}
+    return {
+        "job": "machine",
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "jax": jax.__version__,
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
+    }
 
 
 def markdown(rows: list[dict]) -> str:
@@ -157,8 +203,12 @@ def markdown(rows: list[dict]) -> str:
         "whole command (s) | epochs | val BCE after them |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    targets = ["", "Against the fastest peer (the speed issue's targets: dense <= 0.25, "
-               "conv <= 0.67; the whole dense command < 0.5 of the Keras script's):", ""]
+    targets = [
+        "",
+        "Against the fastest peer (the speed issue's targets: dense <= 0.25, "
+        "conv <= 0.67; the whole dense command < 0.5 of the Keras script's):",
+        "",
+    ]
     for arch in ("dense", "conv"):
         jobs = [r for r in rows if r.get("arch") == arch]
         ours = next((r for r in jobs if r["job"] == "aejax"), None)
@@ -169,7 +219,8 @@ def markdown(rows: list[dict]) -> str:
             lines.append(
                 f"| {arch} ({r['batch']}) | {r['job']} | {s['median']:.3f} [{s['min']:.3f}-"
                 f"{s['max']:.3f}] | {r['images_per_s']:,} | {ratio if r is not ours else '1'} "
-                f"| {r['command_wall_s']['median']:.1f} | {r['epochs']} | {loss} |")
+                f"| {r['command_wall_s']['median']:.1f} | {r['epochs']} | {loss} |"
+            )
         peers = [r for r in jobs if r is not ours]
         if not ours or not peers:
             continue
@@ -190,24 +241,30 @@ NOTES = "\n## Notes"
 def write_markdown(path: Path, rows: list[dict]) -> None:
     """Writes the table to ``path``, keeping a hand-written ``## Notes`` section already there."""
     old = path.read_text() if path.exists() else ""
-    notes = old[old.index(NOTES):] if NOTES in old else ""
+    notes = old[old.index(NOTES) :] if NOTES in old else ""
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(markdown(rows) + notes)
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--archs", nargs="+", default=["dense", "conv"])
-    p.add_argument("--epochs", type=int, default=None,
-                   help="epochs per run (default: 15 dense, 4 conv)")
+    p.add_argument(
+        "--epochs", type=int, default=None, help="epochs per run (default: 15 dense, 4 conv)"
+    )
     p.add_argument("--repeats", type=int, default=1)
     p.add_argument("--peers", nargs="*", default=list(PEER_JOBS), choices=list(PEER_JOBS))
     p.add_argument("--aejax-args", default="", help="extra train options, e.g. '--cpu-devices 1'")
     p.add_argument("--jsonl", type=Path, help="also append the JSON lines to this file")
     p.add_argument("--markdown", type=Path, help="also write the table to this file")
-    p.add_argument("--table-from", type=Path, help="only write --markdown from the JSON lines "
-                   "of earlier runs (a file --jsonl wrote), running nothing")
+    p.add_argument(
+        "--table-from",
+        type=Path,
+        help="only write --markdown from the JSON lines "
+        "of earlier runs (a file --jsonl wrote), running nothing",
+    )
     args = p.parse_args()
     if args.table_from and not args.markdown:
         p.error("--table-from writes the table: give --markdown FILE")

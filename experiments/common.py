@@ -44,10 +44,12 @@ def history(workdir: Path) -> list[dict]:
 def summary(history: list[dict]) -> dict:
     """Seconds per epoch after the first (which compiles) and the test BCE of every epoch."""
     seconds = [h["epoch_seconds"] for h in history[1:]] or [history[0]["epoch_seconds"]]
-    return {"sec_per_epoch_median": round(statistics.median(seconds), 3),
-            "sec_per_epoch_min": round(min(seconds), 3),
-            "sec_per_epoch_max": round(max(seconds), 3),
-            "val_loss": [round(h["val_loss"], 5) for h in history]}
+    return {
+        "sec_per_epoch_median": round(statistics.median(seconds), 3),
+        "sec_per_epoch_min": round(min(seconds), 3),
+        "sec_per_epoch_max": round(max(seconds), 3),
+        "val_loss": [round(h["val_loss"], 5) for h in history],
+    }
 
 
 def write_results(name: str, rows: list[dict], markdown_lines: list[str]) -> None:

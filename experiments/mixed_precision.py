@@ -22,18 +22,23 @@ def main() -> int:
     rows = []
     for arch in args.archs:
         for dtype in ("float32", "bfloat16"):
-            history = train("--arch", arch, "--epochs", str(args.epochs), "--compute-dtype",
-                            dtype)
+            history = train("--arch", arch, "--epochs", str(args.epochs), "--compute-dtype", dtype)
             rows.append({"arch": arch, "compute_dtype": dtype, **summary(history)})
-    lines = ["# Mixed precision: bfloat16 compute, float32 parameters", "",
-             f"`python -m aejax.train --arch ARCH --compute-dtype DTYPE` ({args.epochs} epochs, "
-             "seed 0) on this 2-core CPU; written by `python experiments/mixed_precision.py`. "
-             "Test BCE evaluated in float32 in both cases.", "",
-             "| arch | compute dtype | s/epoch (median) | test BCE epoch 1 | final test BCE |",
-             "|---|---|---|---|---|"]
+    lines = [
+        "# Mixed precision: bfloat16 compute, float32 parameters",
+        "",
+        f"`python -m aejax.train --arch ARCH --compute-dtype DTYPE` ({args.epochs} epochs, "
+        "seed 0) on this 2-core CPU; written by `python experiments/mixed_precision.py`. "
+        "Test BCE evaluated in float32 in both cases.",
+        "",
+        "| arch | compute dtype | s/epoch (median) | test BCE epoch 1 | final test BCE |",
+        "|---|---|---|---|---|",
+    ]
     for r in rows:
-        lines.append(f"| {r['arch']} | {r['compute_dtype']} | {r['sec_per_epoch_median']} | "
-                     f"{r['val_loss'][0]} | {r['val_loss'][-1]} |")
+        lines.append(
+            f"| {r['arch']} | {r['compute_dtype']} | {r['sec_per_epoch_median']} | "
+            f"{r['val_loss'][0]} | {r['val_loss'][-1]} |"
+        )
     write_results("mixed_precision", rows, lines)
     return 0
 

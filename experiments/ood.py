@@ -20,8 +20,12 @@ import sys
 from common import OOD_RUNS, OTHER, RESULTS, SYNTHETIC_SETS, run_aejax, train
 
 README_FIGURES = {  # (arch, dataset): figures the README shows
-    ("dense", "mnist"): ["reconstructions_mnist.png", "reconstructions_fashion_mnist.png",
-                         "hist_fashion_mnist.png", "roc.png"],
+    ("dense", "mnist"): [
+        "reconstructions_mnist.png",
+        "reconstructions_fashion_mnist.png",
+        "hist_fashion_mnist.png",
+        "roc.png",
+    ],
     ("conv", "fashion_mnist"): ["hist_mnist.png"],
 }
 
@@ -38,8 +42,17 @@ def main() -> int:
             workdir = OOD_RUNS / f"{arch}-{dataset}"
             train("--arch", arch, "--dataset", dataset, workdir=workdir)
             out = workdir / f"eval-{args.score}"
-            run_aejax("eval", "--workdir", str(workdir), "--score", args.score,
-                      "--ood", ",".join([OTHER[dataset], *SYNTHETIC_SETS]), "--out", str(out))
+            run_aejax(
+                "eval",
+                "--workdir",
+                str(workdir),
+                "--score",
+                args.score,
+                "--ood",
+                ",".join([OTHER[dataset], *SYNTHETIC_SETS]),
+                "--out",
+                str(out),
+            )
             reports.append(json.loads((out / "report.json").read_text()))
             figures = RESULTS / "figures" / f"{arch}-{dataset}"
             for name in README_FIGURES.get((arch, dataset), []) if args.score == "bce" else []:
@@ -54,17 +67,22 @@ def main() -> int:
 
 def markdown(reports: list[dict]) -> str:
     score = reports[0]["score"]
-    lines = [f"# OOD detection with the `{score}` reconstruction score", "",
-             "Written by `python experiments/ood.py"
-             + ("" if score == "bce" else f" --score {score}") + "`: each model trained 15 "
-             "epochs with `python -m aejax.train` defaults, evaluated with `python -m "
-             "aejax.eval` on its test split (10k) against each OOD set (10k). Positive class: "
-             "OOD. Detection rate: share of the OOD set above the threshold set at the 95th "
-             "percentile of 1,000 held-out training images (the in-distribution test split's "
-             "own rate is in the last column).", "",
-             "| model | trained on | test BCE | OOD set | AUROC | AUPR-out | AUPR-in | "
-             "FPR@95TPR | detected | test flagged |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"# OOD detection with the `{score}` reconstruction score",
+        "",
+        "Written by `python experiments/ood.py"
+        + ("" if score == "bce" else f" --score {score}")
+        + "`: each model trained 15 "
+        "epochs with `python -m aejax.train` defaults, evaluated with `python -m "
+        "aejax.eval` on its test split (10k) against each OOD set (10k). Positive class: "
+        "OOD. Detection rate: share of the OOD set above the threshold set at the 95th "
+        "percentile of 1,000 held-out training images (the in-distribution test split's "
+        "own rate is in the last column).",
+        "",
+        "| model | trained on | test BCE | OOD set | AUROC | AUPR-out | AUPR-in | "
+        "FPR@95TPR | detected | test flagged |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in reports:
         ind = r["in_distribution"]
         for name, m in r["ood"].items():
@@ -72,7 +90,8 @@ def markdown(reports: list[dict]) -> str:
                 f"| {r['config']['arch']} | {ind['dataset']} | {ind['test_bce']:.4f} | {name} | "
                 f"{m['auroc']:.4f} | {m['aupr_out']:.4f} | {m['aupr_in']:.4f} | "
                 f"{m['fpr_at_95_tpr']:.4f} | {m['detection_rate']:.1%} | "
-                f"{ind['test_flagged']:.1%} |")
+                f"{ind['test_flagged']:.1%} |"
+            )
     return "\n".join(lines) + "\n"
 
 

@@ -30,18 +30,28 @@ def evaluate_model(workdir: Path, dataset: str) -> dict:
     result = evaluate(workdir, EvalConfig(ood=(OTHER[dataset], *SYNTHETIC_SETS)))
     report, holdout = result.report, result.holdout
     selection = {  # held-out in-distribution images vs each synthetic set, every score
-        out.name: {name: metrics.ood_metrics(holdout.scores[name], out.scores[name])["auroc"]
-                   for name in scores.ALL}
-        for out in result.outs if out.name in SYNTHETIC_SETS}
-    return {"arch": report["config"]["arch"], "dataset": dataset, "workdir": str(workdir),
-            "test_bce": report["in_distribution"]["test_bce"],
-            "auroc": report["auroc_by_score"], "selection_auroc": selection,
-            "default": report["ood"]}
+        out.name: {
+            name: metrics.ood_metrics(holdout.scores[name], out.scores[name])["auroc"]
+            for name in scores.ALL
+        }
+        for out in result.outs
+        if out.name in SYNTHETIC_SETS
+    }
+    return {
+        "arch": report["config"]["arch"],
+        "dataset": dataset,
+        "workdir": str(workdir),
+        "test_bce": report["in_distribution"]["test_bce"],
+        "auroc": report["auroc_by_score"],
+        "selection_auroc": selection,
+        "default": report["ood"],
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--archs", nargs="+", default=ARCHS)
     p.add_argument("--runs-dir", type=Path, default=OOD_RUNS)
     p.add_argument("--out", type=Path, default=RESULTS)
@@ -54,8 +64,9 @@ def main(argv: list[str] | None = None) -> int:
             train("--arch", arch, "--dataset", dataset, "--epochs", args.epochs, workdir=workdir)
             results.append(evaluate_model(workdir, dataset))
             worst = min(m["auroc"] for m in results[-1]["default"].values())
-            print(f"{arch} on {dataset}: worst AUROC under {scores.DEFAULT} {worst:.4f}",
-                  flush=True)
+            print(
+                f"{arch} on {dataset}: worst AUROC under {scores.DEFAULT} {worst:.4f}", flush=True
+            )
     name = suite_name(args.archs)
     args.out.mkdir(parents=True, exist_ok=True)
     files.write_json(args.out / f"{name}.json", {"default": scores.DEFAULT, "models": results})
@@ -72,26 +83,43 @@ def suite_name(archs: list[str]) -> str:
 def suite_markdown(results: list[dict], archs: list[str] = ARCHS) -> str:
     sets = [OTHER["mnist"], *SYNTHETIC_SETS]  # column order; "other" varies per model
     command = "python experiments/ood_suite.py" + (
-        "" if archs == ARCHS else f" --archs {' '.join(archs)}")
-    lines = [f"# OOD suite: every score, {', '.join(archs)} on MNIST and Fashion-MNIST, "
-             "seven OOD sets", "",
-             f"Written by `{command}`. AUROC with OOD as the positive class; "
-             "in-distribution = the model's own test split (10k), each OOD set 10k images. "
-             f"Default score: `{scores.DEFAULT}` (see aejax/scores.py).", "",
-             "## How the default was chosen", "",
-             "Only on data a user has without any OOD test set: the 1,000 held-out training "
-             "images against the six synthetic sets, per model. Worst and mean of those "
-             f"{6 * len(results)} AUROCs per score (the real OOD sets below played no part"
-             + ("" if archs == ARCHS else "; the default was chosen on the reference "
-                "models, dense and conv, and is kept here") + "):", "",
-             "| score | worst | mean |", "|---|---|---|"]
+        "" if archs == ARCHS else f" --archs {' '.join(archs)}"
+    )
+    lines = [
+        f"# OOD suite: every score, {', '.join(archs)} on MNIST and Fashion-MNIST, seven OOD sets",
+        "",
+        f"Written by `{command}`. AUROC with OOD as the positive class; "
+        "in-distribution = the model's own test split (10k), each OOD set 10k images. "
+        f"Default score: `{scores.DEFAULT}` (see aejax/scores.py).",
+        "",
+        "## How the default was chosen",
+        "",
+        "Only on data a user has without any OOD test set: the 1,000 held-out training "
+        "images against the six synthetic sets, per model. Worst and mean of those "
+        f"{6 * len(results)} AUROCs per score (the real OOD sets below played no part"
+        + (
+            ""
+            if archs == ARCHS
+            else "; the default was chosen on the reference "
+            "models, dense and conv, and is kept here"
+        )
+        + "):",
+        "",
+        "| score | worst | mean |",
+        "|---|---|---|",
+    ]
     for name in scores.ALL:
         values = [r["selection_auroc"][s][name] for r in results for s in r["selection_auroc"]]
         lines.append(f"| `{name}` | {min(values):.4f} | {np.mean(values):.4f} |")
-    lines += ["", "## Results on the OOD test sets", "",
-              "| model | trained on | its test BCE | score | other dataset | "
-              + " | ".join(sets[1:]) + " | worst |",
-              "|---|---|---|---|---|" + "---|" * (len(sets) - 1) + "---|"]
+    lines += [
+        "",
+        "## Results on the OOD test sets",
+        "",
+        "| model | trained on | its test BCE | score | other dataset | "
+        + " | ".join(sets[1:])
+        + " | worst |",
+        "|---|---|---|---|---|" + "---|" * (len(sets) - 1) + "---|",
+    ]
     for r in results:
         other = OTHER[r["dataset"]]
         # elbo is bce for a model without a prior on its code: shown only where it differs.
@@ -99,10 +127,13 @@ def suite_markdown(results: list[dict], archs: list[str] = ARCHS) -> str:
         for name in ("bce", "mse", *(["elbo"] if has_prior else []), scores.DEFAULT):
             row = [r["auroc"][other][name], *(r["auroc"][s][name] for s in sets[1:])]
             bold = "**" if name == scores.DEFAULT else ""
-            lines.append(f"| {r['arch']} | {r['dataset']} | {r['test_bce']:.4f} | "
-                         f"{bold}`{name}`{bold} | "
-                         + " | ".join(f"{v:.4f}" for v in row) + f" | {bold}{min(row):.4f}"
-                         f"{bold} |")
+            lines.append(
+                f"| {r['arch']} | {r['dataset']} | {r['test_bce']:.4f} | "
+                f"{bold}`{name}`{bold} | "
+                + " | ".join(f"{v:.4f}" for v in row)
+                + f" | {bold}{min(row):.4f}"
+                f"{bold} |"
+            )
     lines += ["", f"Every score's AUROC on every set: `{suite_name(archs)}.json`."]
     return "\n".join(lines) + "\n"
 

@@ -60,9 +60,14 @@ def numpy_scores(f) -> dict[str, np.ndarray]:
         h = -(np.where(x > 0, x * np.log(x), 0) + np.where(x < 1, (1 - x) * np.log(1 - x), 0))
     entropy = h.mean(axis=1)
     centred = code - f["latent_mean"]
-    raw = {"bce": bce, "mse": np.mean((1 / (1 + np.exp(-z)) - x) ** 2, axis=1),
-           "kl": bce - entropy, "entropy": entropy, "elbo": bce,
-           "latent": np.sum((centred @ f["latent_precision"]) * centred, axis=1)}
+    raw = {
+        "bce": bce,
+        "mse": np.mean((1 / (1 + np.exp(-z)) - x) ** 2, axis=1),
+        "kl": bce - entropy,
+        "entropy": entropy,
+        "elbo": bce,
+        "latent": np.sum((centred @ f["latent_precision"]) * centred, axis=1),
+    }
     out = dict(raw)
     for (loc, scale), name in zip(f["typicality"], scores.RAW, strict=True):
         out[f"typ-{name}"] = np.abs(np.log(np.maximum(raw[name], 0) + 1e-10) - loc) / scale
@@ -75,8 +80,13 @@ def numpy_scores(f) -> dict[str, np.ndarray]:
 def test_every_score_matches_numpy_in_a_clean_process(tmp_path, order):
     out = tmp_path / "scores.npz"
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-    subprocess.run([sys.executable, "-c", CHILD, str(out), order], env=env, check=True,
-                   capture_output=True, text=True)
+    subprocess.run(
+        [sys.executable, "-c", CHILD, str(out), order],
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     with np.load(out) as f:
         assert (f["images"] == 255).any(axis=(1, 2, 3)).mean() > 0.5  # white pixels
         expected = numpy_scores(f)
@@ -84,5 +94,4 @@ def test_every_score_matches_numpy_in_a_clean_process(tmp_path, order):
         for name in scores.ALL:
             got = f[f"score_{name}"]
             assert np.isfinite(got).all(), f"{name}: {np.sum(~np.isfinite(got))} not finite"
-            np.testing.assert_allclose(got, expected[name], rtol=2e-4, atol=2e-4,
-                                       err_msg=name)
+            np.testing.assert_allclose(got, expected[name], rtol=2e-4, atol=2e-4, err_msg=name)

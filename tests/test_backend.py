@@ -62,8 +62,9 @@ def test_the_conv_net_agrees(shape):
 @SLOW
 @pytest.mark.parametrize("shape", [(2, 16, 8, 3)])
 def test_the_conv_net_with_several_channels_agrees(shape):
-    model = core.init_state("conv", jax.random.key(0), channels=shape[-1], width=8,
-                            latent_dim=5).model
+    model = core.init_state(
+        "conv", jax.random.key(0), channels=shape[-1], width=8, latent_dim=5
+    ).model
     assert_backends_agree(model, jax.random.uniform(jax.random.key(1), shape))
 
 
@@ -77,12 +78,18 @@ def test_the_dense_net_agrees():
 def test_layers_it_does_not_know_run_as_written(size):
     rngs, pooled = nnx.Rngs(0), size // 2 * 2 // 2
     model = nnx.Sequential(
-        conv(3, 6, rngs), nnx.relu, MaxPool(2),
+        conv(3, 6, rngs),
+        nnx.relu,
+        MaxPool(2),
         nnx.Conv(6, 4, (5, 5), rngs=rngs),  # 5x5: no CPU kernel
         jnp.tanh,  # not in the backend's list of elementwise layers
-        conv(4, 4, rngs), UpSample(2),
-        conv(4, 4, rngs), nnx.relu, MaxPool(2),
-        Flatten(), nnx.Linear(pooled * pooled * 4, 3, rngs=rngs),
+        conv(4, 4, rngs),
+        UpSample(2),
+        conv(4, 4, rngs),
+        nnx.relu,
+        MaxPool(2),
+        Flatten(),
+        nnx.Linear(pooled * pooled * 4, 3, rngs=rngs),
     )
     assert_backends_agree(model, jax.random.uniform(jax.random.key(1), (2, size, size, 3)))
 
@@ -90,8 +97,9 @@ def test_layers_it_does_not_know_run_as_written(size):
 def test_max_pool_ties_send_the_gradient_to_the_first_maximum():
     # Constant images: every pooling window is a tie.
     rngs = nnx.Rngs(0)
-    model = nnx.Sequential(conv(1, 4, rngs), nnx.relu, MaxPool(2), conv(4, 2, rngs), nnx.relu,
-                           MaxPool(2))
+    model = nnx.Sequential(
+        conv(1, 4, rngs), nnx.relu, MaxPool(2), conv(4, 2, rngs), nnx.relu, MaxPool(2)
+    )
     assert_backends_agree(model, jnp.full((2, 8, 8, 1), 0.5))
 
 
@@ -112,8 +120,10 @@ def test_mixed_precision_runs_in_the_parameters_dtype():
 def test_auto_is_the_cpu_backend_on_cpu_and_flax_elsewhere():
     model = core.init_state("conv", jax.random.key(0)).model
     x = jnp.zeros((2, 28, 28, 1))
-    hlo = {platform: jax.jit(model).trace(x).lower(lowering_platforms=(platform,)).as_text()
-           for platform in ("cpu", "cuda", "tpu")}
+    hlo = {
+        platform: jax.jit(model).trace(x).lower(lowering_platforms=(platform,)).as_text()
+        for platform in ("cpu", "cuda", "tpu")
+    }
     # XLA's convolution only where flax's layers run: not in the CPU lowering.
     assert "convolution" not in hlo["cpu"]
     assert "convolution" in hlo["cuda"] and "convolution" in hlo["tpu"]

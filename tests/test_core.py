@@ -14,8 +14,9 @@ def random_images(n, seed=0):
 
 
 def params_equal(a, b):
-    return all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b),
-                                                    strict=True))
+    return all(
+        np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)
+    )
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +30,7 @@ def test_a_few_steps_reduce_the_loss_on_mnist(arch, mnist_test):
     images = mnist_test[:2048]
     before = float(core.eval_loss(state, images))
     for i in range(20):
-        state, _ = core.train_step(state, images[i * 64:(i + 1) * 64])
+        state, _ = core.train_step(state, images[i * 64 : (i + 1) * 64])
     after = float(core.eval_loss(state, images))
     assert after < before - 0.05, (before, after)
     assert int(state.step) == 20
@@ -39,7 +40,7 @@ def test_epoch_order_covers_every_example_once():
     order = core.epoch_order(jax.random.key(3), 1000, 256)
     assert order.shape == (4, 256)
     assert sorted(order[order >= 0].tolist()) == list(range(1000))
-    assert (order[-1, 1000 - 768:] == -1).all() and (order[:-1] >= 0).all()
+    assert (order[-1, 1000 - 768 :] == -1).all() and (order[:-1] >= 0).all()
 
 
 def test_masked_ragged_batch_equals_training_on_it():
@@ -65,8 +66,9 @@ def test_train_epoch_is_deterministic_and_counts_every_example():
     assert runs[0][1] == runs[1][1]
     assert params_equal(runs[0][0].params, runs[1][0].params)
     assert int(runs[0][0].step) == 5  # ceil(300 / 64): the ragged tail is trained on
-    other, _ = core.train_epoch(core.init_state("dense", jax.random.key(0)), images,
-                                jax.random.key(2), batch_size=64)
+    other, _ = core.train_epoch(
+        core.init_state("dense", jax.random.key(0)), images, jax.random.key(2), batch_size=64
+    )
     assert not params_equal(other.params, runs[0][0].params)  # the key shuffles
 
 
@@ -82,7 +84,7 @@ def test_score_is_per_image_bce_in_any_batching():
     np.testing.assert_allclose(core.score(state, images, batch_size=23), scores, rtol=1e-6)
     np.testing.assert_allclose(core.eval_loss(state, images), expected.mean(), rtol=2e-5)
     mse = core.score(state, images, kind="mse", batch_size=4)
-    expected_mse = ((np.asarray(core.reconstruct(state, images)) - images / 255) ** 2)
+    expected_mse = (np.asarray(core.reconstruct(state, images)) - images / 255) ** 2
     np.testing.assert_allclose(mse, expected_mse.reshape(23, -1).mean(1), rtol=1e-5)
 
 

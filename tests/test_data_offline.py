@@ -88,8 +88,9 @@ def test_prepare_from_idx_raw_dir_then_ordinary_tfds_read(tmp_path, no_default_s
 
 def write_mnist_pickle(path, rng, counts=(30, 10, 12)):
     def split(n):
-        return (rng.integers(0, 256, (n, 784)) / np.float32(256)).astype(np.float32), \
-            rng.integers(0, 10, n).astype(np.int64)
+        return (rng.integers(0, 256, (n, 784)) / np.float32(256)).astype(np.float32), rng.integers(
+            0, 10, n
+        ).astype(np.int64)
 
     splits = tuple(split(n) for n in counts)
     with gzip.open(path, "wb") as f:
@@ -101,8 +102,9 @@ def test_prepare_mnist_from_classic_pickle(tmp_path, no_default_sources):
     rng = np.random.default_rng(1)
     (xa, ya), (xb, yb), (xt, yt) = write_mnist_pickle(tmp_path / "mnist.pkl.gz", rng)
     data_dir = str(tmp_path / "tfds")
-    how = data.ensure_prepared("mnist", data_dir, mnist_pickle=tmp_path / "mnist.pkl.gz",
-                               offline=True)
+    how = data.ensure_prepared(
+        "mnist", data_dir, mnist_pickle=tmp_path / "mnist.pkl.gz", offline=True
+    )
     assert "mnist-pickle" in how
     images, labels = data.load("mnist", "train", data_dir)
     expected = np.rint(np.concatenate([xa, xb]) * 256).astype(np.uint8).reshape(-1, 28, 28)
@@ -147,8 +149,9 @@ def test_restricted_unpickler_refuses_code(tmp_path):
 
 def test_no_source_gives_one_clear_line(tmp_path, no_default_sources):
     with pytest.raises(AejaxError) as excinfo:
-        data.ensure_prepared("mnist", str(tmp_path / "tfds"), raw_dir=no_default_sources,
-                             offline=True)
+        data.ensure_prepared(
+            "mnist", str(tmp_path / "tfds"), raw_dir=no_default_sources, offline=True
+        )
     message = str(excinfo.value)
     assert "\n" not in message
     assert "cannot prepare 'mnist'" in message and "skipped (offline)" in message
@@ -160,21 +163,26 @@ def test_no_source_gives_one_clear_line(tmp_path, no_default_sources):
 
 def test_missing_named_pickle_is_an_error(tmp_path, no_default_sources):
     with pytest.raises(AejaxError, match="no such file"):
-        data.ensure_prepared("mnist", str(tmp_path / "tfds"), offline=True,
-                             mnist_pickle=tmp_path / "nope.pkl.gz")
+        data.ensure_prepared(
+            "mnist", str(tmp_path / "tfds"), offline=True, mnist_pickle=tmp_path / "nope.pkl.gz"
+        )
 
 
 def test_unknown_dataset_and_undownloadable_dataset_are_clear(tmp_path):
     with pytest.raises(AejaxError, match="unknown dataset 'no_such_set'"):
         data.builder("no_such_set", str(tmp_path))
     assert data.builder("cifar10", str(tmp_path)).info.features["image"].shape == (32, 32, 3)
-    with pytest.raises(AejaxError, match=r"cannot prepare 'cifar10'.*python -m aejax.data "
-                                         r"prepare cifar10"):
+    with pytest.raises(
+        AejaxError,
+        match=r"cannot prepare 'cifar10'.*python -m aejax.data "
+        r"prepare cifar10",
+    ):
         data.load("cifar10", "test", str(tmp_path), offline=True)
 
 
-def test_decoded_cache_serves_the_same_arrays_and_follows_the_dataset(tmp_path, monkeypatch,
-                                                                       no_default_sources):
+def test_decoded_cache_serves_the_same_arrays_and_follows_the_dataset(
+    tmp_path, monkeypatch, no_default_sources
+):
     monkeypatch.setenv("AEJAX_CACHE_DIR", str(tmp_path / "cache"))
     rng = np.random.default_rng(2)
     write_idx_dir(tmp_path / "raw" / "kmnist", tiny_split(rng, 30), tiny_split(rng, 10))
@@ -198,6 +206,7 @@ def test_decoded_cache_serves_the_same_arrays_and_follows_the_dataset(tmp_path, 
     # Preparing the dataset anew (other files) leaves the old copy unused.
     version_dir = next((tmp_path / "tfds" / "kmnist").iterdir())
     (version_dir / "dataset_info.json").write_text(
-        (version_dir / "dataset_info.json").read_text() + " ")
+        (version_dir / "dataset_info.json").read_text() + " "
+    )
     data.load("kmnist", "train", data_dir)
     assert len(list((tmp_path / "cache").rglob("train-*.images.npy"))) == 2

@@ -16,27 +16,46 @@ from aejax import ood, scores, train
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow  # subprocesses, training, 8-device compiles
 
-REPORT_FIELDS = {"config", "checkpoint_step", "score", "positive_class", "threshold_percentile",
-                 "threshold", "in_distribution", "ood", "auroc_by_score", "stats", "workdir",
-                 "devices", "files"}
-OOD_FIELDS = {"auroc", "aupr_out", "aupr_in", "fpr_at_95_tpr", "detection_rate", "n",
-              "mean_score"}
+REPORT_FIELDS = {
+    "config",
+    "checkpoint_step",
+    "score",
+    "positive_class",
+    "threshold_percentile",
+    "threshold",
+    "in_distribution",
+    "ood",
+    "auroc_by_score",
+    "stats",
+    "workdir",
+    "devices",
+    "files",
+}
+OOD_FIELDS = {"auroc", "aupr_out", "aupr_in", "fpr_at_95_tpr", "detection_rate", "n", "mean_score"}
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("eval")
     workdir = root / "runs" / "dense-mnist"
-    assert train.main(["--arch", "dense", "--epochs", "1", "--holdout", "50000",
-                       "--workdir", str(workdir)]) == 0
+    assert (
+        train.main(
+            ["--arch", "dense", "--epochs", "1", "--holdout", "50000", "--workdir", str(workdir)]
+        )
+        == 0
+    )
     return root, workdir
 
 
 def test_cli_writes_every_file_and_field(trained, tmp_path, capsys):
     _, workdir = trained
     out = tmp_path / "out"
-    assert eval_cli.main(["--workdir", str(workdir), "--ood", "fashion_mnist,uniform,black",
-                          "--out", str(out)]) == 0
+    assert (
+        eval_cli.main(
+            ["--workdir", str(workdir), "--ood", "fashion_mnist,uniform,black", "--out", str(out)]
+        )
+        == 0
+    )
     stdout = capsys.readouterr().out
     assert "positive class: OOD" in stdout and "fashion_mnist" in stdout
 
@@ -64,13 +83,21 @@ def test_cli_writes_every_file_and_field(trained, tmp_path, capsys):
     counts = {}
     for row in rows:
         counts[(row["dataset"], row["split"])] = counts.get((row["dataset"], row["split"]), 0) + 1
-    assert counts == {("mnist", "test"): 10_000, ("mnist", "holdout"): 50_000,
-                      ("fashion_mnist", "test"): 10_000, ("uniform", "test"): 10_000,
-                      ("black", "test"): 10_000}
+    assert counts == {
+        ("mnist", "test"): 10_000,
+        ("mnist", "holdout"): 50_000,
+        ("fashion_mnist", "test"): 10_000,
+        ("uniform", "test"): 10_000,
+        ("black", "test"): 10_000,
+    }
     for name in report["files"]:
         assert (out / name).stat().st_size > 0, name
-    assert {"roc.png", "hist_fashion_mnist.png", "reconstructions_mnist.png",
-            "reconstructions_black.png"} <= set(report["files"])
+    assert {
+        "roc.png",
+        "hist_fashion_mnist.png",
+        "reconstructions_mnist.png",
+        "reconstructions_black.png",
+    } <= set(report["files"])
 
 
 def test_without_workdir_uses_the_latest_run(trained, monkeypatch, capsys):
@@ -81,13 +108,16 @@ def test_without_workdir_uses_the_latest_run(trained, monkeypatch, capsys):
     assert (workdir / "eval" / "report.json").exists()
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--workdir", "{tmp}/nothing"], "holds no checkpoints"),
-    (["--workdir", "{run}", "--ood", "no_such_set"], "unknown OOD set 'no_such_set'"),
-    (["--workdir", "{run}", "--ood", "cifar10"], "has 32x32x3 images, the model takes 28x28x1"),
-    (["--workdir", "{run}", "--step", "7"], "no checkpoint for step 7"),
-    (["--workdir", "{run}", "--step", "last"], "--step: takes an epoch number"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--workdir", "{tmp}/nothing"], "holds no checkpoints"),
+        (["--workdir", "{run}", "--ood", "no_such_set"], "unknown OOD set 'no_such_set'"),
+        (["--workdir", "{run}", "--ood", "cifar10"], "has 32x32x3 images, the model takes 28x28x1"),
+        (["--workdir", "{run}", "--step", "7"], "no checkpoint for step 7"),
+        (["--workdir", "{run}", "--step", "last"], "--step: takes an epoch number"),
+    ],
+)
 def test_bad_input_is_one_clear_line(trained, tmp_path, capsys, args, message):
     _, workdir = trained
     args = [a.format(tmp=tmp_path, run=workdir) for a in args]
@@ -109,8 +139,7 @@ def test_no_runs_at_all_is_one_clear_line(tmp_path, monkeypatch, capsys):
 def test_the_library_entry_point_reports_what_the_cli_reports(trained, tmp_path):
     _, workdir = trained
     out = tmp_path / "out"
-    assert eval_cli.main(["--workdir", str(workdir), "--ood", "uniform", "--out",
-                          str(out)]) == 0
+    assert eval_cli.main(["--workdir", str(workdir), "--ood", "uniform", "--out", str(out)]) == 0
     from_cli = json.loads((out / "report.json").read_text())
     result = eval_cli.evaluate(workdir, eval_cli.EvalConfig(ood=("uniform",)))
     assert result.report["ood"] == from_cli["ood"]
@@ -135,19 +164,51 @@ def test_the_ood_suite_scores_four_models_on_seven_sets(tmp_path):
     # experiments/ood_suite.py, on runs of one epoch over 5k images trained here.
     runs = tmp_path / "runs"
     for arch, dataset in itertools.product(("dense", "conv"), ("mnist", "fashion_mnist")):
-        assert train.main(["--arch", arch, "--dataset", dataset, "--epochs", "1", "--holdout",
-                           "55000", "--workdir", str(runs / f"{arch}-{dataset}")]) == 0
+        assert (
+            train.main(
+                [
+                    "--arch",
+                    arch,
+                    "--dataset",
+                    dataset,
+                    "--epochs",
+                    "1",
+                    "--holdout",
+                    "55000",
+                    "--workdir",
+                    str(runs / f"{arch}-{dataset}"),
+                ]
+            )
+            == 0
+        )
     out = tmp_path / "results"
-    result = subprocess.run([sys.executable, str(ROOT / "experiments" / "ood_suite.py"),
-                             "--runs-dir", str(runs), "--out", str(out), "--epochs", "1"],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "experiments" / "ood_suite.py"),
+            "--runs-dir",
+            str(runs),
+            "--out",
+            str(out),
+            "--epochs",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stderr
     suite = json.loads((out / "ood_suite.json").read_text())
     assert suite["default"] == scores.DEFAULT and len(suite["models"]) == 4
     for model in suite["models"]:
         assert len(model["auroc"]) == 7  # the other dataset and six synthetic sets
         assert all(set(by) == set(scores.ALL) for by in model["auroc"].values())
-        assert set(model["selection_auroc"]) == {"uniform", "gaussian", "black", "grey",
-                                                 "white", "inverted"}
+        assert set(model["selection_auroc"]) == {
+            "uniform",
+            "gaussian",
+            "black",
+            "grey",
+            "white",
+            "inverted",
+        }
     table = (out / "ood_suite.md").read_text()
     assert "How the default was chosen" in table and f"`{scores.DEFAULT}`" in table

@@ -26,8 +26,12 @@ SMALL = ["--arch", "dense", "--holdout", "50000"]  # 10k training images an epoc
 
 
 def cli(tool, *args, **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", f"aejax.{tool}", *map(str, args)],
-                          capture_output=True, text=True, **kwargs)
+    return subprocess.run(
+        [sys.executable, "-m", f"aejax.{tool}", *map(str, args)],
+        capture_output=True,
+        text=True,
+        **kwargs,
+    )
 
 
 def assert_one_error(result, *fragments):
@@ -44,8 +48,9 @@ def assert_one_error(result, *fragments):
 
 
 def epochs_done(workdir):
-    return [json.loads(line)["epoch"] for line in
-            (workdir / "metrics.jsonl").read_text().splitlines()]
+    return [
+        json.loads(line)["epoch"] for line in (workdir / "metrics.jsonl").read_text().splitlines()
+    ]
 
 
 def final_params(workdir):
@@ -91,7 +96,10 @@ def test_every_option_is_checked_where_it_is_parsed(tmp_path):
         workdir = tmp_path / f"run{i}"
         process = subprocess.Popen(
             [sys.executable, "-m", f"aejax.{tool}", *args, "--workdir", str(workdir)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         started.append((process, workdir, fragments))
     for process, workdir, fragments in started:
         out, err = process.communicate()
@@ -101,8 +109,10 @@ def test_every_option_is_checked_where_it_is_parsed(tmp_path):
 
 
 def test_a_holdout_that_leaves_nothing_to_train_on(tmp_path):
-    assert_one_error(cli("train", "--holdout", 60000, "--workdir", tmp_path / "run"),
-                     "--holdout 60000 must be in [0, 60000)")
+    assert_one_error(
+        cli("train", "--holdout", 60000, "--workdir", tmp_path / "run"),
+        "--holdout 60000 must be in [0, 60000)",
+    )
 
 
 def test_a_dataset_smaller_than_a_batch_trains(tmp_path):
@@ -116,20 +126,23 @@ def test_a_dataset_smaller_than_a_batch_trains(tmp_path):
 
 # --- the filesystem ----------------------------------------------------------------------
 
+
 def test_a_workdir_that_is_a_file(tmp_path):
     path = tmp_path / "afile"
     path.write_text("mine")
     assert_one_error(cli("train", *SMALL, "--workdir", path), str(path), "a file")
-    assert_one_error(cli("train", *SMALL, "--workdir", path / "sub"), str(path / "sub"),
-                     "not a directory")
+    assert_one_error(
+        cli("train", *SMALL, "--workdir", path / "sub"), str(path / "sub"), "not a directory"
+    )
     assert path.read_text() == "mine"
 
 
 @contextlib.contextmanager
 def tmpfs(path, options):
     path.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)],
-                             capture_output=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True
+    )
     if mounted.returncode != 0:
         pytest.skip("cannot mount a tmpfs here (needs root)")
     try:
@@ -140,8 +153,9 @@ def tmpfs(path, options):
 
 def test_a_workdir_on_a_read_only_filesystem(tmp_path):
     with tmpfs(tmp_path / "ro", "ro,size=1m") as ro:
-        assert_one_error(cli("train", *SMALL, "--workdir", ro / "run"), str(ro / "run"),
-                         "read-only filesystem")
+        assert_one_error(
+            cli("train", *SMALL, "--workdir", ro / "run"), str(ro / "run"), "read-only filesystem"
+        )
 
 
 def test_a_full_disk_loses_nothing_and_the_run_resumes(tmp_path):
@@ -150,8 +164,11 @@ def test_a_full_disk_loses_nothing_and_the_run_resumes(tmp_path):
     # Room for the run's files and about one checkpoint (~300 kB of parameters and Adam).
     with tmpfs(tmp_path / "small", "size=600k") as small:
         workdir = small / "run"
-        line = assert_one_error(cli("train", *SMALL, "--epochs", 4, "--workdir", workdir),
-                                "no space left", "run the same command again")
+        line = assert_one_error(
+            cli("train", *SMALL, "--epochs", 4, "--workdir", workdir),
+            "no space left",
+            "run the same command again",
+        )
         assert str(workdir) in line
         kept = sorted(int(p.name) for p in (workdir / "checkpoints").iterdir())
         assert kept and all(p.isdigit() for p in map(str, kept))  # no half-written step
@@ -172,10 +189,10 @@ def test_a_full_disk_loses_nothing_and_the_run_resumes(tmp_path):
 
 # --- damaged checkpoints -----------------------------------------------------------------
 
+
 def damage_state(checkpoint):
     """Truncates every data file of a checkpoint's state."""
-    files = [f for f in (checkpoint / "state").rglob("*") if f.is_file() and
-             f.parent.name == "d"]
+    files = [f for f in (checkpoint / "state").rglob("*") if f.is_file() and f.parent.name == "d"]
     assert files
     for f in files:
         f.write_bytes(f.read_bytes()[:10])
@@ -214,8 +231,11 @@ def test_training_resumes_from_the_newest_readable_checkpoint(trained, tmp_path)
 def test_asking_for_a_damaged_checkpoint_is_an_error(trained, tmp_path):
     workdir = copy_of(trained, tmp_path)
     damage_state(workdir / "checkpoints" / "3")
-    assert_one_error(cli("eval", "--workdir", workdir, "--step", 3, "--ood", "uniform"),
-                     "checkpoints/3 cannot be read", "another step (1, 2)")
+    assert_one_error(
+        cli("eval", "--workdir", workdir, "--step", 3, "--ood", "uniform"),
+        "checkpoints/3 cannot be read",
+        "another step (1, 2)",
+    )
     assert (workdir / "checkpoints" / "3").is_dir()  # asked for, so not moved
 
 
@@ -234,6 +254,7 @@ def test_no_readable_checkpoint_left(trained, tmp_path):
 
 # --- errors never trail tracebacks from background threads ---------------------------------
 
+
 @pytest.mark.parametrize("case", ["empty checkpoints", "batch does not split"])
 def test_an_error_is_all_that_is_printed(tmp_path, case):
     workdir = tmp_path / "run"
@@ -241,13 +262,16 @@ def test_an_error_is_all_that_is_printed(tmp_path, case):
         (workdir / "checkpoints").mkdir(parents=True)
         args, fragment = ("eval", "--workdir", workdir), "no checkpoint in"
     else:
-        args, fragment = ("train", *SMALL, "--batch-size", 255, "--cpu-devices", 2,
-                          "--workdir", workdir), "does not split over 2 devices"
+        args, fragment = (
+            ("train", *SMALL, "--batch-size", 255, "--cpu-devices", 2, "--workdir", workdir),
+            "does not split over 2 devices",
+        )
     for _ in range(3):  # Orbax's thread used to print after the error 2 times in 3
         assert_one_error(cli(*args), fragment)
 
 
 # --- training that goes wrong --------------------------------------------------------------
+
 
 def test_divergence_is_a_warning_on_the_epoch_it_happens(tmp_path):
     result = cli("train", *SMALL, "--epochs", 2, "--lr", "1e9", "--workdir", tmp_path / "r")
@@ -267,9 +291,12 @@ def test_a_healthy_run_prints_no_warning(trained):
 @pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_an_interrupted_run_says_so_and_resumes_bit_identically(trained, tmp_path, sig, code):
     workdir = tmp_path / "run"
-    process = subprocess.Popen([sys.executable, "-m", "aejax.train", *SMALL, "--epochs", "6",
-                                "--workdir", str(workdir)], stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "aejax.train", *SMALL, "--epochs", "6", "--workdir", str(workdir)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.time() + 120
     while not (workdir / "checkpoints" / "1").exists():
         assert time.time() < deadline and process.poll() is None
@@ -314,16 +341,30 @@ def test_a_signal_during_a_save_is_an_interruption_not_a_failure(tmp_path, sig, 
 
 def test_a_second_run_on_a_workdir_in_use_is_refused(tmp_path):
     workdir = tmp_path / "run"
-    first = subprocess.Popen([sys.executable, "-m", "aejax.train", *SMALL, "--epochs", "1000",
-                              "--workdir", str(workdir)], stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL)
+    first = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "aejax.train",
+            *SMALL,
+            "--epochs",
+            "1000",
+            "--workdir",
+            str(workdir),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.time() + 120
         while not (workdir / "checkpoints" / "1").exists():
             assert time.time() < deadline and first.poll() is None
             time.sleep(0.02)
-        assert_one_error(cli("train", *SMALL, "--epochs", 1000, "--workdir", workdir),
-                         "is in use by", f"pid {first.pid}")
+        assert_one_error(
+            cli("train", *SMALL, "--epochs", 1000, "--workdir", workdir),
+            "is in use by",
+            f"pid {first.pid}",
+        )
         assert_one_error(cli("train", *SMALL, "--fresh", "--workdir", workdir), "in use")
         assert not list(tmp_path.glob("run.*"))  # --fresh moved nothing aside
     finally:
@@ -336,6 +377,7 @@ def test_a_second_run_on_a_workdir_in_use_is_refused(tmp_path):
 
 # --- installs --------------------------------------------------------------------------------
 
+
 def test_the_environment_is_the_lock():
     """Every package the dev lock pins for this platform is installed at that version, so
     the tests ran on exactly the locked set (scripts/setup.sh installs from it)."""
@@ -345,8 +387,11 @@ def test_the_environment_is_the_lock():
     from packaging.requirements import Requirement
 
     lock = Path(__file__).resolve().parent.parent / "requirements" / "dev.lock"
-    pins = [Requirement(line.split(" \\")[0]) for line in lock.read_text().splitlines()
-            if line and not line.startswith((" ", "#"))]
+    pins = [
+        Requirement(line.split(" \\")[0])
+        for line in lock.read_text().splitlines()
+        if line and not line.startswith((" ", "#"))
+    ]
     assert len(pins) > 50
     wrong = {}
     for pin in pins:

@@ -26,8 +26,9 @@ def shapes(rng, size: int, mode: str) -> Image.Image:
     return image.convert(mode)
 
 
-def write_images(root, n: int, size: int = 32, mode: str = "RGB", seed: int = 0,
-                 layout: str = "flat"):
+def write_images(
+    root, n: int, size: int = 32, mode: str = "RGB", seed: int = 0, layout: str = "flat"
+):
     rng = np.random.default_rng(seed)
     for i in range(n):
         if layout == "flat":
@@ -78,8 +79,9 @@ def test_resizing_and_converting(tmp_path):
     write_images(root / "b", 5, size=40, seed=2)
     with pytest.raises(AejaxError, match="differ in size.*--image-size"):
         data.load(str(root), "train", str(tmp_path / "tfds"))
-    images, _ = data.load(str(root), "train", str(tmp_path / "tfds"), image_size=[16, 12],
-                          channels=1)
+    images, _ = data.load(
+        str(root), "train", str(tmp_path / "tfds"), image_size=[16, 12], channels=1
+    )
     assert images.shape[1:] == (16, 12, 1)
 
 
@@ -95,14 +97,39 @@ def test_bad_folders_are_one_clear_error(tmp_path):
 
 def test_train_and_evaluate_conv_on_a_folder_of_rgb_pngs(rgb_folder, tmp_path, capsys):
     workdir = tmp_path / "run"
-    args = ["--arch", "conv", "--dataset", str(rgb_folder), "--epochs", "2", "--holdout",
-            "50", "--data-dir", str(tmp_path / "tfds"), "--workdir", str(workdir)]
+    args = [
+        "--arch",
+        "conv",
+        "--dataset",
+        str(rgb_folder),
+        "--epochs",
+        "2",
+        "--holdout",
+        "50",
+        "--data-dir",
+        str(tmp_path / "tfds"),
+        "--workdir",
+        str(workdir),
+    ]
     assert train.main(args) == 0
     config = json.loads((workdir / "config.json").read_text())
     assert config["dataset"] == str(rgb_folder.resolve()) and config["model"]["channels"] == 3
     out = tmp_path / "eval"
-    assert eval_cli.main(["--workdir", str(workdir), "--ood", "uniform", "--data-dir",
-                          str(tmp_path / "tfds"), "--out", str(out)]) == 0
+    assert (
+        eval_cli.main(
+            [
+                "--workdir",
+                str(workdir),
+                "--ood",
+                "uniform",
+                "--data-dir",
+                str(tmp_path / "tfds"),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     report = json.loads((out / "report.json").read_text())
     assert report["ood"]["uniform"]["auroc"] > 0.9
     assert (out / "reconstructions_uniform.png").stat().st_size > 0
@@ -111,12 +138,41 @@ def test_train_and_evaluate_conv_on_a_folder_of_rgb_pngs(rgb_folder, tmp_path, c
 
 def test_a_size_conv_cannot_reconstruct_is_one_clear_error(tmp_path, capsys):
     root = write_images(tmp_path / "odd", 20, size=30, mode="L")
-    code = train.main(["--arch", "conv", "--dataset", str(root), "--epochs", "1", "--holdout",
-                       "2", "--data-dir", str(tmp_path / "tfds"), "--workdir",
-                       str(tmp_path / "run")])
+    code = train.main(
+        [
+            "--arch",
+            "conv",
+            "--dataset",
+            str(root),
+            "--epochs",
+            "1",
+            "--holdout",
+            "2",
+            "--data-dir",
+            str(tmp_path / "tfds"),
+            "--workdir",
+            str(tmp_path / "run"),
+        ]
+    )
     assert code == 2
     assert "turns 30x30x1 images into 28x28x1" in capsys.readouterr().err
     # dense takes any shape.
-    assert train.main(["--arch", "dense", "--dataset", str(root), "--epochs", "1",
-                       "--holdout", "2", "--data-dir", str(tmp_path / "tfds"), "--workdir",
-                       str(tmp_path / "dense")]) == 0
+    assert (
+        train.main(
+            [
+                "--arch",
+                "dense",
+                "--dataset",
+                str(root),
+                "--epochs",
+                "1",
+                "--holdout",
+                "2",
+                "--data-dir",
+                str(tmp_path / "tfds"),
+                "--workdir",
+                str(tmp_path / "dense"),
+            ]
+        )
+        == 0
+    )

@@ -25,13 +25,22 @@ def rel_err(a, b):
 
 def reference_conv(x_CxBxHxW, w_HWIO, upsampled):
     x = upsample_2x2(x_CxBxHxW) if upsampled else x_CxBxHxW
-    return jax.lax.conv_general_dilated(x, w_HWIO, (1, 1), "SAME",
-                                        dimension_numbers=("CNHW", "HWIO", "CNHW"))
+    return jax.lax.conv_general_dilated(
+        x, w_HWIO, (1, 1), "SAME", dimension_numbers=("CNHW", "HWIO", "CNHW")
+    )
 
 
 @pytest.mark.parametrize("upsampled", [False, True])
-@pytest.mark.parametrize("cin, cout", [(3, 2), *(pytest.param(*c, marks=pytest.mark.slow) for c in
-                                         [(1, 30), (30, 15), (15, 15), (15, 30), (30, 1)])])
+@pytest.mark.parametrize(
+    "cin, cout",
+    [
+        (3, 2),
+        *(
+            pytest.param(*c, marks=pytest.mark.slow)
+            for c in [(1, 30), (30, 15), (15, 15), (15, 30), (30, 1)]
+        ),
+    ],
+)
 def test_conv3x3_matches_lax_conv(cin, cout, upsampled):
     rng = np.random.default_rng(cin * 100 + cout)
     x = jnp.asarray(rng.normal(size=(cin, 3, 6, 4)), jnp.float32)

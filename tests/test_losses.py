@@ -51,6 +51,7 @@ def test_bce_gradient_is_sigmoid_minus_target_over_pixels():
     logits = rng.normal(scale=8, size=(4, 784)).astype(np.float32)
     targets = rng.integers(0, 256, size=(4, 784)) / np.float32(255)
     grad = jax.grad(lambda z: losses.bce_per_example(z, jnp.asarray(targets)).sum())(
-        jnp.asarray(logits))
+        jnp.asarray(logits)
+    )
     expected = (1 / (1 + np.exp(-logits.astype(np.float64))) - targets) / 784
     np.testing.assert_allclose(grad, expected, rtol=1e-5, atol=1e-10)

@@ -53,11 +53,12 @@ def test_metrics_equal_sklearn_and_definitions(seed, ties):
     assert m["auroc"] == pytest.approx(brute_force_auroc(in_scores, out_scores), abs=1e-12)
     assert m["aupr_out"] == pytest.approx(skm.average_precision_score(labels, scores), abs=1e-12)
     assert m["aupr_out"] == pytest.approx(
-        brute_force_average_precision(out_scores, in_scores), abs=1e-12)
+        brute_force_average_precision(out_scores, in_scores), abs=1e-12
+    )
     assert m["aupr_in"] == pytest.approx(
-        brute_force_average_precision(-in_scores, -out_scores), abs=1e-12)
-    assert m["fpr_at_95_tpr"] == pytest.approx(brute_force_fpr95(in_scores, out_scores),
-                                               abs=1e-12)
+        brute_force_average_precision(-in_scores, -out_scores), abs=1e-12
+    )
+    assert m["fpr_at_95_tpr"] == pytest.approx(brute_force_fpr95(in_scores, out_scores), abs=1e-12)
 
 
 def test_perfect_and_inverted_separation():

@@ -66,8 +66,9 @@ def test_registry_lists_and_rejects():
 
 
 def _images(n=4, seed=0):
-    return jnp.asarray(np.random.default_rng(seed).integers(0, 256, (n, 28, 28, 1)) / 255.0,
-                       jnp.float32)
+    return jnp.asarray(
+        np.random.default_rng(seed).integers(0, 256, (n, 28, 28, 1)) / 255.0, jnp.float32
+    )
 
 
 def test_sparse_adds_the_l1_of_the_code_to_the_training_loss_only():

@@ -39,16 +39,22 @@ def run_epochs(arch, images, placement, epochs=2, batch_size=128):
     if placement is not None:
         state = placement.replicate(state)
         batch_sharding = placement.batch
-        images_dev = placement.put_rows(len(images), lambda a, b: images[a:b],
-                                        row_shape=images.shape[1:])
+        images_dev = placement.put_rows(
+            len(images), lambda a, b: images[a:b], row_shape=images.shape[1:]
+        )
     else:
         images_dev = jax.device_put(images)
     losses = []
     for epoch in range(epochs):
-        state, metrics = core.train_epoch(state, images_dev, jax.random.key(epoch),
-                                          batch_size=batch_size, num_examples=len(images),
-                                          batch_sharding=batch_sharding)
-        scores = core.score(state, images_dev, batch_sharding=batch_sharding)[:len(images)]
+        state, metrics = core.train_epoch(
+            state,
+            images_dev,
+            jax.random.key(epoch),
+            batch_size=batch_size,
+            num_examples=len(images),
+            batch_sharding=batch_sharding,
+        )
+        scores = core.score(state, images_dev, batch_sharding=batch_sharding)[: len(images)]
         losses.append((float(metrics["loss"]), float(scores.mean())))
     return state, losses, np.asarray(scores)
 
@@ -61,8 +67,9 @@ def test_eight_devices_match_one(arch, mnist_slice):
     eight_state, eight_losses, eight_scores = run_epochs(arch, mnist_slice, placement)
     np.testing.assert_allclose(eight_losses, one_losses, rtol=RTOL)
     np.testing.assert_allclose(eight_scores, one_scores, rtol=RTOL * 5)
-    for a, b in zip(jax.tree.leaves(eight_state.params), jax.tree.leaves(one_state.params),
-                    strict=True):
+    for a, b in zip(
+        jax.tree.leaves(eight_state.params), jax.tree.leaves(one_state.params), strict=True
+    ):
         np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5)
     # The parameters really are replicated on all 8 devices, the data split over them.
     leaf = jax.tree.leaves(eight_state.params)[0]
@@ -86,10 +93,12 @@ def test_a_step_exchanges_its_gradients_in_one_flat_all_reduce():
     # metric in one flat float32 vector instead (core._summed_over_devices).
     placement = parallel.Placement.create(8)
     state = placement.replicate(core.init_state("conv", jax.random.key(0)))
-    images = placement.put_rows(64, lambda a, b: np.zeros((b - a, 28, 28, 1), np.uint8),
-                                row_shape=(28, 28, 1))
-    order = jax.device_put(core.epoch_order(jax.random.key(0), 64, 16).reshape(1, 4, 16),
-                           placement.replicated)
+    images = placement.put_rows(
+        64, lambda a, b: np.zeros((b - a, 28, 28, 1), np.uint8), row_shape=(28, 28, 1)
+    )
+    order = jax.device_put(
+        core.epoch_order(jax.random.key(0), 64, 16).reshape(1, 4, 16), placement.replicated
+    )
     hlo = core._train_steps.lower(state, images, order, 0, placement.batch).compile().as_text()
     all_reduces = re.findall(r" = (.*?) all-reduce\(", hlo)  # their result types
     params = sum(leaf.size for leaf in jax.tree.leaves(state.params))
@@ -127,16 +136,16 @@ def test_batch_that_does_not_split_is_a_clear_error():
 
 def metrics_of(workdir):
     lines = (workdir / "metrics.jsonl").read_text().splitlines()
-    return [[m[k] for k in ("loss", "val_loss", "holdout_loss")]
-            for m in map(json.loads, lines)]
+    return [[m[k] for k in ("loss", "val_loss", "holdout_loss")] for m in map(json.loads, lines)]
 
 
 def test_cli_on_8_devices_matches_1(tmp_path):
     common = ["--arch", "dense", "--holdout", "50000", "--epochs", "2"]
     assert train.main([*common, "--workdir", str(tmp_path / "one"), "--devices", "1"]) == 0
     assert train.main([*common, "--workdir", str(tmp_path / "eight")]) == 0  # all devices
-    np.testing.assert_allclose(metrics_of(tmp_path / "eight"), metrics_of(tmp_path / "one"),
-                               rtol=RTOL)
+    np.testing.assert_allclose(
+        metrics_of(tmp_path / "eight"), metrics_of(tmp_path / "one"), rtol=RTOL
+    )
 
 
 def free_port():
@@ -149,12 +158,35 @@ def two_processes(workdir, epochs):
     """The same `aejax.train` command as two processes on localhost (CPU collectives: gloo),
     one CPU device each."""
     port = free_port()
-    command = [sys.executable, "-m", "aejax.train", "--arch", "dense", "--holdout", "50000",
-               "--epochs", str(epochs), "--workdir", str(workdir), "--cpu-devices", "1",
-               "--coordinator-address", f"localhost:{port}", "--num-processes", "2"]
-    processes = [subprocess.Popen([*command, "--process-id", str(i)], env=os.environ.copy(),
-                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-                 for i in range(2)]
+    command = [
+        sys.executable,
+        "-m",
+        "aejax.train",
+        "--arch",
+        "dense",
+        "--holdout",
+        "50000",
+        "--epochs",
+        str(epochs),
+        "--workdir",
+        str(workdir),
+        "--cpu-devices",
+        "1",
+        "--coordinator-address",
+        f"localhost:{port}",
+        "--num-processes",
+        "2",
+    ]
+    processes = [
+        subprocess.Popen(
+            [*command, "--process-id", str(i)],
+            env=os.environ.copy(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for i in range(2)
+    ]
     outputs = [p.communicate(timeout=300)[0] for p in processes]
     assert [p.returncode for p in processes] == [0, 0], outputs
     return outputs
@@ -171,14 +203,32 @@ def test_two_processes_train_checkpoint_resume_and_match_one(tmp_path):
     assert "resuming" in outputs[0]
 
     single = subprocess.run(
-        [sys.executable, "-m", "aejax.train", "--arch", "dense", "--holdout", "50000",
-         "--epochs", "3", "--workdir", str(tmp_path / "single"), "--cpu-devices", "1"],
-        capture_output=True, text=True, env=os.environ.copy())
+        [
+            sys.executable,
+            "-m",
+            "aejax.train",
+            "--arch",
+            "dense",
+            "--holdout",
+            "50000",
+            "--epochs",
+            "3",
+            "--workdir",
+            str(tmp_path / "single"),
+            "--cpu-devices",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        env=os.environ.copy(),
+    )
     assert single.returncode == 0, single.stderr
-    np.testing.assert_allclose(metrics_of(tmp_path / "multi"), metrics_of(tmp_path / "single"),
-                               rtol=RTOL)
+    np.testing.assert_allclose(
+        metrics_of(tmp_path / "multi"), metrics_of(tmp_path / "single"), rtol=RTOL
+    )
     multi_state, _, _ = run.restore(tmp_path / "multi")
     single_state, _, _ = run.restore(tmp_path / "single")
-    for a, b in zip(jax.tree.leaves(multi_state.params), jax.tree.leaves(single_state.params),
-                    strict=True):
+    for a, b in zip(
+        jax.tree.leaves(multi_state.params), jax.tree.leaves(single_state.params), strict=True
+    ):
         np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5)

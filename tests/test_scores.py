@@ -46,11 +46,13 @@ def test_elbo_adds_a_vae_prior_term_to_bce():
 
 
 def synthetic_terms(rng, n, bce_scale=1.0):
-    terms = {"bce": rng.lognormal(np.log(0.1 * bce_scale), 0.2, n),
-             "mse": rng.lognormal(np.log(0.01), 0.2, n),
-             "kl": rng.lognormal(np.log(0.05), 0.2, n),
-             "entropy": rng.lognormal(np.log(0.05), 0.2, n),
-             "code": rng.normal(size=(n, 4)).astype(np.float32)}
+    terms = {
+        "bce": rng.lognormal(np.log(0.1 * bce_scale), 0.2, n),
+        "mse": rng.lognormal(np.log(0.01), 0.2, n),
+        "kl": rng.lognormal(np.log(0.05), 0.2, n),
+        "entropy": rng.lognormal(np.log(0.05), 0.2, n),
+        "code": rng.normal(size=(n, 4)).astype(np.float32),
+    }
     return {**terms, "elbo": terms["bce"] + rng.lognormal(np.log(0.01), 0.2, n)}
 
 
@@ -67,8 +69,7 @@ def test_two_sided_typicality_flags_both_tails(stats):
     too_badly = stats.all_scores(synthetic_terms(rng, 1000, bce_scale=20))
     both = {k: np.concatenate([too_well[k], too_badly[k]]) for k in too_well}
     # One-sided BCE ranks the too-well half below normal: chance level overall.
-    assert metrics.ood_metrics(normal["bce"], both["bce"])["auroc"] == pytest.approx(0.5,
-                                                                                    abs=0.02)
+    assert metrics.ood_metrics(normal["bce"], both["bce"])["auroc"] == pytest.approx(0.5, abs=0.02)
     assert metrics.ood_metrics(normal["typ-bce"], both["typ-bce"])["auroc"] > 0.999
     # Typicality is ~|z|: median ~0.67 for in-distribution data.
     assert np.median(normal["typ-bce"]) == pytest.approx(0.6745, abs=0.1)
@@ -87,7 +88,7 @@ def test_combined_scores_combine_their_parts(stats):
     s = stats.all_scores(synthetic_terms(np.random.default_rng(6), 50))
     parts = np.array([s["typ-kl"], s["typ-bce"], s["typ-latent"], s["typ-entropy"]])
     np.testing.assert_allclose(s["typ-max"], parts.max(axis=0))
-    np.testing.assert_allclose(s["typ-rss"], np.sqrt((parts ** 2).sum(axis=0)))
+    np.testing.assert_allclose(s["typ-rss"], np.sqrt((parts**2).sum(axis=0)))
     assert set(s) == set(scores.ALL) and scores.DEFAULT in scores.COMBINED
 
 

@@ -22,8 +22,10 @@ SMALL = ["--arch", "dense", "--holdout", "50000"]
 
 # Orbax leaves an asyncio callback behind when a restore fails half-way (the damaged
 # checkpoint test); it fires after its event loop closed, during a later test. Harmless.
-pytestmark = [pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning"),
-              pytest.mark.slow]  # trains through the CLI
+pytestmark = [
+    pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning"),
+    pytest.mark.slow,
+]  # trains through the CLI
 
 
 def metrics(workdir):
@@ -41,18 +43,28 @@ def test_writes_every_file_and_resumes(tmp_path, capsys):
     summary = capsys.readouterr().out.strip().splitlines()[-1]
     assert summary.startswith("dense on mnist: 2 epochs, 24,319 params, test BCE 0.")
     config = json.loads((workdir / "config.json").read_text())
-    assert config == {"arch": "dense", "dataset": "mnist", "epochs": 2, "batch_size": 256,
-                      "lr": 0.001, "seed": 0, "holdout": 50000, "compute_dtype": "float32",
-                      "model": {"latent_dim": 15, "image_shape": [28, 28, 1]}}
+    assert config == {
+        "arch": "dense",
+        "dataset": "mnist",
+        "epochs": 2,
+        "batch_size": 256,
+        "lr": 0.001,
+        "seed": 0,
+        "holdout": 50000,
+        "compute_dtype": "float32",
+        "model": {"latent_dim": 15, "image_shape": [28, 28, 1]},
+    }
     assert [m["epoch"] for m in metrics(workdir)] == [1, 2]
     assert (workdir / "loss.png").stat().st_size > 10_000
     assert sorted(p.name for p in (workdir / "checkpoints").iterdir()) == ["1", "2"]
     # The last epoch's test BCE is what the checkpoint's model gives.
     state, _, meta = run.restore(workdir)
     from aejax import core, data
+
     test_images, _ = data.load("mnist", "test")
     assert float(core.eval_loss(state, test_images)) == pytest.approx(
-        metrics(workdir)[-1]["val_loss"], rel=1e-6)
+        metrics(workdir)[-1]["val_loss"], rel=1e-6
+    )
     assert meta["history"] == metrics(workdir)
 
     # The same workdir with more epochs continues: options come from the saved run.
@@ -72,8 +84,23 @@ def test_mismatched_options_are_one_clear_error(tmp_path, capsys):
     assert train.main([*SMALL, "--lr", "0.01", "--workdir", str(workdir)]) == 2
     assert "lr=0.01 (run has 0.001)" in capsys.readouterr().err
     # --fresh starts over and keeps the old run beside the new one.
-    assert train.main([*SMALL, "--arch", "dense", "--lr", "0.01", "--epochs", "1", "--fresh",
-                       "--workdir", str(workdir)]) == 0
+    assert (
+        train.main(
+            [
+                *SMALL,
+                "--arch",
+                "dense",
+                "--lr",
+                "0.01",
+                "--epochs",
+                "1",
+                "--fresh",
+                "--workdir",
+                str(workdir),
+            ]
+        )
+        == 0
+    )
     assert len(list(tmp_path.glob("run.*"))) == 1
     assert json.loads((workdir / "config.json").read_text())["lr"] == 0.01
 
@@ -101,8 +128,16 @@ def test_nan_loss_stops_with_a_clear_error(tmp_path, capsys):
 
 
 def _command(workdir, epochs):
-    return [sys.executable, "-m", "aejax.train", *SMALL, "--epochs", str(epochs),
-            "--workdir", str(workdir)]
+    return [
+        sys.executable,
+        "-m",
+        "aejax.train",
+        *SMALL,
+        "--epochs",
+        str(epochs),
+        "--workdir",
+        str(workdir),
+    ]
 
 
 def test_same_seed_same_losses_and_sigkill_resume_is_bit_identical(tmp_path):
@@ -112,16 +147,18 @@ def test_same_seed_same_losses_and_sigkill_resume_is_bit_identical(tmp_path):
         subprocess.run(_command(workdir, 5), check=True, env=env, capture_output=True)
     assert losses(straight) == losses(again)
 
-    process = subprocess.Popen(_command(killed, 5), env=env, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        _command(killed, 5), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.time() + 120
     while not (killed / "checkpoints" / "2").exists():
         assert time.time() < deadline and process.poll() is None
         time.sleep(0.02)
     process.send_signal(signal.SIGKILL)
     process.wait()
-    done_before = sorted(int(p.name) for p in (killed / "checkpoints").iterdir()
-                         if p.name.isdigit())
+    done_before = sorted(
+        int(p.name) for p in (killed / "checkpoints").iterdir() if p.name.isdigit()
+    )
     assert done_before and max(done_before) < 5
 
     result = subprocess.run(_command(killed, 5), env=env, capture_output=True, text=True)
@@ -166,8 +203,9 @@ def test_checkpoint_is_complete_when_save_returns_on_cpu(tmp_path, background):
         assert (tmp_path / "ckpt" / "1" / "state").is_dir()
         assert checkpoints.all_steps() == [1]
     checkpoints.close()  # waits for a background save
-    restored, meta = Checkpoints(tmp_path / "ckpt").restore(1, run.abstract_state(
-        run.RunConfig(arch="dense").resolved(), None))
+    restored, meta = Checkpoints(tmp_path / "ckpt").restore(
+        1, run.abstract_state(run.RunConfig(arch="dense").resolved(), None)
+    )
     for a, b in zip(jax.tree.leaves(restored), jax.tree.leaves(state), strict=True):
         np.testing.assert_array_equal(a, b)
 
@@ -177,7 +215,8 @@ def test_train_and_evaluate_computes_what_the_cli_computes(tmp_path):
     config = run.RunConfig(arch="dense", epochs=2, holdout=50000).resolved()
     _, history = train.train_and_evaluate(config, tmp_path / "lib")
     assert json.loads((tmp_path / "lib" / "config.json").read_text()) == json.loads(
-        (tmp_path / "cli" / "config.json").read_text())
+        (tmp_path / "cli" / "config.json").read_text()
+    )
     assert losses(tmp_path / "lib") == losses(tmp_path / "cli")
     assert [h["val_loss"] for h in history] == [m["val_loss"] for m in metrics(tmp_path / "cli")]
     # A config that does not agree with the run saved there is refused, as on the CLI.
@@ -194,12 +233,18 @@ def test_a_checkpoint_of_an_unreleased_format_is_a_clear_error(tmp_path):
     config = run.RunConfig(arch="dense", holdout=50000).resolved()
     workdir = tmp_path / "old"
     with Checkpoints(workdir / "checkpoints") as checkpoints:
-        checkpoints.save(1, core.init_state("dense", jax.random.key(0)),
-                         {"config": dataclasses.asdict(config), "layout": 2, "history": []})
+        checkpoints.save(
+            1,
+            core.init_state("dense", jax.random.key(0)),
+            {"config": dataclasses.asdict(config), "layout": 2, "history": []},
+        )
     with pytest.raises(AejaxError, match="unreleased aejax .format before 3.*--fresh"):
         run.restore(workdir)
-    result = subprocess.run([sys.executable, "-m", "aejax.train", *SMALL, "--workdir",
-                             str(workdir)], capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "aejax.train", *SMALL, "--workdir", str(workdir)],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith("error: the checkpoints in")
     assert (workdir / "checkpoints" / "1").is_dir()

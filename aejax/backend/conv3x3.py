@@ -48,7 +48,7 @@ def upsample_2x2(x_CxBxHxW: jax.Array) -> jax.Array:
 def _shift(x_CxBxHxW, oy: int, ox: int):
     """``out[..., i, j] = x[..., i + oy, j + ox]``, zero outside (|oy|, |ox| <= 1)."""
     _, _, h, w = x_CxBxHxW.shape
-    inside = x_CxBxHxW[:, :, max(oy, 0):h + min(oy, 0), max(ox, 0):w + min(ox, 0)]
+    inside = x_CxBxHxW[:, :, max(oy, 0) : h + min(oy, 0), max(ox, 0) : w + min(ox, 0)]
     return jnp.pad(inside, ((0, 0), (0, 0), (max(-oy, 0), max(oy, 0)), (max(-ox, 0), max(ox, 0))))
 
 
@@ -58,8 +58,9 @@ def _shift(x_CxBxHxW, oy: int, ox: int):
 # (-1, 0) for even output rows and (0, 1) for odd ones (a "sub-pixel" convolution).
 _PLAIN = (tuple((dy - 1, dx - 1) for dy, dx in _TAPS),)
 _UP_OFFSETS = ((-1, 0), (0, 1))
-_UPSAMPLED = tuple(tuple((_UP_OFFSETS[p][i], _UP_OFFSETS[q][j]) for i, j in _PHASES)
-                   for p, q in _PHASES)
+_UPSAMPLED = tuple(
+    tuple((_UP_OFFSETS[p][i], _UP_OFFSETS[q][j]) for i, j in _PHASES) for p, q in _PHASES
+)
 # _UP_ROWS[p, i, y]: whether kernel row y falls on input row offset i, for output row parity p.
 _UP_ROWS = np.array([[[1, 0, 0], [0, 1, 1]], [[1, 1, 0], [0, 0, 1]]], np.float32)
 
@@ -78,13 +79,13 @@ def _interleave(ys_CxBxHxW):
     if len(ys_CxBxHxW) == 1:
         return ys_CxBxHxW[0]
     c, b, h, w = ys_CxBxHxW[0].shape
-    rows = [jnp.stack(ys_CxBxHxW[2 * p:2 * p + 2], axis=-1) for p in range(2)]
+    rows = [jnp.stack(ys_CxBxHxW[2 * p : 2 * p + 2], axis=-1) for p in range(2)]
     return jnp.stack(rows, axis=3).reshape(c, b, 2 * h, 2 * w)
 
 
 def _phase(g_CxBxHxW, n_phases: int, k: int):
     """Pixel phase k of g (the inverse of :func:`_interleave`)."""
-    return g_CxBxHxW if n_phases == 1 else g_CxBxHxW[:, :, k // 2::2, k % 2::2]
+    return g_CxBxHxW if n_phases == 1 else g_CxBxHxW[:, :, k // 2 :: 2, k % 2 :: 2]
 
 
 def _stack_shifts(x_CxBxHxW, offsets, sign: int = 1):
@@ -129,8 +130,12 @@ def _conv_cpu(x_CxBxHxW, k_PxTxIxO, plan):
         z = _matmul(_taps_matrix(k_PxTxIxO), x_CxBxHxW)
         z = z.reshape(len(plan), -1, *x_CxBxHxW.shape[1:])
         return _interleave([_sum_shifts(z[p], offsets) for p, offsets in enumerate(plan)])
-    return _interleave([_matmul(_cols_matrix(k), _stack_shifts(x_CxBxHxW, offsets))
-                        for k, offsets in zip(k_PxTxIxO, plan, strict=True)])
+    return _interleave(
+        [
+            _matmul(_cols_matrix(k), _stack_shifts(x_CxBxHxW, offsets))
+            for k, offsets in zip(k_PxTxIxO, plan, strict=True)
+        ]
+    )
 
 
 def _conv_cpu_fwd(x_CxBxHxW, k_PxTxIxO, plan):
@@ -143,8 +148,12 @@ def _conv_cpu_bwd(plan, residuals, g_OxBxHxW):
     x_CxBxHxW, k_PxTxIxO = residuals
     g_phases = [_phase(g_OxBxHxW, len(plan), p) for p in range(len(plan))]
     if _uses_output_shift(k_PxTxIxO):
-        dz = jnp.concatenate([_stack_shifts(g, offsets, sign=-1)  # cheap: Co is the small side
-                              for g, offsets in zip(g_phases, plan, strict=True)])
+        dz = jnp.concatenate(
+            [
+                _stack_shifts(g, offsets, sign=-1)  # cheap: Co is the small side
+                for g, offsets in zip(g_phases, plan, strict=True)
+            ]
+        )
         dx = _matmul(_taps_matrix(k_PxTxIxO).T, dz)
         dk = _positions_matmul(dz, x_CxBxHxW).reshape(*k_PxTxIxO.shape[:2], -1, x_CxBxHxW.shape[0])
         return dx, jnp.swapaxes(dk, -1, -2)
@@ -174,8 +183,9 @@ def _phase_cols(x_CxBxHxW, py: int, px: int):
     """``[9 Ci, B, H/2, W/2]``: the im2col rows of the output positions (2i + py, 2j + px)."""
     _, _, h, w = x_CxBxHxW.shape
     xp = jnp.pad(x_CxBxHxW, ((0, 0), (0, 0), (1, 1), (1, 1)))
-    return jnp.concatenate([xp[:, :, py + dy:py + dy + h:2, px + dx:px + dx + w:2]
-                            for dy, dx in _TAPS])
+    return jnp.concatenate(
+        [xp[:, :, py + dy : py + dy + h : 2, px + dx : px + dx + w : 2] for dy, dx in _TAPS]
+    )
 
 
 def _channel_sums(g_CxBxHxW):
@@ -201,8 +211,7 @@ def _kept_in_memory(small_int):
 
 
 @jax.custom_vjp
-def conv3x3_pool_bias_relu(x_CxBxHxW: jax.Array, w_HWIO: jax.Array,
-                           bias_C: jax.Array) -> jax.Array:
+def conv3x3_pool_bias_relu(x_CxBxHxW: jax.Array, w_HWIO: jax.Array, bias_C: jax.Array) -> jax.Array:
     """``relu(max_pool_2x2(conv3x3(x, w)) + bias)``, which equals ``max_pool_2x2(relu(conv3x3(x,
     w) + bias))`` (adding one number to a window keeps its order) for a quarter of the adds;
     the gradient goes to each window's first maximum (as select-and-scatter does). The
@@ -217,8 +226,7 @@ def _conv3x3_pool_bias_relu_fwd(x_CxBxHxW, w_HWIO, bias_C):
     kernel = _cols_matrix(k_1xTxIxO[0])
     cols = [_phase_cols(x_CxBxHxW, py, px) for py, px in _PHASES]
     corners = [_matmul(kernel, c) for c in cols]
-    pooled = jnp.maximum(jnp.maximum(corners[0], corners[1]),
-                         jnp.maximum(corners[2], corners[3]))
+    pooled = jnp.maximum(jnp.maximum(corners[0], corners[1]), jnp.maximum(corners[2], corners[3]))
     out = jax.nn.relu(pooled + bias_C[:, None, None, None])
     # Where each output's gradient goes: the index of the window's first maximum, or 4 where
     # the relu is off; kept instead of the four corners.

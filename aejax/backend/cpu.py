@@ -35,8 +35,16 @@ from aejax.backend.pooling import pool_bias_relu
 from aejax.models.layers import MaxPool, UpSample
 
 # Layers that act on each value alone: the same channels first or last.
-ELEMENTWISE = (nnx.relu, nnx.sigmoid, nnx.tanh, nnx.gelu, nnx.silu, nnx.elu,
-               nnx.leaky_relu, nnx.softplus)
+ELEMENTWISE = (
+    nnx.relu,
+    nnx.sigmoid,
+    nnx.tanh,
+    nnx.gelu,
+    nnx.silu,
+    nnx.elu,
+    nnx.leaky_relu,
+    nnx.softplus,
+)
 
 # A rule: (the layers from here on, the channels-first input) -> (layers used, output), or
 # None where it does not apply.
@@ -46,18 +54,27 @@ Rule = Callable[[Sequence, jax.Array], "tuple[int, jax.Array] | None"]
 def is_conv3x3(layer) -> bool:
     """An ``nnx.Conv`` that :func:`conv3x3` computes: 3x3, 'same', stride 1, with bias."""
     ones = (1, (1, 1), None)
-    return (isinstance(layer, nnx.Conv) and tuple(layer.kernel_size) == (3, 3)
-            and layer.strides in ones and str(layer.padding).upper() == "SAME"
-            and getattr(layer, "input_dilation", 1) in ones
-            and getattr(layer, "kernel_dilation", 1) in ones
-            and getattr(layer, "feature_group_count", 1) == 1
-            and layer.use_bias and layer.mask is None
-            and not getattr(layer, "transpose_kernel", False))
+    return (
+        isinstance(layer, nnx.Conv)
+        and tuple(layer.kernel_size) == (3, 3)
+        and layer.strides in ones
+        and str(layer.padding).upper() == "SAME"
+        and getattr(layer, "input_dilation", 1) in ones
+        and getattr(layer, "kernel_dilation", 1) in ones
+        and getattr(layer, "feature_group_count", 1) == 1
+        and layer.use_bias
+        and layer.mask is None
+        and not getattr(layer, "transpose_kernel", False)
+    )
 
 
 def _is_pool2(layer, x_CxBxHxW) -> bool:
-    return (isinstance(layer, MaxPool) and layer.size == 2
-            and x_CxBxHxW.shape[2] % 2 == 0 and x_CxBxHxW.shape[3] % 2 == 0)
+    return (
+        isinstance(layer, MaxPool)
+        and layer.size == 2
+        and x_CxBxHxW.shape[2] % 2 == 0
+        and x_CxBxHxW.shape[3] % 2 == 0
+    )
 
 
 def _is_up2(layer) -> bool:
@@ -124,11 +141,16 @@ _linear.defvjp(_linear_fwd, _linear_bwd)
 def _wide_linear(layers, x):
     """An ``nnx.Linear`` from many inputs to few outputs, e.g. 784 pixels to a 15-d code."""
     layer = layers[0]
-    if not (isinstance(layer, nnx.Linear) and layer.use_bias and x.ndim == 2
-            and layer.in_features > layer.out_features):
+    if not (
+        isinstance(layer, nnx.Linear)
+        and layer.use_bias
+        and x.ndim == 2
+        and layer.in_features > layer.out_features
+    ):
         return None
-    x, kernel, bias = layer.promote_dtype((x, layer.kernel[...], layer.bias[...]),
-                                          dtype=layer.dtype)
+    x, kernel, bias = layer.promote_dtype(
+        (x, layer.kernel[...], layer.bias[...]), dtype=layer.dtype
+    )
     return 1, _linear(x, kernel, bias)
 
 
@@ -137,8 +159,9 @@ def _single(layers, x):
     if any(layer is f for f in ELEMENTWISE):
         return 1, layer(x)
     if _is_pool2(layer, x):
-        return 1, jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, 1, 2, 2), (1, 1, 2, 2),
-                                        "VALID")
+        return 1, jax.lax.reduce_window(
+            x, -jnp.inf, jax.lax.max, (1, 1, 2, 2), (1, 1, 2, 2), "VALID"
+        )
     if _is_up2(layer):
         return 1, upsample_2x2(x)
     return None

@@ -25,8 +25,7 @@ def pool_bias_relu(h_CxBxHxW: jax.Array, bias_C: jax.Array) -> jax.Array:
     gradient goes to the first maximum of each window, as ``max_pool``'s (select-and-scatter)
     does in flax, Keras and PyTorch. 2x2 windows, stride 2, H and W even.
     """
-    return jax.nn.relu(jnp.max(_windows(h_CxBxHxW), axis=(3, 5))
-                       + bias_C[:, None, None, None])
+    return jax.nn.relu(jnp.max(_windows(h_CxBxHxW), axis=(3, 5)) + bias_C[:, None, None, None])
 
 
 def _pool_bias_relu_fwd(h_CxBxHxW, bias_C):
@@ -49,8 +48,9 @@ def _pool_bias_relu_bwd(residuals, g_out):
         for dx in range(2):
             firsts[dy, dx] = is_max[:, :, :, dy, :, dx] & ~taken
             taken = taken | firsts[dy, dx]
-    first = jnp.stack([jnp.stack([firsts[dy, dx] for dx in range(2)], axis=-1)
-                       for dy in range(2)], axis=3)  # [C, B, H/2, 2, W/2, 2]
+    first = jnp.stack(
+        [jnp.stack([firsts[dy, dx] for dx in range(2)], axis=-1) for dy in range(2)], axis=3
+    )  # [C, B, H/2, 2, W/2, 2]
     g_h = jnp.where(first, g_pooled[:, :, :, None, :, None], 0.0)
     return g_h.reshape(h_CxBxHxW.shape), jnp.sum(g_pooled, axis=(1, 2, 3))
 

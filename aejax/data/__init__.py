@@ -32,8 +32,13 @@ def default_data_dir() -> str:
     return os.environ.get("TFDS_DATA_DIR") or os.path.expanduser("~/tensorflow_datasets")
 
 
-def builder(name: str, data_dir: str | None = None, image_size=None,
-            channels: int | None = None, **_prepare_kwargs) -> Any:
+def builder(
+    name: str,
+    data_dir: str | None = None,
+    image_size=None,
+    channels: int | None = None,
+    **_prepare_kwargs,
+) -> Any:
     """TFDS's builder for ``name`` (a TFDS dataset, or a folder of images, prepared first:
     :mod:`aejax.data.folder`), checked to hold ``H x W x C`` uint8 images.
 
@@ -41,11 +46,12 @@ def builder(name: str, data_dir: str | None = None, image_size=None,
     lib = tfds()
     data_dir = data_dir or default_data_dir()
     if folder.is_folder(name):
-        return lib.builder_from_directory(
-            folder.prepared_dir(name, data_dir, image_size, channels))
+        return lib.builder_from_directory(folder.prepared_dir(name, data_dir, image_size, channels))
     if image_size is not None or channels is not None:
-        raise AejaxError(f"--image-size and --channels convert a folder of images; {name!r} "
-                         "is a TFDS dataset, read as it is")
+        raise AejaxError(
+            f"--image-size and --channels convert a folder of images; {name!r} "
+            "is a TFDS dataset, read as it is"
+        )
     try:
         b = lib.builder(name, data_dir=data_dir)
     except lib.core.registered.DatasetNotFoundError:
@@ -61,7 +67,8 @@ def builder(name: str, data_dir: str | None = None, image_size=None,
     if len(shape) != 3 or None in shape or image.np_dtype != np.uint8:
         raise AejaxError(
             f"dataset {name!r} has {shape} {np.dtype(image.np_dtype).name} images; aejax "
-            "takes images of one size, H x W x C uint8")
+            "takes images of one size, H x W x C uint8"
+        )
     return b
 
 
@@ -71,8 +78,7 @@ def image_shape(name: str, data_dir: str | None = None, **options) -> tuple[int,
     cached = _cached_rows(name, "train", data_dir, options)  # no TensorFlow start-up
     if cached is not None:
         return tuple(cached[0].shape[1:])
-    return tuple(builder(name, data_dir, **_split_options(options)[0]).info.features[
-        "image"].shape)
+    return tuple(builder(name, data_dir, **_split_options(options)[0]).info.features["image"].shape)
 
 
 # Options that choose what a dataset's images are (a folder's preprocessing), as opposed to
@@ -131,8 +137,9 @@ def _whole_split(name: str, split: str, data_dir: str, prepare_kwargs) -> tuple 
     cached = cache.load(version_dir, split) if version_dir else None
     if cached is None:
         b = _prepared_builder(name, data_dir, prepare_kwargs)
-        version_dir = Path(b.data_dir) if folder.is_folder(name) else \
-            cache.dataset_dir(data_dir, name)
+        version_dir = (
+            Path(b.data_dir) if folder.is_folder(name) else cache.dataset_dir(data_dir, name)
+        )
         if version_dir is None or split not in b.info.splits:
             return None
         cache.save(version_dir, split, *_read_tfds(b, split))

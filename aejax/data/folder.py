@@ -57,18 +57,31 @@ def _layout(root: Path) -> dict[str, list[tuple[Path, str]]]:
         splits = {}
         for split in SPLITS:
             files = _image_files(root / split) if (root / split).is_dir() else []
-            splits[split] = [(f, f.relative_to(root / split).parts[0]
-                              if len(f.relative_to(root / split).parts) > 1 else "")
-                             for f in files]
+            splits[split] = [
+                (
+                    f,
+                    f.relative_to(root / split).parts[0]
+                    if len(f.relative_to(root / split).parts) > 1
+                    else "",
+                )
+                for f in files
+            ]
         return {s: files for s, files in splits.items() if files}
     files = _image_files(root)
-    position = {f: int.from_bytes(hashlib.sha256(f.relative_to(root).as_posix().encode())
-                                  .digest()[:8], "big") / 2**64 for f in files}
+    position = {
+        f: int.from_bytes(
+            hashlib.sha256(f.relative_to(root).as_posix().encode()).digest()[:8], "big"
+        )
+        / 2**64
+        for f in files
+    }
     test = {f for f in files if position[f] < TEST_FRACTION}
     if not test and len(files) > 1:  # a small folder still gets one test image
         test = {min(files, key=position.get)}
-    splits = {"train": [(f, "") for f in files if f not in test],
-              "test": [(f, "") for f in files if f in test]}
+    splits = {
+        "train": [(f, "") for f in files if f not in test],
+        "test": [(f, "") for f in files if f in test],
+    }
     return {s: files for s, files in splits.items() if files}
 
 
@@ -77,8 +90,10 @@ def _fingerprint(root: Path, layout: dict, image_size, channels) -> str:
     for split, files in layout.items():
         for f, label in files:
             stat = f.stat()
-            digest.update(f"{split}:{label}:{f.relative_to(root)}:{stat.st_size}:"
-                          f"{stat.st_mtime_ns}\n".encode())
+            digest.update(
+                f"{split}:{label}:{f.relative_to(root)}:{stat.st_size}:"
+                f"{stat.st_mtime_ns}\n".encode()
+            )
     return digest.hexdigest()[:16]
 
 
@@ -90,8 +105,10 @@ def _open(path: Path):
         image.load()
         return image
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise AejaxError(f"cannot read {path} as an image ({type(e).__name__}: {e}): remove "
-                         "or replace it, then run the same command again") from None
+        raise AejaxError(
+            f"cannot read {path} as an image ({type(e).__name__}: {e}): remove "
+            "or replace it, then run the same command again"
+        ) from None
 
 
 def _settle_shape(layout: dict, image_size, channels) -> tuple[tuple[int, int], int]:
@@ -105,20 +122,24 @@ def _settle_shape(layout: dict, image_size, channels) -> tuple[tuple[int, int], 
                 colour = colour or image.mode not in ("1", "L", "I", "I;16", "F", "LA")
     if image_size is None and len(sizes) > 1:
         (a, fa), (b, fb) = list(sizes.items())[:2]
-        raise AejaxError(f"the images differ in size ({fa}: {a[0]}x{a[1]}, {fb}: {b[0]}x{b[1]}"
-                         f"{', ...' if len(sizes) > 2 else ''}): give --image-size H W to "
-                         "resize them all")
+        raise AejaxError(
+            f"the images differ in size ({fa}: {a[0]}x{a[1]}, {fb}: {b[0]}x{b[1]}"
+            f"{', ...' if len(sizes) > 2 else ''}): give --image-size H W to "
+            "resize them all"
+        )
     return tuple(image_size or next(iter(sizes))), channels or (3 if colour else 1)
 
 
-def _decoded(files, size: tuple[int, int], channels: int, labels: list[str]
-             ) -> Iterator[tuple[int, dict]]:
+def _decoded(
+    files, size: tuple[int, int], channels: int, labels: list[str]
+) -> Iterator[tuple[int, dict]]:
     """``(key, example)`` pairs, TFDS's generator protocol; the index keys keep file order."""
     from PIL import Image
     from tqdm import tqdm
 
-    for index, (f, label) in enumerate(tqdm(files, desc="preparing images", unit="file",
-                                            leave=False, disable=None)):
+    for index, (f, label) in enumerate(
+        tqdm(files, desc="preparing images", unit="file", leave=False, disable=None)
+    ):
         with _open(f) as image:
             image = image.convert("RGB" if channels == 3 else "L")
             if (image.height, image.width) != size:
@@ -127,8 +148,9 @@ def _decoded(files, size: tuple[int, int], channels: int, labels: list[str]
         yield index, {"image": array, "label": labels.index(label)}
 
 
-def prepared_dir(root: str | os.PathLike, data_dir: str, image_size=None,
-                 channels: int | None = None) -> Path:
+def prepared_dir(
+    root: str | os.PathLike, data_dir: str, image_size=None, channels: int | None = None
+) -> Path:
     """The TFDS dataset directory of folder ``root`` with this preprocessing; prepares it
     first if it is missing or the folder changed."""
     root = Path(root).resolve()
@@ -136,8 +158,10 @@ def prepared_dir(root: str | os.PathLike, data_dir: str, image_size=None,
         raise AejaxError(f"--channels {channels}: choose 1 (grey) or 3 (RGB)")
     layout = _layout(root)
     if not layout:
-        raise AejaxError(f"{root} holds no {'/'.join(e[1:].upper() for e in EXTENSIONS)} "
-                         "images: point --dataset at a folder of image files")
+        raise AejaxError(
+            f"{root} holds no {'/'.join(e[1:].upper() for e in EXTENSIONS)} "
+            "images: point --dataset at a folder of image files"
+        )
     if "train" not in layout:
         raise AejaxError(f"{root} has no training images (train/ is empty)")
     image_size = tuple(image_size) if image_size else None
@@ -149,15 +173,23 @@ def prepared_dir(root: str | os.PathLike, data_dir: str, image_size=None,
     size, channels = _settle_shape(layout, image_size, channels)
     labels = sorted({label for files in layout.values() for _, label in files})
     lib = tfds()
-    features = lib.features.FeaturesDict({
-        "image": lib.features.Image(shape=(*size, channels), dtype=np.uint8),
-        "label": lib.features.ClassLabel(names=[label or "unlabelled" for label in labels]),
-    })
+    features = lib.features.FeaturesDict(
+        {
+            "image": lib.features.Image(shape=(*size, channels), dtype=np.uint8),
+            "label": lib.features.ClassLabel(names=[label or "unlabelled" for label in labels]),
+        }
+    )
     # TFDS prints "Downloading and preparing ..." (print, not logging): not what happens here.
     with contextlib.redirect_stdout(io.StringIO()):
         lib.dataset_builders.store_as_tfds_dataset(
-            name=name, version=VERSION, features=features, data_dir=base,
-            split_datasets={split: _decoded(files, size, channels, labels)
-                            for split, files in layout.items()},
-            description=f"aejax: the images under {root}", disable_shuffling=True)
+            name=name,
+            version=VERSION,
+            features=features,
+            data_dir=base,
+            split_datasets={
+                split: _decoded(files, size, channels, labels) for split, files in layout.items()
+            },
+            description=f"aejax: the images under {root}",
+            disable_shuffling=True,
+        )
     return version_dir

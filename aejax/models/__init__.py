@@ -39,8 +39,11 @@ def names() -> list[str]:
 def options(arch: str) -> dict:
     """The keyword options ``arch`` takes, with their defaults (``latent_dim``, ...)."""
     signature = inspect.signature(get(arch).__init__)
-    return {p.name: p.default for p in signature.parameters.values()
-            if p.kind == p.POSITIONAL_OR_KEYWORD and p.name != "self"}
+    return {
+        p.name: p.default
+        for p in signature.parameters.values()
+        if p.kind == p.POSITIONAL_OR_KEYWORD and p.name != "self"
+    }
 
 
 def get(arch: str) -> type[Autoencoder]:

@@ -17,8 +17,15 @@ from aejax.models.conv import Conv
 
 @register("denoising")
 class Denoising(Conv):
-    def __init__(self, latent_dim: int = 15, width: int = 30, channels: int = 1,
-                 noise: float = 0.5, *, rngs: nnx.Rngs):
+    def __init__(
+        self,
+        latent_dim: int = 15,
+        width: int = 30,
+        channels: int = 1,
+        noise: float = 0.5,
+        *,
+        rngs: nnx.Rngs,
+    ):
         super().__init__(latent_dim, width, channels, rngs=rngs)
         self.noise = noise
 

@@ -15,7 +15,7 @@ class Dense(Autoencoder):
         self.image_shape = tuple(image_shape)
         pixels = math.prod(self.image_shape)
         dense = dict(kernel_init=kernel_init, bias_init=bias_init, rngs=rngs)
-        self.encoder = nnx.Sequential(Flatten(), nnx.Linear(pixels, latent_dim, **dense),
-                                      nnx.relu)
-        self.decoder = nnx.Sequential(nnx.Linear(latent_dim, pixels, **dense),
-                                      Reshape(self.image_shape))
+        self.encoder = nnx.Sequential(Flatten(), nnx.Linear(pixels, latent_dim, **dense), nnx.relu)
+        self.decoder = nnx.Sequential(
+            nnx.Linear(latent_dim, pixels, **dense), Reshape(self.image_shape)
+        )

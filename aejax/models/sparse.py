@@ -17,8 +17,9 @@ from aejax.models.dense import Dense
 
 @register("sparse")
 class Sparse(Dense):
-    def __init__(self, latent_dim: int = 15, image_shape=(28, 28, 1), l1: float = 1e-4, *,
-                 rngs: nnx.Rngs):
+    def __init__(
+        self, latent_dim: int = 15, image_shape=(28, 28, 1), l1: float = 1e-4, *, rngs: nnx.Rngs
+    ):
         super().__init__(latent_dim, image_shape, rngs=rngs)
         self.l1 = l1
 

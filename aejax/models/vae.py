@@ -27,8 +27,9 @@ from aejax.models.base import Autoencoder, bias_init, kernel_init
 
 @register("vae")
 class VAE(Autoencoder):
-    def __init__(self, latent_dim: int = 15, hidden: int = 64, image_shape=(28, 28, 1), *,
-                 rngs: nnx.Rngs):
+    def __init__(
+        self, latent_dim: int = 15, hidden: int = 64, image_shape=(28, 28, 1), *, rngs: nnx.Rngs
+    ):
         self.image_shape = tuple(image_shape)
         pixels = math.prod(self.image_shape)
         layer = dict(kernel_init=kernel_init, bias_init=bias_init, rngs=rngs)
@@ -47,12 +48,12 @@ class VAE(Autoencoder):
         return self.posterior(x_BxHxWxC)[0]
 
     def decode(self, z_BxL: jax.Array) -> jax.Array:
-        return self.out(nnx.relu(self.hidden_out(z_BxL))).reshape(z_BxL.shape[0],
-                                                                  *self.image_shape)
+        return self.out(nnx.relu(self.hidden_out(z_BxL))).reshape(z_BxL.shape[0], *self.image_shape)
 
     def _kl_per_pixel(self, mean_BxL, log_var_BxL) -> jax.Array:
-        kl_B = 0.5 * jnp.sum(jnp.exp(log_var_BxL) + jnp.square(mean_BxL) - 1.0 - log_var_BxL,
-                             axis=-1)
+        kl_B = 0.5 * jnp.sum(
+            jnp.exp(log_var_BxL) + jnp.square(mean_BxL) - 1.0 - log_var_BxL, axis=-1
+        )
         return kl_B.astype(jnp.float32) / math.prod(self.image_shape)
 
     def prior_term(self, x_BxHxWxC: jax.Array) -> jax.Array:
