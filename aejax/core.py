@@ -106,7 +106,8 @@ def init_state(
 
 def check_image_shape(state: TrainState, shape: tuple[int, ...]) -> None:
     """One clear error unless the model reconstructs ``shape`` (``H, W, C``) images as
-    ``shape``: e.g. ``conv`` pools twice by 2, so it needs H and W divisible by 4."""
+    ``shape``: e.g. ``conv`` pools ``depth`` times by 2, so it needs H and W divisible by
+    ``2**depth``."""
     x = jax.ShapeDtypeStruct((1, *shape), jnp.float32)
     try:
         out = jax.eval_shape(lambda s, x: s.model(x), state, x).shape[1:]
@@ -117,8 +118,8 @@ def check_image_shape(state: TrainState, shape: tuple[int, ...]) -> None:
         got = "x".join(map(str, out)) if isinstance(out, tuple) else out
         raise AejaxError(
             f"this model turns {dims} images into {got}: give --image-size H W "
-            "that its pooling divides evenly (for conv and denoising, multiples "
-            "of 4), or the model options that match the data"
+            "that its pooling divides evenly (conv and denoising: multiples of "
+            "2**depth, 4 by default), or model options that match the data"
         )
 
 

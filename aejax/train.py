@@ -79,6 +79,16 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--latent-dim", type=cli.integer(1), help="code size (default 15)")
     p.add_argument(
+        "--model",
+        action="append",
+        type=_model_option,
+        default=[],
+        metavar="NAME=VALUE",
+        help="a model option (repeatable), e.g. --model "
+        "depth=3 --model width=64 for conv on 64x64 images; the options of each "
+        "--arch: python -c 'from aejax import models; print(models.options(\"conv\"))'",
+    )
+    p.add_argument(
         "--lr", type=cli.number(0, low_open=True), help="Adam learning rate (default 1e-3)"
     )
     p.add_argument("--seed", type=cli.integer(0, 2**32 - 1), help="default 0")
@@ -303,6 +313,17 @@ def train_and_evaluate(
     return state, history
 
 
+def _model_option(text: str) -> tuple[str, object]:
+    """``--model NAME=VALUE``; VALUE as JSON (``3``, ``0.5``, ``[32, 32, 3]``), else text."""
+    name, sep, value = text.partition("=")
+    if not sep or not name.isidentifier():
+        raise argparse.ArgumentTypeError(f"takes NAME=VALUE, such as depth=3, not {text!r}")
+    try:
+        return name, json.loads(value)
+    except ValueError:
+        return name, value
+
+
 def _given(args: argparse.Namespace) -> dict:
     """The RunConfig fields the command line gave (``model``: the model options given)."""
     fields = (
@@ -320,7 +341,9 @@ def _given(args: argparse.Namespace) -> dict:
     given = {k: getattr(args, k) for k in fields if getattr(args, k) is not None}
     if "dataset" in given and folder.is_folder(given["dataset"]):  # found from any cwd
         given["dataset"] = str(Path(given["dataset"]).resolve())
-    given["model"] = {"latent_dim": args.latent_dim} if args.latent_dim is not None else {}
+    given["model"] = dict(args.model)
+    if args.latent_dim is not None:
+        given["model"]["latent_dim"] = args.latent_dim
     return given
 
 

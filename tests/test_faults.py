@@ -84,6 +84,7 @@ OPTION_CASES = [
     ("train", ["--lr", "nan"], ["--lr", "(0, inf)"]),
     ("train", ["--holdout", "many"], ["--holdout", "integer"]),
     ("train", ["--arch", "resnet"], ["--arch", "dense"]),
+    ("train", ["--model", "depth"], ["--model", "NAME=VALUE"]),
     ("eval", ["--threshold-percentile", "150"], ["--threshold-percentile", "[0, 100]"]),
     ("eval", ["--step", "0"], ["--step", "'latest'"]),
 ]

@@ -117,3 +117,17 @@ def test_vae_minimises_the_negative_elbo_of_a_reparameterised_sample():
     assert not np.allclose(loss_B, vae.loss(x, jax.random.key(4))[0])  # sampled
     # Models without a prior on the code add nothing.
     np.testing.assert_array_equal(models.create("dense", rngs=nnx.Rngs(0)).prior_term(x), 0.0)
+
+
+def test_conv_scales_with_depth_and_width_and_keeps_the_tutorial_by_default():
+    tutorial = core.init_state("conv", jax.random.key(0))
+    assert core.param_count(tutorial) == 10_756 and len(tutorial.model.encoder.layers) == 6
+    state = core.init_state("conv", jax.random.key(0), depth=3, width=16, channels=3)
+    x = jnp.zeros((2, 64, 64, 3))
+    assert core.encode(state, x).shape == (2, 8, 8, 15)
+    assert core.reconstruct(state, x).shape == x.shape
+    core.check_image_shape(state, (64, 64, 3))
+    with pytest.raises(AejaxError, match="turns 36x36x3 images into 32x32x3"):
+        core.check_image_shape(state, (36, 36, 3))
+    with pytest.raises(AejaxError, match="takes no option.*colour; its options: latent_dim"):
+        core.init_state("conv", jax.random.key(0), colour=3)

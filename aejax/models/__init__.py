@@ -57,5 +57,8 @@ def create(arch: str, *, rngs: nnx.Rngs, **opts) -> Autoencoder:
     """An initialised ``arch`` model; ``opts`` override its defaults (see :func:`options`)."""
     unknown = set(opts) - set(options(arch))
     if unknown:
-        raise AejaxError(f"--arch {arch} takes no option(s) {', '.join(sorted(unknown))}")
+        raise AejaxError(
+            f"--arch {arch} takes no option(s) {', '.join(sorted(unknown))}; "
+            f"its options: {', '.join(options(arch))}"
+        )
     return get(arch)(**opts, rngs=rngs)

@@ -1,11 +1,18 @@
 """``conv``: the Keras tutorial's convolutional autoencoder (10,756 parameters).
 
+Conv(30) -> MaxPool 2 -> Conv(15) -> MaxPool 2 (a 7x7x15 code) -> Conv(15) -> Up 2 -> Conv(30)
+-> Up 2 -> Conv(1), relu after every convolution but the last; ``depth`` and ``width`` scale
+it for larger images.
+
 All convolutions 3x3, 'same'. The decoder returns logits: the last layer's sigmoid is in the
 loss (:mod:`aejax.losses`). On CPU, :mod:`aejax.backend` runs these same layers faster.
 """
 
+from itertools import pairwise
+
 from flax import nnx
 
+from aejax.errors import AejaxError
 from aejax.models import register
 from aejax.models.base import Autoencoder, bias_init, kernel_init
 from aejax.models.layers import MaxPool, UpSample
@@ -17,32 +24,25 @@ class Conv(Autoencoder):
     eval_batch_size = 256  # its activations stay in cache (faster than 1000s on 2 devices)
     splits_well_on_cpu = True  # experiments/results/cpu_devices.md
 
-    def __init__(self, latent_dim: int = 15, width: int = 30, channels: int = 1, *, rngs: nnx.Rngs):
-        def conv(cin, cout):
-            return nnx.Conv(
-                cin,
-                cout,
-                (3, 3),
-                padding="SAME",
-                kernel_init=kernel_init,
-                bias_init=bias_init,
-                rngs=rngs,
-            )
+    def __init__(self, latent_dim: int = 15, width: int = 30, channels: int = 1,
+                 depth: int = 2, *, rngs: nnx.Rngs):  # fmt: skip
+        """``depth`` poolings by 2 (the tutorial's 2: a 28x28 image has a 7x7 code; images
+        need sides divisible by ``2**depth``), the first ``depth - 1`` to ``width``
+        channels, the last to ``latent_dim``; the decoder mirrors it."""
+        if depth < 1:
+            raise AejaxError(f"conv takes depth >= 1, not {depth}")
 
-        self.encoder = nnx.Sequential(
-            conv(channels, width),
-            nnx.relu,
-            MaxPool(2),
-            conv(width, latent_dim),
-            nnx.relu,
-            MaxPool(2),  # a 7x7xlatent code
-        )
-        self.decoder = nnx.Sequential(
-            conv(latent_dim, latent_dim),
-            nnx.relu,
-            UpSample(2),
-            conv(latent_dim, width),
-            nnx.relu,
-            UpSample(2),
-            conv(width, channels),
-        )
+        def conv(cin, cout):
+            return nnx.Conv(cin, cout, (3, 3), padding="SAME", kernel_init=kernel_init,
+                            bias_init=bias_init, rngs=rngs)  # fmt: skip
+
+        # The tutorial's (depth 2): 1 -> 30 -> 15 down, 15 -> 15 -> 30 -> 1 up.
+        down = [channels] + [width] * (depth - 1) + [latent_dim]
+        up = [latent_dim, *down[::-1][:-1]]
+        encoder, decoder = [], []
+        for cin, cout in pairwise(down):
+            encoder += [conv(cin, cout), nnx.relu, MaxPool(2)]
+        for cin, cout in pairwise(up):
+            decoder += [conv(cin, cout), nnx.relu, UpSample(2)]
+        self.encoder = nnx.Sequential(*encoder)
+        self.decoder = nnx.Sequential(*decoder, conv(up[-1], channels))

@@ -22,11 +22,12 @@ class Denoising(Conv):
         latent_dim: int = 15,
         width: int = 30,
         channels: int = 1,
+        depth: int = 2,
         noise: float = 0.5,
         *,
         rngs: nnx.Rngs,
     ):
-        super().__init__(latent_dim, width, channels, rngs=rngs)
+        super().__init__(latent_dim, width, channels, depth, rngs=rngs)
         self.noise = noise
 
     def loss(self, x_BxHxWxC: jax.Array, key: jax.Array) -> tuple[jax.Array, dict]:
