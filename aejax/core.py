@@ -16,6 +16,7 @@ True
 
 from __future__ import annotations
 
+import concurrent.futures
 import functools
 import math
 from collections.abc import Callable
@@ -278,6 +279,33 @@ def _train_steps(state, images_NxHxWxC, order_CxKxB, c, batch_sharding=None):
     return state, jax.tree.map(lambda v: jnp.sum(v, axis=0), sums)
 
 
+@functools.partial(jax.jit, donate_argnums=0, static_argnames=("batch_sharding",))
+def _train_fed_steps(state, batches_KxBxHxWxC, weight_KxB, count_K, batch_sharding=None):
+    """K steps on batches the host fed (a streamed epoch), in one ``lax.scan``: the same
+    steps as :func:`_train_steps`, from batches gathered on the host instead of the device."""
+    state, sums = jax.lax.scan(
+        lambda state, bw: _apply_gradients(state, *bw, batch_sharding=batch_sharding),
+        state,
+        (batches_KxBxHxWxC, weight_KxB, count_K),
+    )
+    return state, jax.tree.map(lambda v: jnp.sum(v, axis=0), sums)
+
+
+def _host_chunk(images_NxHxWxC: np.ndarray, idx_KxB: np.ndarray, batch_sharding):
+    """Chunk ``idx`` gathered on the host (rows of a memory-mapped file are read here) and
+    put on the device(s), as :func:`_gather` would give it."""
+    weight = (idx_KxB >= 0).astype(np.float32)
+    batch = np.take(images_NxHxWxC, np.maximum(idx_KxB, 0).ravel(), axis=0)
+    batch = batch.reshape(*idx_KxB.shape, *images_NxHxWxC.shape[1:])
+    count = weight.sum(axis=-1)
+    if batch_sharding is None:
+        return jax.device_put((batch, weight, count))
+    spec = jax.sharding.PartitionSpec(None, *batch_sharding.spec)
+    split = jax.sharding.NamedSharding(batch_sharding.mesh, spec)
+    return (jax.device_put(batch, split), jax.device_put(weight, split),
+            jax.device_put(count, _replicated(batch_sharding)))  # fmt: skip
+
+
 def steps_per_call(steps: int, max_calls: int = 20, min_calls: int = 5) -> int:
     """How many steps each compiled call runs: the epoch cut into equal parts (so one
     compiled function serves them all), as few as gives a progress update every
@@ -315,7 +343,7 @@ def train_epoch(
     batch_sharding: jax.sharding.Sharding | None = None,
     on_progress: Callable[[int, dict], None] | None = None,
 ) -> tuple[TrainState, dict]:
-    """One shuffled pass over ``images`` already on the device(s).
+    """One shuffled pass over ``images``: on the device(s), or streamed from the host.
 
     Each batch is gathered by index on the device; the last, ragged batch is trained on, as
     Keras does (padded to a whole batch and masked, so one compiled step serves every batch).
@@ -326,7 +354,10 @@ def train_epoch(
     Args:
       state: training state (donated).
       images: ``[N, H, W, C]`` uint8 (or float) images on the device(s), possibly sharded
-        along N (:mod:`aejax.parallel`).
+        along N (:mod:`aejax.parallel`); or a NumPy array (a memory-map of a split larger
+        than memory: :func:`aejax.data.open_rows`), whose batches are gathered on the host,
+        the next chunk while the device trains on this one. Either way the same batches,
+        in the same order, train the same steps.
       key: shuffles this epoch.
       batch_size: examples per step (the global batch, over all devices).
       num_examples: how many leading rows of ``images`` are real (the rest pad the array to a
@@ -344,6 +375,8 @@ def train_epoch(
     steps = order_SxB.shape[0]
     per_call = steps_per_call(steps)
     order_CxKxB = order_SxB.reshape(steps // per_call, per_call, batch_size)
+    if isinstance(images, np.ndarray):
+        return _streamed_epoch(state, images, order_CxKxB, batch_sharding, on_progress)
     order_CxKxB = jax.device_put(order_CxKxB, _replicated(batch_sharding))
     # XLA:CPU can deadlock when many multi-device calls with collectives are queued at once
     # (seen with jax 0.10.2: a device's run waits on a semaphore while its peer waits in a
@@ -362,14 +395,35 @@ def train_epoch(
     return state, {name: total / count for name, total in totals.items()}
 
 
+def _streamed_epoch(state, images_NxHxWxC, order_CxKxB, batch_sharding, on_progress):
+    """:func:`train_epoch`'s loop over chunks fed from host memory (one chunk prefetched)."""
+    throttle = _on_multi_device_cpu(batch_sharding)
+    chunk_sums = []
+    with concurrent.futures.ThreadPoolExecutor(1) as reader:
+        ahead = reader.submit(_host_chunk, images_NxHxWxC, order_CxKxB[0], batch_sharding)
+        for c in range(order_CxKxB.shape[0]):
+            chunk = ahead.result()
+            if c + 1 < order_CxKxB.shape[0]:
+                ahead = reader.submit(_host_chunk, images_NxHxWxC, order_CxKxB[c + 1],
+                                      batch_sharding)  # fmt: skip
+            state, sums = _train_fed_steps(state, *chunk, batch_sharding)
+            chunk_sums.append(sums)
+            if throttle and c >= 1:
+                chunk_sums[c - 1]["count"].block_until_ready()
+            if on_progress is not None:
+                on_progress((c + 1) * order_CxKxB.shape[1], sums)
+    totals = _sum_metrics(chunk_sums)
+    count = totals.pop("count")
+    return state, {name: total / count for name, total in totals.items()}
+
+
 # What per_image can compute for each image; "code" is the flattened code [N, D].
 TERMS = ("bce", "mse", "kl", "entropy", "elbo", "code")
 
 
-@functools.partial(jax.jit, static_argnames=("terms", "batch_size", "batch_sharding"))
 def per_image(
     state: TrainState,
-    images: jax.Array,
+    images: jax.Array | np.ndarray,
     terms: tuple[str, ...] = TERMS,
     batch_size: int | None = None,
     batch_sharding: jax.sharding.Sharding | None = None,
@@ -380,10 +434,34 @@ def per_image(
     own mean binary entropy; ``kl``: ``bce - entropy``; ``elbo``: ``bce`` plus the model's
     ``prior_term``; ``code``: the flattened code. Every score, ``eval_loss`` and the
     evaluation report derive from it. Runs ``batch_size`` images at a time (default: the
-    model's ``eval_batch_size``; see :func:`batched`), so memory stays bounded whatever N;
-    with ``batch_sharding``, each batch is split over the devices. Terms not asked for are
-    not computed (XLA drops them).
+    model's ``eval_batch_size``; see :func:`batched`), so device memory stays bounded
+    whatever N; with ``batch_sharding``, each batch is split over the devices. Terms not
+    asked for are not computed (XLA drops them). A NumPy array larger than
+    :data:`HOST_CHUNK_ROWS` (a memory-mapped split) is sent to the device in chunks.
     """
+    if isinstance(images, np.ndarray) and len(images) > HOST_CHUNK_ROWS:
+        parts = [
+            _per_image(
+                state, images[i : i + HOST_CHUNK_ROWS], terms, batch_size, batch_sharding
+            )  # fmt: skip
+            for i in range(0, len(images), HOST_CHUNK_ROWS)
+        ]
+        return {k: jnp.concatenate([p[k] for p in parts]) for k in terms}
+    return _per_image(state, images, terms, batch_size, batch_sharding)
+
+
+HOST_CHUNK_ROWS = 50_000  # what per_image sends to the device at once from host memory
+
+
+@functools.partial(jax.jit, static_argnames=("terms", "batch_size", "batch_sharding"))
+def _per_image(
+    state: TrainState,
+    images: jax.Array,
+    terms: tuple[str, ...] = TERMS,
+    batch_size: int | None = None,
+    batch_sharding: jax.sharding.Sharding | None = None,
+) -> dict[str, jax.Array]:
+    """See :func:`per_image`."""
     unknown = set(terms) - set(TERMS)
     if unknown:
         raise ValueError(f"unknown terms {sorted(unknown)}; choose from {TERMS}")

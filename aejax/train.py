@@ -16,6 +16,7 @@ import contextlib
 import dataclasses
 import json
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -107,6 +108,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--workdir", type=Path, help="default runs/<arch>-<dataset>")
     p.add_argument(
+        "--stream",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="read training batches from the decoded copy on disk instead of holding the "
+        "data on the devices (default: when it exceeds a quarter of this machine's memory, "
+        "or $AEJAX_MEMORY_BUDGET_GB); the same batches either way",
+    )
+    p.add_argument(
         "--fresh",
         action="store_true",
         help="start over; an existing run in the "
@@ -152,21 +161,30 @@ def _check_finite(epoch: int, metrics: dict) -> None:
 class Trainer:
     """The training loop of one run: data on the devices, checkpoints, metrics, progress."""
 
-    def __init__(
-        self, config: RunConfig, workdir: Path, placement: Placement, data_dir: str | None = None
-    ):
+    def __init__(self, config: RunConfig, workdir: Path, placement: Placement,
+                 data_dir: str | None = None, stream: bool | None = None):  # fmt: skip
+        """``stream``: read batches from the decoded copy on disk instead of holding the
+        splits on the devices (None: when the training split exceeds :func:`memory_budget`)."""
         self.config, self.workdir, self.placement = config, workdir, placement
         placement.check_batch_size(config.batch_size)
         self.is_main = parallel.is_main_process()
         options = config.data_options()
         ranges = config.row_ranges(data.num_examples(config.dataset, "train", data_dir, **options))
-        self.sets = {
-            role: put_split(placement, config.dataset, *rows, data_dir=data_dir, **options)
-            for role, rows in ranges.items()
-        }
-        self.sets["test"] = put_split(
-            placement, config.dataset, "test", data_dir=data_dir, **options
-        )
+        ranges["test"] = ("test", None, None)
+        if stream is None:
+            shape = data.image_shape(config.dataset, data_dir, **options)
+            stream = ranges["train"][2] * math.prod(shape) > memory_budget()
+        self.streaming = stream
+        if stream:  # memory-mapped views: the rows are read as batches need them
+            self.sets = {}
+            for role, (split, start, stop) in ranges.items():
+                rows = data.open_rows(config.dataset, split, data_dir, **options)[0][start:stop]
+                self.sets[role] = (rows, len(rows))
+        else:
+            self.sets = {
+                role: put_split(placement, config.dataset, *rows, data_dir=data_dir, **options)
+                for role, rows in ranges.items()
+            }
         # One device: leave placement to XLA, as a user of the plain functions would.
         self.batch_sharding = placement.batch if placement.size > 1 else None
         root = jax.random.key(config.seed)
@@ -268,7 +286,8 @@ class Trainer:
                     if history
                     else f"training {self.config.arch} on {self.config.dataset} in {self.workdir}"
                 )
-                print(f"{doing}, on {cli.describe(self.placement)}", file=sys.stderr)
+                source = ", streaming batches from disk" if self.streaming else ""
+                print(f"{doing}, on {cli.describe(self.placement)}{source}", file=sys.stderr)
             self.write_records(history)  # drops lines of epochs that never got a checkpoint
             for epoch in range(len(history) + 1, self.config.epochs + 1):
                 state, metrics = self.run_epoch(state, epoch)
@@ -290,24 +309,36 @@ class Trainer:
         return state, history
 
 
+def memory_budget() -> int:
+    """Bytes of images a run holds on its devices before it streams instead: a quarter of
+    this machine's memory (``AEJAX_MEMORY_BUDGET_GB`` overrides). On CPU the devices' memory
+    is the machine's, which the decoded copy, XLA and the OS page cache share."""
+    if "AEJAX_MEMORY_BUDGET_GB" in os.environ:
+        return int(float(os.environ["AEJAX_MEMORY_BUDGET_GB"]) * 2**30)
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 4
+
+
 def train_and_evaluate(
     config: RunConfig,
     workdir: str | Path,
     *,
     placement: Placement | None = None,
     data_dir: str | None = None,
+    stream: bool | None = None,
 ) -> tuple[core.TrainState, list[dict]]:
     """Trains ``config`` in ``workdir`` until epoch ``config.epochs``, resuming the run saved
     there (which must agree with ``config``, see :func:`aejax.run.resolve_config`); evaluates
     the test split after every epoch. Returns the final state and the history (one dict per
-    epoch, as in ``metrics.jsonl``). ``placement``: the devices (default all)."""
+    epoch, as in ``metrics.jsonl``). ``placement``: the devices (default all); ``stream``:
+    read batches from disk (None: when the data exceeds :func:`memory_budget`); the same
+    batches either way."""
     workdir = Path(workdir)
     placement = placement or Placement.create()
     main_process = parallel.is_main_process()
     # Process 0 holds the workdir; the others write through Orbax, which it coordinates.
     with workdir_lock(workdir) if main_process else contextlib.nullcontext():
         check_resumes(config, workdir)
-        state, history = Trainer(config, workdir, placement, data_dir).fit()
+        state, history = Trainer(config, workdir, placement, data_dir, stream).fit()
     if main_process and history:
         plots.loss_curve(history, workdir / "loss.png", title=f"{config.arch} on {config.dataset}")
     return state, history
@@ -371,7 +402,7 @@ def train_command(args: argparse.Namespace) -> int:
     shape = None if saved_config(workdir) else _data_shape(given, args.data_dir)
     config = resolve_config(given, workdir, image_shape=shape)
     state, history = train_and_evaluate(
-        config, workdir, placement=placement, data_dir=args.data_dir
+        config, workdir, placement=placement, data_dir=args.data_dir, stream=args.stream
     )
     if not parallel.is_main_process():
         return 0

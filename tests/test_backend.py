@@ -135,3 +135,19 @@ def test_an_unknown_choice_is_one_clear_error():
     with pytest.raises(AejaxError, match="choose one of auto, plain, cpu"):
         with backend.use("fast"):
             pass
+
+
+@pytest.mark.parametrize("arch", ["dense", "conv"])
+def test_the_training_step_and_the_scorer_lower_for_cuda_and_tpu(arch):
+    """jax.export lowers for platforms this machine lacks: a platform-specific failure (a
+    CPU-only op on the GPU path, say) shows up here, without a GPU."""
+    state = core.init_state(arch, jax.random.key(0))
+    batch = jnp.zeros((8, 28, 28, 1), jnp.uint8)
+    platforms = ("cpu", "cuda", "tpu")
+    step = jax.export.export(core.train_step, platforms=platforms)(state, batch)
+    scorer = jax.export.export(
+        jax.jit(lambda s, x: core.per_image(s, x, ("bce", "kl", "code"))), platforms=platforms
+    )(state, batch)
+    for exported in (step, scorer):
+        assert exported.platforms == platforms
+        assert "stablehlo" in exported.mlir_module()

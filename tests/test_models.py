@@ -119,6 +119,7 @@ def test_vae_minimises_the_negative_elbo_of_a_reparameterised_sample():
     np.testing.assert_array_equal(models.create("dense", rngs=nnx.Rngs(0)).prior_term(x), 0.0)
 
 
+@pytest.mark.slow  # compiles a 64x64 conv net
 def test_conv_scales_with_depth_and_width_and_keeps_the_tutorial_by_default():
     tutorial = core.init_state("conv", jax.random.key(0))
     assert core.param_count(tutorial) == 10_756 and len(tutorial.model.encoder.layers) == 6

@@ -53,6 +53,8 @@ def test_writes_every_file_and_resumes(tmp_path, capsys):
         "holdout": 50000,
         "compute_dtype": "float32",
         "model": {"latent_dim": 15, "image_shape": [28, 28, 1]},
+        "image_size": None,
+        "channels": None,
     }
     assert [m["epoch"] for m in metrics(workdir)] == [1, 2]
     assert (workdir / "loss.png").stat().st_size > 10_000

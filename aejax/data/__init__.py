@@ -142,7 +142,12 @@ def _whole_split(name: str, split: str, data_dir: str, prepare_kwargs) -> tuple 
         )
         if version_dir is None or split not in b.info.splits:
             return None
-        cache.save(version_dir, split, *_read_tfds(b, split))
+        # Batch by batch: the split need not fit in memory (TFDS decodes it in chunks).
+        n = b.info.splits[split].num_examples
+        shape = tuple(b.info.features["image"].shape)
+        ds = b.as_dataset(split=split, shuffle_files=False, batch_size=10_000)
+        batches = ((x["image"], _labels(x)) for x in tfds().as_numpy(ds))
+        cache.save_batches(version_dir, split, n, shape, batches)
         cached = cache.load(version_dir, split)
     return cached
 
@@ -171,6 +176,21 @@ def num_examples(name: str, split: str, data_dir: str | None = None, **prepare_k
         raise AejaxError(
             f"bad split {split!r} for {name!r} (splits: {', '.join(b.info.splits)}): {e}"
         ) from None
+
+
+def open_rows(
+    name: str, split: str, data_dir: str | None = None, **prepare_kwargs
+) -> tuple[np.ndarray, np.ndarray]:
+    """Like :func:`load`, as read-only memory-mapped views of the decoded copy on disk:
+    indexing them reads only those rows, so a split larger than memory can be streamed."""
+    data_dir = data_dir or default_data_dir()
+    cached = _cached_rows(name, split, data_dir, prepare_kwargs)
+    if cached is None:
+        raise AejaxError(
+            f"{name} {split}: streaming needs the decoded copy on disk, which "
+            "AEJAX_NO_CACHE=1 turns off (or the split is not a plain slice)"
+        )
+    return cached
 
 
 def load(

@@ -1,0 +1,93 @@
+"""Training from batches streamed off disk: the same batches and steps as from device memory."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from aejax import core, data, run
+
+
+@pytest.mark.slow  # two compiled epoch loops
+def test_a_streamed_epoch_trains_the_same_steps_as_a_resident_one():
+    images = data.open_rows("mnist", "train[:3000]")[0]
+    assert isinstance(images, np.memmap)  # rows are read from the decoded copy on disk
+    states = {}
+    for how, source in (("resident", jax.device_put(np.asarray(images))), ("streamed", images)):
+        state = core.init_state("dense", jax.random.key(0))
+        for epoch in range(2):
+            state, metrics = core.train_epoch(
+                state, source, jax.random.key(epoch), batch_size=256, num_examples=2900
+            )
+        states[how] = (state, metrics)
+    (a, ma), (b, mb) = states["resident"], states["streamed"]
+    assert float(ma["loss"]) == pytest.approx(float(mb["loss"]), rel=1e-6)
+    for x, y in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params), strict=True):
+        np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-7)
+
+
+SMALL = ["--arch", "dense", "--holdout", "50000"]
+
+
+def cli_train(*args, env=None):
+    return subprocess.run(
+        [sys.executable, "-m", "aejax.train", *SMALL, *map(str, args)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def final_params(workdir):
+    return jax.tree.leaves(jax.tree.map(np.asarray, run.restore(workdir)[0].params))
+
+
+@pytest.mark.slow
+def test_streaming_gives_the_losses_of_training_in_memory(tmp_path):
+    resident = cli_train("--epochs", 2, "--workdir", tmp_path / "resident", "--no-stream")
+    # Over a tiny memory budget, training streams without being asked to.
+    streamed = cli_train(
+        "--epochs", 2, "--workdir", tmp_path / "streamed", env={"AEJAX_MEMORY_BUDGET_GB": "0.001"}
+    )
+    assert resident.returncode == streamed.returncode == 0, streamed.stderr
+    assert "streaming batches from disk" in streamed.stderr
+    assert "streaming batches" not in resident.stderr
+    a = [(h["loss"], h["val_loss"]) for h in run.restore(tmp_path / "resident")[2]["history"]]
+    b = [(h["loss"], h["val_loss"]) for h in run.restore(tmp_path / "streamed")[2]["history"]]
+    np.testing.assert_allclose(a, b, rtol=1e-6)
+
+
+@pytest.mark.slow
+def test_a_killed_streaming_run_resumes_bit_identically(tmp_path):
+    killed = tmp_path / "killed"
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "aejax.train",
+            *SMALL,
+            "--epochs",
+            "4",
+            "--stream",
+            "--workdir",
+            str(killed),
+        ],  # fmt: skip
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 120
+    while not (killed / "checkpoints" / "2").exists():
+        assert time.time() < deadline and process.poll() is None
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert cli_train("--epochs", 4, "--stream", "--workdir", killed).returncode == 0
+    straight = cli_train("--epochs", 4, "--stream", "--workdir", tmp_path / "straight")
+    assert straight.returncode == 0, straight.stderr
+    for a, b in zip(final_params(killed), final_params(tmp_path / "straight"), strict=True):
+        np.testing.assert_array_equal(a, b)
