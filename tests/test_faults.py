@@ -11,7 +11,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import jax
@@ -19,6 +18,7 @@ import numpy as np
 import pytest
 
 from aejax import run
+from tests.helpers import wait_for_checkpoint
 
 pytestmark = pytest.mark.slow  # subprocesses, training, 8-device compiles
 
@@ -298,10 +298,7 @@ def test_an_interrupted_run_says_so_and_resumes_bit_identically(trained, tmp_pat
         stderr=subprocess.PIPE,
         text=True,
     )
-    deadline = time.time() + 120
-    while not (workdir / "checkpoints" / "1").exists():
-        assert time.time() < deadline and process.poll() is None
-        time.sleep(0.02)
+    wait_for_checkpoint(process, workdir, 1)
     process.send_signal(sig)
     _, err = process.communicate()
     assert process.returncode == code and "Traceback" not in err, err
@@ -357,10 +354,7 @@ def test_a_second_run_on_a_workdir_in_use_is_refused(tmp_path):
         stderr=subprocess.DEVNULL,
     )
     try:
-        deadline = time.time() + 120
-        while not (workdir / "checkpoints" / "1").exists():
-            assert time.time() < deadline and first.poll() is None
-            time.sleep(0.02)
+        wait_for_checkpoint(first, workdir, 1)
         assert_one_error(
             cli("train", *SMALL, "--epochs", 1000, "--workdir", workdir),
             "is in use by",

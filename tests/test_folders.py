@@ -95,41 +95,25 @@ def test_bad_folders_are_one_clear_error(tmp_path):
         data.load(str(broken), "train", str(tmp_path / "tfds"))
 
 
+def train_on(root, arch: str, tmp_path, workdir, holdout: int) -> int:
+    """``python -m aejax.train`` (in process) on folder ``root``, one or two epochs."""
+    return train.main(
+        ["--arch", arch, "--dataset", str(root), "--epochs", "2", "--holdout", str(holdout),
+         "--data-dir", str(tmp_path / "tfds"), "--workdir", str(workdir)]
+    )  # fmt: skip
+
+
 def test_train_and_evaluate_conv_on_a_folder_of_rgb_pngs(rgb_folder, tmp_path, capsys):
     workdir = tmp_path / "run"
-    args = [
-        "--arch",
-        "conv",
-        "--dataset",
-        str(rgb_folder),
-        "--epochs",
-        "2",
-        "--holdout",
-        "50",
-        "--data-dir",
-        str(tmp_path / "tfds"),
-        "--workdir",
-        str(workdir),
-    ]
-    assert train.main(args) == 0
+    assert train_on(rgb_folder, "conv", tmp_path, workdir, holdout=50) == 0
     config = json.loads((workdir / "config.json").read_text())
     assert config["dataset"] == str(rgb_folder.resolve()) and config["model"]["channels"] == 3
     out = tmp_path / "eval"
-    assert (
-        eval_cli.main(
-            [
-                "--workdir",
-                str(workdir),
-                "--ood",
-                "uniform",
-                "--data-dir",
-                str(tmp_path / "tfds"),
-                "--out",
-                str(out),
-            ]
-        )
-        == 0
-    )
+    code = eval_cli.main(
+        ["--workdir", str(workdir), "--ood", "uniform", "--data-dir", str(tmp_path / "tfds"),
+         "--out", str(out)]
+    )  # fmt: skip
+    assert code == 0
     report = json.loads((out / "report.json").read_text())
     assert report["ood"]["uniform"]["auroc"] > 0.9
     assert (out / "reconstructions_uniform.png").stat().st_size > 0
@@ -138,41 +122,7 @@ def test_train_and_evaluate_conv_on_a_folder_of_rgb_pngs(rgb_folder, tmp_path, c
 
 def test_a_size_conv_cannot_reconstruct_is_one_clear_error(tmp_path, capsys):
     root = write_images(tmp_path / "odd", 20, size=30, mode="L")
-    code = train.main(
-        [
-            "--arch",
-            "conv",
-            "--dataset",
-            str(root),
-            "--epochs",
-            "1",
-            "--holdout",
-            "2",
-            "--data-dir",
-            str(tmp_path / "tfds"),
-            "--workdir",
-            str(tmp_path / "run"),
-        ]
-    )
-    assert code == 2
+    assert train_on(root, "conv", tmp_path, tmp_path / "run", holdout=2) == 2
     assert "turns 30x30x1 images into 28x28x1" in capsys.readouterr().err
     # dense takes any shape.
-    assert (
-        train.main(
-            [
-                "--arch",
-                "dense",
-                "--dataset",
-                str(root),
-                "--epochs",
-                "1",
-                "--holdout",
-                "2",
-                "--data-dir",
-                str(tmp_path / "tfds"),
-                "--workdir",
-                str(tmp_path / "dense"),
-            ]
-        )
-        == 0
-    )
+    assert train_on(root, "dense", tmp_path, tmp_path / "dense", holdout=2) == 0

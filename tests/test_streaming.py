@@ -4,13 +4,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import jax
 import numpy as np
 import pytest
 
 from aejax import core, data, run
+from tests.helpers import wait_for_checkpoint
 
 
 @pytest.mark.slow  # two compiled epoch loops
@@ -80,10 +80,7 @@ def test_a_killed_streaming_run_resumes_bit_identically(tmp_path):
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    deadline = time.time() + 120
-    while not (killed / "checkpoints" / "2").exists():
-        assert time.time() < deadline and process.poll() is None
-        time.sleep(0.02)
+    wait_for_checkpoint(process, killed, 2)
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert cli_train("--epochs", 4, "--stream", "--workdir", killed).returncode == 0

@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import jax
 import numpy as np
@@ -17,6 +16,7 @@ import pytest
 
 from aejax import run, train
 from aejax.errors import AejaxError
+from tests.helpers import wait_for_checkpoint
 
 SMALL = ["--arch", "dense", "--holdout", "50000"]
 
@@ -152,10 +152,7 @@ def test_same_seed_same_losses_and_sigkill_resume_is_bit_identical(tmp_path):
     process = subprocess.Popen(
         _command(killed, 5), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
-    deadline = time.time() + 120
-    while not (killed / "checkpoints" / "2").exists():
-        assert time.time() < deadline and process.poll() is None
-        time.sleep(0.02)
+    wait_for_checkpoint(process, killed, 2)
     process.send_signal(signal.SIGKILL)
     process.wait()
     done_before = sorted(
