@@ -333,6 +333,12 @@ def write_scores_csv(path: Path, sets: list[ScoredSet], kind: str) -> None:
                 )
 
 
+def file_stem(dataset: str) -> str:
+    """A file-name part for a set: a folder's last component, a TFDS name's slashes as '-'
+    (``emnist/letters``)."""
+    return Path(dataset).name if folder.is_folder(dataset) else dataset.replace("/", "-")
+
+
 def write_figures(
     out_dir: Path, state, report: dict, test: ScoredSet, outs: list[ScoredSet]
 ) -> list[str]:
@@ -343,7 +349,7 @@ def write_figures(
         path = plots.reconstruction_grid(
             s.images[:10] / 255.0,
             recon,
-            out_dir / f"reconstructions_{s.name}.png",
+            out_dir / f"reconstructions_{file_stem(s.name)}.png",
             title=f"{s.name}: inputs (top), reconstructions",
         )
         files.append(path.name)
@@ -351,7 +357,7 @@ def write_figures(
         path = plots.score_histogram(
             test.scores[kind],
             s.scores[kind],
-            out_dir / f"hist_{s.name}.png",
+            out_dir / f"hist_{file_stem(s.name)}.png",
             in_name=test.name,
             out_name=s.name,
             score=kind,

@@ -117,6 +117,9 @@ def test_train_and_evaluate_conv_on_a_folder_of_rgb_pngs(rgb_folder, tmp_path, c
     report = json.loads((out / "report.json").read_text())
     assert report["ood"]["uniform"]["auroc"] > 0.9
     assert (out / "reconstructions_uniform.png").stat().st_size > 0
+    # Figure files are named by the folder's name, not its path.
+    assert (out / "reconstructions_pictures.png").stat().st_size > 0
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == []
     print(capsys.readouterr().out)
 
 
