@@ -9,6 +9,7 @@ import logging
 import math
 import signal
 import sys
+import warnings
 from collections.abc import Callable
 from typing import TYPE_CHECKING, NoReturn
 
@@ -218,6 +219,9 @@ def run_command(
     # exception was never retrieved" when collected: library noise around aejax's one line.
     for name in ("absl", "asyncio"):
         logging.getLogger(name).setLevel(logging.INFO if verbose else logging.CRITICAL)
+    if not verbose:  # the same reads, collected before they ran: "coroutine ... never awaited"
+        for message in (r"coroutine .* was never awaited", r"Enable tracemalloc"):
+            warnings.filterwarnings("ignore", message=message, category=RuntimeWarning)
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         return body()
