@@ -102,6 +102,42 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_threshold_args(parser: argparse.ArgumentParser, *, contamination: bool) -> None:
+    """How the detection threshold is set (:mod:`aejax.thresholds`); one of them at most."""
+    group = parser.add_argument_group("threshold (see aejax.thresholds)")
+    choice = group.add_mutually_exclusive_group()
+    choice.add_argument(
+        "--threshold-percentile",
+        type=number(0, 100),
+        metavar="P",
+        help="flag scores above the P-th percentile of the held-out in-distribution images'",
+    )
+    choice.add_argument(
+        "--target-fpr",
+        type=number(0, 1, low_open=True, high_open=True),
+        metavar="F",
+        help="flag at most a fraction F of in-distribution images (expected; the "
+        "confidence bound the held-out count allows is reported)",
+    )
+    if contamination:
+        choice.add_argument(
+            "--contamination",
+            type=number(0, 1, low_open=True, high_open=True),
+            metavar="C",
+            help="the expected fraction of anomalies in the images scored (PyOD's idiom): "
+            "flags their top C",
+        )
+
+
+def threshold_policy(args: argparse.Namespace) -> tuple[str, float] | None:
+    """``(policy, parameter)`` that :func:`add_threshold_args` parsed, None if none given."""
+    for policy in ("threshold_percentile", "target_fpr", "contamination"):
+        value = getattr(args, policy, None)
+        if value is not None:
+            return policy.replace("threshold_", "").replace("_", "-"), value
+    return None
+
+
 DEVICE_OPTIONS = (
     "devices",
     "cpu_devices",

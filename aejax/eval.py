@@ -29,7 +29,20 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from aejax import cli, core, data, files, metrics, models, ood, parallel, plots, run, scores
+from aejax import (
+    cli,
+    core,
+    data,
+    files,
+    metrics,
+    models,
+    ood,
+    parallel,
+    plots,
+    run,
+    scores,
+    thresholds,
+)
 from aejax.data import folder
 from aejax.errors import AejaxError
 from aejax.parallel import Placement
@@ -44,7 +57,10 @@ class EvalConfig:
     ood: tuple[str, ...] = ()  # OOD sets: TFDS names or aejax.ood.SYNTHETIC; () = OTHER's
     score: str = scores.DEFAULT
     step: int | None = None  # checkpoint (epoch); None = the latest
-    threshold_percentile: float = 95.0
+    # How the detection threshold is set on the held-out scores (aejax.thresholds):
+    # ("percentile", P) or ("target-fpr", F). It is saved with the run's statistics, where
+    # `python -m aejax.score` and the exported detector take it from.
+    threshold: tuple[str, float] = ("percentile", 95.0)
     seed: int = 0  # of the synthetic sets
     refit: bool = False  # fit the scores' statistics anew
 
@@ -77,18 +93,13 @@ def _parser() -> argparse.ArgumentParser:
         choices=scores.ALL,
         help=f"OOD score (default {scores.DEFAULT}; see aejax.scores)",
     )
-    p.add_argument(
-        "--threshold-percentile",
-        type=cli.number(0, 100),
-        default=95.0,
-        help="threshold = this percentile of held-out in-distribution scores",
-    )
     p.add_argument("--out", type=Path, help="output directory (default <workdir>/eval)")
     p.add_argument("--refit", action="store_true", help="fit the scores' statistics anew")
     p.add_argument(
         "--seed", type=cli.integer(0, 2**32 - 1), default=0, help="seed of the synthetic OOD sets"
     )
     p.add_argument("--data-dir", help="TFDS data dir (default $TFDS_DATA_DIR)")
+    cli.add_threshold_args(p, contamination=False)  # default: --threshold-percentile 95
     cli.add_common_args(p)
     return p
 
@@ -173,6 +184,8 @@ def fitted_stats(
                 "checkpoint_step": step,
                 "train_rows": list(ranges["train"]),
                 "holdout_rows": list(ranges["holdout"]),
+                "image_shape": list(holdout.images.shape[1:]),
+                "preprocessing": config.data_options(),
             },
         )
         if parallel.is_main_process():
@@ -211,7 +224,7 @@ def evaluate(
         meta,
         ood_names,
         kind=config.score,
-        percentile=config.threshold_percentile,
+        threshold_policy=config.threshold,
         placement=placement,
         workdir=workdir,
         seed=config.seed,
@@ -227,7 +240,7 @@ def _evaluate(
     ood_names: list[str],
     *,
     kind: str,
-    percentile: float,
+    threshold_policy: tuple[str, float],
     placement: Placement,
     workdir: Path,
     seed: int,
@@ -260,14 +273,21 @@ def _evaluate(
     for s in (test, holdout, *outs):
         s.scores = stats.all_scores(s.terms)
 
-    threshold = metrics.threshold_at(holdout.scores[kind], percentile)
+    try:
+        rule = thresholds.on_held_out(*threshold_policy, holdout.scores[kind], score=kind)
+    except ValueError as e:
+        raise AejaxError(str(e)) from None
+    stats.threshold = rule.to_dict()  # the run's detector: `python -m aejax.score` uses it
+    if parallel.is_main_process():
+        scores.save(stats, scores.stats_path(workdir, step))
+    threshold = rule.value
     report = {
         "config": dataclasses.asdict(config),
         "checkpoint_step": step,
         "score": kind,
         "positive_class": "ood",
-        "threshold_percentile": percentile,
         "threshold": threshold,
+        "threshold_rule": rule.to_dict(),
         "in_distribution": {
             "dataset": config.dataset,
             # As training computes its val_loss (core.eval_loss), so the two agree.
@@ -276,6 +296,7 @@ def _evaluate(
             "n_test": len(test.labels),
             "n_holdout": len(holdout.labels),
             "holdout_rows": list(ranges["holdout"]),
+            # The FPR the threshold achieved on the test split, beside what it promised.
             "test_flagged": metrics.flagged_fraction(test.scores[kind], threshold),
             "mean_score": float(np.mean(test.scores[kind])),
         },
@@ -384,9 +405,9 @@ def format_table(report: dict, workdir: Path) -> str:
         f"{report['config']['arch']} on {ind['dataset']}, checkpoint {report['checkpoint_step']}"
         f" ({workdir}; {report['devices']}); score: {report['score']}; positive class: OOD",
         f"{ind['dataset']} test BCE {ind['test_bce']:.4f} (training reported "
-        f"{ind['training_reported_test_bce']:.4f}); threshold {report['threshold']:.4g} = "
-        f"{report['threshold_percentile']:g}th percentile of {ind['n_holdout']} held-out train "
-        f"images; flags {ind['test_flagged']:.1%} of {ind['dataset']} test",
+        f"{ind['training_reported_test_bce']:.4f})",
+        f"threshold {thresholds.Threshold.from_dict(report['threshold_rule']).describe()}",
+        f"it flags {ind['test_flagged']:.1%} of {ind['dataset']} test (the FPR achieved)",
         f"{'OOD set':<16}{'AUROC':>8}{'AUPR-out':>10}{'AUPR-in':>9}{'FPR@95TPR':>11}"
         f"{'detected':>10}   AUROC with bce / mse",
     ]
@@ -417,7 +438,7 @@ def evaluate_command(args) -> int:
         ood=_ood_names(args.ood),
         score=args.score,
         step=args.step,
-        threshold_percentile=args.threshold_percentile,
+        threshold=cli.threshold_policy(args) or ("percentile", 95.0),
         seed=args.seed,
         refit=args.refit,
     )

@@ -53,12 +53,6 @@ def ood_metrics(in_scores, out_scores) -> dict[str, float]:
     }
 
 
-def threshold_at(reference_scores, percentile: float) -> float:
-    """The score below which ``percentile`` % of ``reference_scores`` (held-out
-    in-distribution data) fall: flagging above it flags ~(100 - percentile) % of normal data."""
-    return float(np.percentile(np.asarray(reference_scores, np.float64), percentile))
-
-
 def flagged_fraction(scores, threshold: float) -> float:
     """Fraction of ``scores`` strictly above ``threshold`` (flagged as OOD)."""
     return float(np.mean(np.asarray(scores) > threshold))

@@ -47,8 +47,8 @@ RAW = ("bce", "mse", "kl", "entropy", "elbo", "latent")
 TYPICALITY = tuple(f"typ-{name}" for name in RAW)
 _PARTS = ("typ-kl", "typ-bce", "typ-latent", "typ-entropy")
 COMBINED = {  # name: (how, parts)
-    "typ-max": (lambda z: np.max(z, axis=0), _PARTS),
-    "typ-rss": (lambda z: np.sqrt(np.sum(np.square(z), axis=0)), _PARTS),
+    "typ-max": (lambda z: jnp.max(z, axis=0), _PARTS),
+    "typ-rss": (lambda z: jnp.sqrt(jnp.sum(jnp.square(z), axis=0)), _PARTS),
 }
 ALL = (*RAW, *TYPICALITY, *COMBINED)
 DEFAULT = "typ-rss"
@@ -62,6 +62,31 @@ def mahalanobis(code_NxD: jax.Array, mean_D: jax.Array, precision_DxD: jax.Array
     return jnp.sum((centred @ precision_DxD) * centred, axis=1)
 
 
+def raw_scores(fitted: dict, terms: dict) -> dict[str, jax.Array]:
+    """The raw scores from :func:`aejax.core.per_image`'s terms; ``fitted``: the arrays of
+    :meth:`Stats.arrays` (traceable, float32)."""
+    raw = {k: jnp.asarray(terms[k], jnp.float32) for k in ("bce", "mse", "kl", "entropy", "elbo")}
+    raw["latent"] = mahalanobis(
+        jnp.asarray(terms["code"], jnp.float32), fitted["latent_mean"], fitted["latent_precision"]
+    )
+    return raw
+
+
+def every_score(fitted: dict, terms: dict) -> dict[str, jax.Array]:
+    """Every score in :data:`ALL` from the terms (traceable, float32: the CLIs, the Python
+    API and the exported detector compute scores with this one function)."""
+    out = raw_scores(fitted, terms)
+    for i, name in enumerate(RAW):
+        log_s = jnp.log(jnp.maximum(out[name], 0) + _EPS)
+        out[f"typ-{name}"] = jnp.abs(log_s - fitted["log_median"][i]) / fitted["log_scale"][i]
+    for name, (combine, parts) in COMBINED.items():
+        out[name] = combine(jnp.stack([out[p] for p in parts]))
+    return out
+
+
+_every_score = jax.jit(every_score)
+
+
 @dataclasses.dataclass
 class Stats:
     """What scoring needs from the training data, fitted once per checkpoint."""
@@ -69,30 +94,32 @@ class Stats:
     latent_mean: np.ndarray  # [D]
     latent_precision: np.ndarray  # [D, D]
     typicality: dict[str, tuple[float, float]]  # raw score -> (median, robust sd) of log s
-    meta: dict  # where it was fitted: dataset, rows, checkpoint step
+    meta: dict  # where it was fitted: dataset, rows, checkpoint step, image shape
+    holdout_scores: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)  # ALL
+    threshold: dict | None = None  # aejax.thresholds.Threshold.to_dict(), set by eval
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The fitted statistics as float32 arrays, what :func:`every_score` takes."""
+        loc_scale = np.array([self.typicality.get(k, (0.0, 1.0)) for k in RAW], np.float32)
+        return {
+            "latent_mean": np.asarray(self.latent_mean, np.float32),
+            "latent_precision": np.asarray(self.latent_precision, np.float32),
+            "log_median": loc_scale[:, 0],
+            "log_scale": loc_scale[:, 1],
+        }
 
     def raw(self, terms: dict) -> dict[str, np.ndarray]:
         """The raw scores from :func:`aejax.core.per_image`'s output."""
-        raw = {k: np.asarray(terms[k], np.float64) for k in ("bce", "mse", "kl", "entropy", "elbo")}
-        raw["latent"] = np.asarray(
-            mahalanobis(terms["code"], self.latent_mean, self.latent_precision), np.float64
-        )
-        return raw
+        return {k: np.asarray(v) for k, v in jax.jit(raw_scores)(self.arrays(), terms).items()}
 
     def all_scores(self, terms: dict) -> dict[str, np.ndarray]:
-        """Every score in :data:`ALL`, per image."""
-        raw = self.raw(terms)
-        out = dict(raw)
-        for name, values in raw.items():
-            loc, scale = self.typicality[name]
-            out[f"typ-{name}"] = np.abs(np.log(np.maximum(values, 0) + _EPS) - loc) / scale
-        for name, (combine, parts) in COMBINED.items():
-            out[name] = combine(np.array([out[p] for p in parts]))
-        return out
+        """Every score in :data:`ALL`, per image (float32)."""
+        terms = {k: terms[k] for k in (*RAW[:-1], "code")}
+        return {k: np.asarray(v) for k, v in _every_score(self.arrays(), terms).items()}
 
 
 def _robust_location_scale(values: np.ndarray) -> tuple[float, float]:
-    logs = np.log(np.maximum(values, 0) + _EPS)
+    logs = np.log(np.maximum(np.asarray(values, np.float64), 0) + _EPS)
     loc = float(np.median(logs))
     scale = 1.4826 * float(np.median(np.abs(logs - loc)))
     return loc, max(scale, 1e-6)
@@ -100,7 +127,8 @@ def _robust_location_scale(values: np.ndarray) -> tuple[float, float]:
 
 def fit(train_terms: dict, holdout_terms: dict, meta: dict) -> Stats:
     """Fits the latent Gaussian on the training codes and the typicality statistics on the
-    held-out images' raw scores."""
+    held-out images' raw scores, and keeps every score of the held-out images (p-values and
+    thresholds are set on them)."""
     from sklearn.covariance import LedoitWolf  # a well-kept shrinkage estimator
 
     codes = np.asarray(train_terms["code"], np.float64)
@@ -113,6 +141,7 @@ def fit(train_terms: dict, holdout_terms: dict, meta: dict) -> Stats:
     )
     held_out = stats.raw(holdout_terms)
     stats.typicality = {name: _robust_location_scale(v) for name, v in held_out.items()}
+    stats.holdout_scores = stats.all_scores(holdout_terms)
     return stats
 
 
@@ -129,16 +158,26 @@ def save(stats: Stats, path: Path) -> None:
             latent_precision=stats.latent_precision,
             typicality=json.dumps(stats.typicality),
             meta=json.dumps(stats.meta),
+            threshold=json.dumps(stats.threshold),
+            **{f"holdout/{k}": v for k, v in stats.holdout_scores.items()},
         )
 
 
 def load(path: Path) -> Stats | None:
+    """The statistics saved at ``path``; None when there are none, or when an aejax with
+    other scores wrote them (they are then fitted anew)."""
     if not path.is_file():
         return None
     with np.load(path) as f:
         typicality = {k: tuple(v) for k, v in json.loads(str(f["typicality"])).items()}
-        if set(typicality) != set(RAW):  # written by an aejax with other scores: refit
+        holdout = {k.split("/", 1)[1]: f[k] for k in f.files if k.startswith("holdout/")}
+        if set(typicality) != set(RAW) or set(holdout) != set(ALL) or "threshold" not in f:
             return None
         return Stats(
-            f["latent_mean"], f["latent_precision"], typicality, json.loads(str(f["meta"]))
+            f["latent_mean"],
+            f["latent_precision"],
+            typicality,
+            json.loads(str(f["meta"])),
+            holdout,
+            json.loads(str(f["threshold"])),
         )

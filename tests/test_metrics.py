@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from aejax import metrics
+from aejax import metrics, thresholds
 
 
 def random_scores(seed, ties):
@@ -74,10 +74,10 @@ def test_perfect_and_inverted_separation():
 
 def test_threshold_and_detection_rate():
     reference = np.arange(1, 101, dtype=float)  # 1..100
-    threshold = metrics.threshold_at(reference, 95)
+    threshold = thresholds.at_percentile(reference, 95, score="bce").value
     assert threshold == pytest.approx(95.05)
     assert metrics.flagged_fraction(reference, threshold) == pytest.approx(0.05)
-    assert metrics.flagged_fraction([95.05, 96], threshold) == 0.5  # strictly above
+    assert metrics.flagged_fraction([threshold, 96], threshold) == 0.5  # strictly above
 
 
 def test_non_finite_scores_are_refused():
