@@ -3,11 +3,14 @@
 The training core is pure and jitted::
 
     import jax
-    from aejax import data, init_state, train_epoch, eval_loss, score
+    from aejax import data, init_state, train_epoch, eval_loss
 
     images, _ = data.load("mnist", "train")
     state = init_state("dense", jax.random.key(0))
     state, metrics = train_epoch(state, jax.device_put(images), jax.random.key(1))
+
+``aejax.score`` is the command-line tool (``python -m aejax.score``); the per-image scores
+are :func:`aejax.core.per_image`'s, and :class:`aejax.Detector` scores new images with a run.
 
 Names are imported on first use (PEP 562), so ``import aejax.data`` does not load JAX, and
 nothing here starts a JAX backend before the CLIs have chosen the devices. Importing aejax
@@ -30,7 +33,7 @@ _EXPORTS = {
     "reconstruct": "aejax.core",
     "encode": "aejax.core",
     "decode": "aejax.core",
-    "score": "aejax.core",
+    "Detector": "aejax.detector",
     "per_image": "aejax.core",
     "ood_metrics": "aejax.metrics",
     "restore": "aejax.run",

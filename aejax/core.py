@@ -466,24 +466,33 @@ def _per_image(
     if unknown:
         raise ValueError(f"unknown terms {sorted(unknown)}; choose from {TERMS}")
     model = state.model
+    return batched(
+        lambda x_uint8: image_terms(model, x_uint8, terms),
+        images,
+        batch_size or model.eval_batch_size,
+        batch_sharding,
+    )
 
-    def one_batch(x_uint8):
-        x = to_float(x_uint8)
-        code = model.encode(x)
-        logits = model.decode(code)
-        bce = losses.bce_per_example(logits, x)
-        entropy = losses.entropy_per_example(x_uint8)
-        every = {
-            "bce": bce,
-            "mse": losses.mse_per_example(logits, x),
-            "kl": bce - entropy,
-            "entropy": entropy,
-            "elbo": bce + model.prior_term(x),
-            "code": code.reshape(x.shape[0], -1),
-        }
-        return {name: every[name] for name in terms}
 
-    return batched(one_batch, images, batch_size or model.eval_batch_size, batch_sharding)
+def image_terms(
+    model: models.Autoencoder, images_BxHxWxC: jax.Array, terms: tuple[str, ...] = TERMS
+) -> dict[str, jax.Array]:
+    """:func:`per_image`'s terms of one batch of uint8 images, all at once (traceable, and
+    shape-polymorphic in the batch: the exported detector runs this)."""
+    x = to_float(images_BxHxWxC)
+    code = model.encode(x)
+    logits = model.decode(code)
+    bce = losses.bce_per_example(logits, x)
+    entropy = losses.entropy_per_example(images_BxHxWxC)
+    every = {
+        "bce": bce,
+        "mse": losses.mse_per_example(logits, x),
+        "kl": bce - entropy,
+        "entropy": entropy,
+        "elbo": bce + model.prior_term(x),
+        "code": code.reshape(x.shape[0], -1),
+    }
+    return {name: every[name] for name in terms}
 
 
 def score(

@@ -94,3 +94,20 @@ def entropy_per_example(images_BxHxWxC: jax.Array) -> jax.Array:
     else:
         h = _binary_entropy(jnp.clip(x.astype(jnp.float32), 0, 1))
     return jnp.mean(h.reshape(h.shape[0], -1), axis=1)
+
+
+def kl_per_pixel(logits: jax.Array, images_uint8: jax.Array) -> jax.Array:
+    r"""The model's own part of each pixel's error, ``[B, ...]`` like ``images_uint8``:
+    :math:`\mathrm{KL}(x_p \| \hat x_p) = \ell(x_p, z_p) - h(x_p) \ge 0`, the pixel's BCE less
+    its entropy (0 where the reconstruction is exact). Its mean over an image's pixels is the
+    ``kl`` score; over the channels, an anomaly map.
+
+    >>> import numpy as np
+    >>> kl = kl_per_pixel(jnp.array([[0.0, 0.0]]), np.array([[0, 255]], np.uint8))
+    >>> np.round(np.asarray(kl), 4)  # a black and a white pixel both predicted as 0.5: log 2
+    array([[0.6931, 0.6931]], dtype=float32)
+    """
+    x = jnp.asarray(images_uint8).astype(jnp.float32) / 255.0
+    z = logits.astype(jnp.float32)
+    bce = jnp.maximum(z, 0) - z * x + jnp.log(1 + jnp.exp(-jnp.abs(z)))
+    return bce - jnp.asarray(_LEVEL_ENTROPY)[jnp.asarray(images_uint8).astype(jnp.int32)]

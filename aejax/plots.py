@@ -110,3 +110,32 @@ def roc_curves(
     )
     ax.legend(loc="lower right", fontsize="small")
     return _save(fig, path)
+
+
+def anomaly_map(
+    image_HxWxC: np.ndarray,
+    reconstruction_HxWxC: np.ndarray,
+    anomaly_HxW: np.ndarray,
+    path: str | Path,
+    title: str = "",
+) -> Path:
+    """The input, its reconstruction and its anomaly map (nats per pixel, its own colour bar)
+    side by side."""
+    fig, axes = plt.subplots(1, 3, figsize=(7.5, 2.6))
+    grey = image_HxWxC.shape[-1] == 1
+    for ax, picture, name in zip(
+        axes[:2],
+        (image_HxWxC / 255.0, reconstruction_HxWxC),
+        ("input", "reconstruction"),
+        strict=True,
+    ):
+        ax.imshow(picture.squeeze(-1) if grey else picture, cmap="gray", vmin=0, vmax=1)
+        ax.set_title(name, fontsize=9)
+    shown = axes[2].imshow(anomaly_HxW, cmap="inferno", vmin=0)
+    axes[2].set_title("anomaly (KL, nats)", fontsize=9)
+    fig.colorbar(shown, ax=axes[2], fraction=0.046, pad=0.04)
+    for ax in axes:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle(title, fontsize=9)
+    return _save(fig, path)

@@ -46,7 +46,7 @@ def is_folder(name: str) -> bool:
     return os.path.isdir(name)
 
 
-def _image_files(root: Path) -> list[Path]:
+def image_files(root: Path) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.suffix.lower() in EXTENSIONS and p.is_file())
 
 
@@ -56,7 +56,7 @@ def _layout(root: Path) -> dict[str, list[tuple[Path, str]]]:
     if (root / "train").is_dir():
         splits = {}
         for split in SPLITS:
-            files = _image_files(root / split) if (root / split).is_dir() else []
+            files = image_files(root / split) if (root / split).is_dir() else []
             splits[split] = [
                 (
                     f,
@@ -67,7 +67,7 @@ def _layout(root: Path) -> dict[str, list[tuple[Path, str]]]:
                 for f in files
             ]
         return {s: files for s, files in splits.items() if files}
-    files = _image_files(root)
+    files = image_files(root)
     position = {
         f: int.from_bytes(
             hashlib.sha256(f.relative_to(root).as_posix().encode()).digest()[:8], "big"
@@ -97,7 +97,7 @@ def _fingerprint(root: Path, layout: dict, image_size, channels) -> str:
     return digest.hexdigest()[:16]
 
 
-def _open(path: Path):
+def open_image(path: Path) -> "PIL.Image.Image":  # noqa: F821, UP037 (imported on use)
     from PIL import Image, UnidentifiedImageError
 
     try:
@@ -117,7 +117,7 @@ def _settle_shape(layout: dict, image_size, channels) -> tuple[tuple[int, int], 
     sizes, colour = {}, False
     for files in layout.values():
         for f, _ in files:
-            with _open(f) as image:
+            with open_image(f) as image:
                 sizes.setdefault((image.height, image.width), f)
                 colour = colour or image.mode not in ("1", "L", "I", "I;16", "F", "LA")
     if image_size is None and len(sizes) > 1:
@@ -134,18 +134,26 @@ def _decoded(
     files, size: tuple[int, int], channels: int, labels: list[str]
 ) -> Iterator[tuple[int, dict]]:
     """``(key, example)`` pairs, TFDS's generator protocol; the index keys keep file order."""
-    from PIL import Image
     from tqdm import tqdm
 
     for index, (f, label) in enumerate(
         tqdm(files, desc="preparing images", unit="file", leave=False, disable=None)
     ):
-        with _open(f) as image:
-            image = image.convert("RGB" if channels == 3 else "L")
-            if (image.height, image.width) != size:
-                image = image.resize((size[1], size[0]), Image.Resampling.BILINEAR)
-            array = np.asarray(image, np.uint8).reshape(size[0], size[1], channels)
+        with open_image(f) as image:
+            array = convert(image, size, channels)
         yield index, {"image": array, "label": labels.index(label)}
+
+
+def convert(image, size: tuple[int, int], channels: int) -> np.ndarray:
+    """A Pillow image as uint8 ``[H, W, C]``: converted to grey (``channels`` 1) or RGB (3),
+    then resized to ``size`` (bilinear) when it has another. The one preprocessing of image
+    files, at preparation and when scoring new images."""
+    from PIL import Image
+
+    image = image.convert("RGB" if channels == 3 else "L")
+    if (image.height, image.width) != tuple(size):
+        image = image.resize((size[1], size[0]), Image.Resampling.BILINEAR)
+    return np.asarray(image, np.uint8).reshape(size[0], size[1], channels)
 
 
 def prepared_dir(

@@ -1,0 +1,171 @@
+"""A trained run used as a detector on new images: every score, p-values, verdicts and
+anomaly maps.
+
+:class:`Detector` is a run's checkpoint with its fitted statistics (``ood_stats/``, written by
+``python -m aejax.eval``): the held-out images' scores, the threshold and how it was set.
+Every number comes from one jitted function of the state and the statistics,
+:func:`decide`, which the exported detector (:mod:`aejax.export`) runs too::
+
+    from aejax.detector import Detector
+    detector = Detector.load("runs/dense-mnist")
+    out = detector.detect(images)        # uint8 [N, H, W, C] -> score, p_value, ood, ...
+    maps = detector.maps(images)         # reconstruction [N, H, W, C], anomaly [N, H, W]
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from aejax import core, losses, run, scores, thresholds
+from aejax.errors import AejaxError
+from aejax.parallel import Placement
+
+
+def decide(fitted: dict, terms: dict, kind: str) -> dict[str, jax.Array]:
+    """From :func:`aejax.core.image_terms`' terms and the detector's fitted arrays
+    (:meth:`Detector.fitted`): ``score`` (score ``kind``), ``p_value``, ``ood`` (score above
+    the threshold) and every score of :data:`aejax.scores.ALL`. Traceable, float32."""
+    every = scores.every_score(fitted, terms)
+    score = every[kind]
+    return {
+        "score": score,
+        "p_value": thresholds.p_values(fitted["holdout"], score),
+        "ood": score > fitted["threshold"],
+        **every,
+    }
+
+
+@functools.partial(jax.jit, static_argnames=("kind", "batch_sharding"))
+def _detect(state, fitted, images_NxHxWxC, kind, batch_sharding=None):
+    terms = core.per_image(state, images_NxHxWxC, batch_sharding=batch_sharding)
+    return decide(fitted, terms, kind)
+
+
+def anomaly_maps(model, images_BxHxWxC: jax.Array) -> dict[str, jax.Array]:
+    """``reconstruction`` ``[B, H, W, C]`` in [0, 1] and ``anomaly`` ``[B, H, W]``: each
+    pixel's KL of the input from its reconstruction (:func:`aejax.losses.kl_per_pixel`),
+    averaged over the channels, in nats (0: reconstructed exactly)."""
+    logits = model(core.to_float(images_BxHxWxC)).astype(jnp.float32)
+    return {
+        "reconstruction": jax.nn.sigmoid(logits),
+        "anomaly": jnp.mean(losses.kl_per_pixel(logits, images_BxHxWxC), axis=-1),
+    }
+
+
+@jax.jit
+def _maps(state, images_NxHxWxC):
+    model = state.model
+    return core.batched(
+        lambda x: anomaly_maps(model, x), images_NxHxWxC, model.eval_batch_size
+    )  # fmt: skip
+
+
+@dataclasses.dataclass(frozen=True)
+class Detector:
+    """A run's checkpoint with its fitted statistics and threshold."""
+
+    state: core.TrainState
+    stats: scores.Stats
+    threshold: thresholds.Threshold
+    config: run.RunConfig
+    step: int
+    workdir: Path
+
+    @classmethod
+    def load(
+        cls, workdir: str | Path, step: int | None = None, placement: Placement | None = None
+    ) -> Detector:
+        """Checkpoint ``step`` (default the latest) of the run in ``workdir``, with the
+        statistics ``python -m aejax.eval`` fitted for it."""
+        workdir = Path(workdir)
+        state, config, meta = run.restore(workdir, step, placement)
+        step = meta["history"][-1]["epoch"]
+        stats = scores.load(scores.stats_path(workdir, step))
+        if stats is None or stats.threshold is None or "image_shape" not in stats.meta:
+            raise AejaxError(
+                f"checkpoint {step} of {workdir} has no fitted statistics: run "
+                f"`python -m aejax.eval --workdir {workdir}` once (it fits them on the "
+                "training data and sets the threshold), then score"
+            )
+        threshold = thresholds.Threshold.from_dict(stats.threshold)
+        return cls(state, stats, threshold, config, step, workdir)
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """``(H, W, C)`` of the images the model takes."""
+        return tuple(self.stats.meta["image_shape"])
+
+    @property
+    def kind(self) -> str:
+        """The score the threshold is on: the run's score."""
+        return self.threshold.score
+
+    def with_threshold(
+        self, policy: str | None = None, parameter: float | None = None, kind: str | None = None
+    ) -> Detector:
+        """This detector with its threshold set anew on the held-out scores: ``policy``
+        ``percentile`` or ``target-fpr`` (default: the run's), on score ``kind`` (default:
+        the run's)."""
+        kind = kind or self.kind
+        if kind not in scores.ALL:
+            raise AejaxError(f"unknown score {kind!r}: choose from {', '.join(scores.ALL)}")
+        policy = policy or self.threshold.policy
+        if parameter is None:
+            parameter = self.threshold.parameter
+        try:
+            threshold = thresholds.on_held_out(
+                policy, parameter, self.stats.holdout_scores[kind], score=kind
+            )
+        except ValueError as e:
+            raise AejaxError(str(e)) from None
+        return dataclasses.replace(self, threshold=threshold)
+
+    def fitted(self) -> dict[str, np.ndarray]:
+        """What :func:`decide` takes: the statistics' arrays, the held-out scores of the
+        detector's score and the threshold, all float32."""
+        return {
+            **self.stats.arrays(),
+            "holdout": np.sort(self.stats.holdout_scores[self.kind]).astype(np.float32),
+            "threshold": np.float32(self.threshold.value),
+        }
+
+    def check_images(self, images: np.ndarray) -> None:
+        if images.dtype != np.uint8 or tuple(images.shape[1:]) != self.image_shape:
+            raise AejaxError(
+                f"the detector takes uint8 images [N, {', '.join(map(str, self.image_shape))}]"
+                f", not {images.dtype} {list(images.shape)}: convert them first "
+                "(aejax.inputs.read does what `python -m aejax.score` does)"
+            )
+
+    def detect(
+        self, images_NxHxWxC: np.ndarray, batch_sharding: jax.sharding.Sharding | None = None
+    ) -> dict[str, np.ndarray]:
+        """``score``, ``p_value``, ``ood`` and every score, per image ``[N]``."""
+        images_NxHxWxC = np.asarray(images_NxHxWxC)
+        self.check_images(images_NxHxWxC)
+        out = _detect(self.state, self.fitted(), images_NxHxWxC, self.kind, batch_sharding)
+        return {k: np.asarray(v) for k, v in out.items()}
+
+    def score(self, images_NxHxWxC: np.ndarray) -> np.ndarray:
+        """The run's score of each image ``[N]`` (higher: more anomalous)."""
+        return self.detect(images_NxHxWxC)["score"]
+
+    def p_value(self, images_NxHxWxC: np.ndarray) -> np.ndarray:
+        """Each image's conformal p-value (:func:`aejax.thresholds.p_values`)."""
+        return self.detect(images_NxHxWxC)["p_value"]
+
+    def predict(self, images_NxHxWxC: np.ndarray) -> np.ndarray:
+        """Whether each image is flagged as OOD, bool ``[N]``."""
+        return self.detect(images_NxHxWxC)["ood"]
+
+    def maps(self, images_NxHxWxC: np.ndarray) -> dict[str, np.ndarray]:
+        """Reconstructions and per-pixel anomaly maps (:func:`anomaly_maps`)."""
+        images_NxHxWxC = np.asarray(images_NxHxWxC)
+        self.check_images(images_NxHxWxC)
+        return {k: np.asarray(v) for k, v in _maps(self.state, images_NxHxWxC).items()}

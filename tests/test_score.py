@@ -1,0 +1,229 @@
+"""`python -m aejax.score` and `python -m aejax.export` on a real trained run (dense, one
+epoch on 10k MNIST images), real image files, folders and .npy arrays."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import aejax.export as export_cli
+import aejax.score as score_cli
+from aejax import data, scores, train
+from aejax import eval as eval_cli
+from aejax.detector import Detector
+
+ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.slow  # training, subprocesses
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    """A trained run with fitted statistics (what `aejax.eval` leaves)."""
+    workdir = tmp_path_factory.mktemp("score") / "dense-mnist"
+    args = ["--arch", "dense", "--epochs", "1", "--holdout", "50000", "--workdir", str(workdir)]
+    assert train.main(args) == 0
+    out = workdir / "eval"
+    assert eval_cli.main(["--workdir", str(workdir), "--ood", "uniform", "--out", str(out)]) == 0
+    return workdir
+
+
+@pytest.fixture(scope="module")
+def images():
+    """500 MNIST and 500 Fashion-MNIST test images."""
+    digits, _ = data.load("mnist", "test[:500]")
+    clothes, _ = data.load("fashion_mnist", "test[:500]")
+    return np.concatenate([digits, clothes])
+
+
+def read_csv(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_scores_files_folders_and_npy_like_the_python_api(run_dir, images, tmp_path, capsys):
+    folder = tmp_path / "digits"
+    folder.mkdir()
+    for i in range(3):
+        Image.fromarray(images[i, ..., 0]).save(folder / f"d{i}.png")
+    Image.fromarray(images[3, ..., 0]).save(tmp_path / "one.jpg", quality=95)
+    np.save(tmp_path / "fashion.npy", images[500:504, ..., 0])  # [N, H, W] is accepted
+    out, maps = tmp_path / "out.csv", tmp_path / "maps"
+    inputs = [str(folder), str(tmp_path / "one.jpg"), str(tmp_path / "fashion.npy")]
+    argv = ["--workdir", str(run_dir), *inputs, "--out", str(out), "--maps", str(maps)]
+    assert score_cli.main(argv) == 0
+    summary = capsys.readouterr().err
+    assert "8 images scored" in summary and "threshold: typ-rss > " in summary
+
+    rows = read_csv(out)
+    assert [r["source"] for r in rows] == [
+        *(str(folder / f"d{i}.png") for i in range(3)),
+        str(tmp_path / "one.jpg"),
+        *(f"{tmp_path / 'fashion.npy'}[{i}]" for i in range(4)),
+    ]
+    assert list(rows[0]) == ["source", "score", "p_value", "ood", *scores.ALL]
+    # The Python API gives the CSV's numbers (the PNGs and .npy rows are lossless).
+    detector = Detector.load(run_dir)
+    lossless = np.concatenate([images[:3], images[500:504]])
+    api = detector.detect(lossless)
+    got = np.array([float(r["score"]) for i, r in enumerate(rows) if i != 3], np.float32)
+    np.testing.assert_allclose(got, api["score"], rtol=2e-6)
+    p = np.array([float(r["p_value"]) for r in rows])
+    assert ((p > 0) & (p <= 1)).all()
+    flagged = np.array([r["ood"] == "1" for r in rows])
+    scored = np.array([float(r["score"]) for r in rows])
+    np.testing.assert_array_equal(flagged, scored > detector.threshold.value)
+    assert flagged[4:].sum() > flagged[:4].sum()  # Fashion-MNIST flagged more than digits
+    # One map per image, numbered so that names never collide.
+    assert sorted(p.name for p in maps.iterdir()) == [
+        "00000_d0.png", "00001_d1.png", "00002_d2.png", "00003_one.png",
+        *(f"0000{4 + i}_fashion-{i}.png" for i in range(4)),
+    ]  # fmt: skip
+    with Image.open(maps / "00000_d0.png") as figure:
+        assert figure.width > 2 * figure.height  # input, reconstruction, map side by side
+
+
+def test_maps_are_the_models_part_of_the_error(run_dir, images):
+    detector = Detector.load(run_dir)
+    maps = detector.maps(images[:20])
+    assert maps["reconstruction"].shape == (20, 28, 28, 1)
+    assert maps["anomaly"].shape == (20, 28, 28) and (maps["anomaly"] > -1e-5).all()
+    # Averaged over the pixels, the map is the image's `kl` score.
+    kl = detector.detect(images[:20])["kl"]
+    np.testing.assert_allclose(maps["anomaly"].mean(axis=(1, 2)), kl, rtol=1e-4, atol=1e-6)
+
+
+def test_images_of_another_shape_are_converted_with_a_warning(run_dir, images, tmp_path, capsys):
+    rgb = np.repeat(images[0], 3, axis=-1)
+    Image.fromarray(rgb).resize((40, 40)).save(tmp_path / "big_rgb.png")
+    out = tmp_path / "s.csv"
+    argv = ["--workdir", str(run_dir), str(tmp_path / "big_rgb.png"), "--out", str(out)]
+    assert score_cli.main(argv) == 0
+    assert "warning: 1 image of 40x40x3 converted to 28x28x1" in capsys.readouterr().err
+    assert len(read_csv(out)) == 1
+
+
+def test_the_three_threshold_policies(run_dir, images, tmp_path, capsys):
+    np.save(tmp_path / "x.npy", images)
+    base = ["--workdir", str(run_dir), str(tmp_path / "x.npy"), "--out", str(tmp_path / "o.csv")]
+    assert score_cli.main([*base, "--contamination", "0.25"]) == 0
+    assert sum(r["ood"] == "1" for r in read_csv(tmp_path / "o.csv")) == 250
+    assert "contamination 0.25" in capsys.readouterr().err
+    assert score_cli.main([*base, "--target-fpr", "0.01"]) == 0
+    rows = read_csv(tmp_path / "o.csv")
+    # At a target FPR, flagged means p <= F (the conformal p-values agree with it).
+    flagged = np.array([r["ood"] == "1" for r in rows])
+    np.testing.assert_array_equal(flagged, np.array([float(r["p_value"]) for r in rows]) <= 0.01)
+    assert "target FPR 0.01" in capsys.readouterr().err
+
+
+def test_eval_stores_the_threshold_and_reports_the_fpr_achieved(run_dir, tmp_path, capsys):
+    out = tmp_path / "eval"
+    argv = ["--workdir", str(run_dir), "--ood", "uniform", "--target-fpr", "0.02", "--out"]
+    assert eval_cli.main([*argv, str(out)]) == 0
+    report = json.loads((out / "report.json").read_text())
+    rule = report["threshold_rule"]
+    assert rule["policy"] == "target-fpr" and rule["parameter"] == 0.02
+    assert 0 < report["in_distribution"]["test_flagged"] < 0.05  # achieved on the test split
+    assert "the FPR achieved" in capsys.readouterr().out
+    assert Detector.load(run_dir).threshold.to_dict() == rule  # what aejax.score now uses
+    # Back to the default for the other tests.
+    assert eval_cli.main(["--workdir", str(run_dir), "--ood", "uniform", "--out", str(out)]) == 0
+
+
+EXPORTED = r"""
+import json, pathlib, sys
+import numpy as np
+from jax import export
+
+folder = pathlib.Path(sys.argv[1])
+meta = json.loads((folder / "metadata.json").read_text())
+detect = export.deserialize((folder / meta["artifact"]).read_bytes())
+outs = {n: detect.call(np.load(f"x{n}.npy")) for n in (1, 7, 1000)}
+np.savez(sys.argv[2], aejax_imported=any(m.startswith("aejax") for m in sys.modules),
+         **{f"{k}_{n}": np.asarray(v) for n, out in outs.items() for k, v in out.items()})
+"""
+
+
+def tolerance(name: str, meta: dict) -> float:
+    """How far XLA's defaults may move a score from aejax's flags: raw scores by ~1e-6
+    relative; a typicality divides that by the held-out spread of log s (~1e-4 absolute);
+    a p-value moves in steps of 1 / (n + 1) when a held-out score is crossed."""
+    if name == "p_value":
+        return 2 / (meta["threshold"]["n"] + 1)
+    return 1e-4 if name.startswith("typ-") or name == "score" else 1e-7
+
+
+def test_the_exported_detector_reproduces_aejax_score(run_dir, images, tmp_path):
+    out = tmp_path / "detector"
+    assert export_cli.main(["--workdir", str(run_dir), "--out", str(out)]) == 0
+    meta = json.loads((out / "metadata.json").read_text())
+    assert meta["input"] == {"shape": ["N", 28, 28, 1], "dtype": "uint8", "range": [0, 255]}
+    assert meta["platforms"] == ["cpu", "cuda", "tpu"] and meta["score"] == scores.DEFAULT
+    assert meta["threshold"]["policy"] == "percentile" and meta["training"]["dataset"] == "mnist"
+    # aejax.score and the exported detector each in a fresh process, as a user runs them.
+    clean = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "PYTHONPATH")}
+    want = {}
+    for n in (1, 7, 1000):
+        np.save(tmp_path / f"x{n}.npy", images[:n])
+        csv_path = tmp_path / f"s{n}.csv"
+        command = ["-m", "aejax.score", "--workdir", str(run_dir), f"x{n}.npy", "--out"]
+        subprocess.run([sys.executable, *command, str(csv_path)], check=True, env={
+            **clean, "PYTHONPATH": str(ROOT)}, cwd=tmp_path)  # fmt: skip
+        want[n] = read_csv(csv_path)
+    for flags in (meta["xla_flags"], None):  # as metadata.json says, and XLA's defaults
+        result = tmp_path / "result.npz"
+        env = {**clean, **({"XLA_FLAGS": flags} if flags else {})}
+        subprocess.run(
+            [sys.executable, "-c", EXPORTED, str(out), str(result)],
+            check=True,
+            env=env,
+            cwd=tmp_path,  # not the repository: aejax cannot be imported by accident
+        )
+        with np.load(result) as got:
+            assert not got["aejax_imported"]
+            for n, rows in want.items():
+                for name in ("score", "p_value", *scores.ALL):
+                    expected = np.array([float(r[name]) for r in rows], np.float32)
+                    if flags:  # the same float32 bits (the CSV's 9 digits keep them)
+                        np.testing.assert_array_equal(got[f"{name}_{n}"], expected, name)
+                    else:
+                        np.testing.assert_allclose(
+                            got[f"{name}_{n}"], expected, 1e-5, tolerance(name, meta), name
+                        )  # fmt: skip
+                verdicts = np.array([r["ood"] == "1" for r in rows])
+                near = np.isclose(expected, meta["threshold"]["value"], rtol=1e-5)
+                np.testing.assert_array_equal(got[f"ood_{n}"][~near], verdicts[~near])
+
+
+def test_bad_inputs_are_one_clear_error(run_dir, tmp_path, capsys):
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    (tmp_path / "empty").mkdir()
+    np.save(tmp_path / "floats.npy", np.zeros((2, 28, 28), np.float32))
+    np.save(tmp_path / "flat.npy", np.zeros((2, 784), np.uint8))
+    (tmp_path / "notes.txt").write_text("hello")
+    no_stats = tmp_path / "no-stats"
+    assert train.main(["--arch", "dense", "--epochs", "1", "--workdir", str(no_stats)]) == 0
+    capsys.readouterr()
+    cases = {
+        "broken.png": "cannot read",
+        "empty": "holds no PNG/JPEG images",
+        "floats.npy": "holds float32 values: give uint8 images",
+        "flat.npy": "has shape [2, 784]",
+        "notes.txt": "is not a PNG/JPEG image or a .npy array",
+        "missing.png": "does not exist",
+    }
+    for name, message in cases.items():
+        assert score_cli.main(["--workdir", str(run_dir), str(tmp_path / name)]) == 2, name
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and message in err and err.count("\n") == 1, err
+    assert score_cli.main(["--workdir", str(no_stats), str(tmp_path / "flat.npy")]) == 2
+    err = capsys.readouterr().err
+    assert "no fitted statistics" in err and "python -m aejax.eval" in err
+    assert score_cli.main(["--workdir", str(run_dir), "x", "--target-fpr", "0.00001"]) == 2
+    assert "cannot set a threshold for FPR" in capsys.readouterr().err
