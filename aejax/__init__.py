@@ -34,6 +34,7 @@ _EXPORTS = {
     "encode": "aejax.core",
     "decode": "aejax.core",
     "Detector": "aejax.detector",
+    "AutoencoderDetector": "aejax.estimator",
     "per_image": "aejax.core",
     "ood_metrics": "aejax.metrics",
     "restore": "aejax.run",

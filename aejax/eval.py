@@ -193,6 +193,56 @@ def fitted_stats(
     return stats
 
 
+def set_threshold(
+    stats: scores.Stats, kind: str, policy: tuple[str, float], path: Path
+) -> thresholds.Threshold:
+    """Sets the run's threshold (``policy`` on score ``kind``'s held-out values) in ``stats``
+    and saves them to ``path``: the run's detector, which ``aejax.score`` and ``aejax.export``
+    use."""
+    try:
+        rule = thresholds.on_held_out(*policy, stats.holdout_scores[kind], score=kind)
+    except ValueError as e:
+        raise AejaxError(str(e)) from None
+    stats.threshold = rule.to_dict()
+    if parallel.is_main_process():
+        scores.save(stats, path)
+    return rule
+
+
+def fit_detector(
+    workdir: str | Path,
+    *,
+    score: str = scores.DEFAULT,
+    threshold: tuple[str, float] = ("percentile", 95.0),
+    step: int | None = None,
+    placement: Placement | None = None,
+    data_dir: str | None = None,
+) -> scores.Stats:
+    """What ``aejax.eval`` fits for a run's checkpoint, without the evaluation: the scores'
+    statistics (on its training rows and held-out slice) and the threshold; saved beside the
+    checkpoint and returned."""
+    workdir = Path(workdir)
+    placement = placement or Placement.create()
+    state, config, meta = run.restore(workdir, step, placement)
+    ranges = config.row_ranges(
+        data.num_examples(config.dataset, "train", data_dir, **config.data_options())
+    )
+    if "holdout" not in ranges:
+        raise AejaxError(_NO_HOLDOUT)
+    scorer = Scorer(state, placement, data_dir, config.data_options())
+    holdout = scorer.tfds_set(config.dataset, *ranges["holdout"], role="holdout")
+    step = meta["history"][-1]["epoch"]
+    stats = fitted_stats(scorer, workdir, step, config, ranges, holdout)
+    set_threshold(stats, score, threshold, scores.stats_path(workdir, step))
+    return stats
+
+
+_NO_HOLDOUT = (
+    "this run trained on its whole train split (--holdout 0), so nothing is held out to set "
+    "the threshold on: train with --holdout 1000"
+)
+
+
 @dataclasses.dataclass
 class Evaluation:
     """What :func:`evaluate` found: the report (JSON-able) and the scored sets behind it."""
@@ -254,10 +304,7 @@ def _evaluate(
         data.num_examples(config.dataset, "train", data_dir, **config.data_options())
     )
     if "holdout" not in ranges:
-        raise AejaxError(
-            "this run trained on its whole train split (--holdout 0), so nothing "
-            "is held out to set the threshold on: train with --holdout 1000"
-        )
+        raise AejaxError(_NO_HOLDOUT)
     scorer = Scorer(state, placement, data_dir, config.data_options())
     test = scorer.tfds_set(config.dataset, "test")
     holdout = scorer.tfds_set(config.dataset, *ranges["holdout"], role="holdout")
@@ -273,13 +320,7 @@ def _evaluate(
     for s in (test, holdout, *outs):
         s.scores = stats.all_scores(s.terms)
 
-    try:
-        rule = thresholds.on_held_out(*threshold_policy, holdout.scores[kind], score=kind)
-    except ValueError as e:
-        raise AejaxError(str(e)) from None
-    stats.threshold = rule.to_dict()  # the run's detector: `python -m aejax.score` uses it
-    if parallel.is_main_process():
-        scores.save(stats, scores.stats_path(workdir, step))
+    rule = set_threshold(stats, kind, threshold_policy, scores.stats_path(workdir, step))
     threshold = rule.value
     report = {
         "config": dataclasses.asdict(config),
@@ -357,7 +398,9 @@ def write_scores_csv(path: Path, sets: list[ScoredSet], kind: str) -> None:
 def file_stem(dataset: str) -> str:
     """A file-name part for a set: a folder's last component, a TFDS name's slashes as '-'
     (``emnist/letters``)."""
-    return Path(dataset).name if folder.is_folder(dataset) else dataset.replace("/", "-")
+    if folder.is_folder(dataset):
+        return Path(dataset).name.removesuffix(".npy")
+    return dataset.replace("/", "-")
 
 
 def write_figures(

@@ -42,6 +42,13 @@ def _shape_text(shape) -> str:
     return "x".join(map(str, shape))
 
 
+def conformed(array_HxWxC: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
+    """``array_HxWxC`` as it is when it has ``shape``, else converted (as image files are)."""
+    if tuple(array_HxWxC.shape) == tuple(shape):
+        return array_HxWxC
+    return _from_array(array_HxWxC, shape)
+
+
 def _from_array(array_HxWxC: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
     from PIL import Image
 
@@ -51,7 +58,8 @@ def _from_array(array_HxWxC: np.ndarray, shape: tuple[int, int, int]) -> np.ndar
     return folder.convert(image, shape[:2], shape[2])
 
 
-def _npy_images(path: Path) -> np.ndarray:
+def npy_images(path: Path) -> np.ndarray:
+    """The uint8 images ``[N, H, W, C]`` of a ``.npy`` file (memory-mapped), checked."""
     try:
         array = np.load(path, allow_pickle=False, mmap_mode="r")
     except (OSError, ValueError) as e:
@@ -125,7 +133,7 @@ def read(
     for given in paths:
         for path in _files_of(Path(given)):
             if path.suffix.lower() == ".npy":
-                array = _npy_images(path)
+                array = npy_images(path)
                 for i in range(len(array)):
                     add(f"{path}[{i}]", np.asarray(array[i]))
             else:

@@ -72,7 +72,9 @@ def test_scores_files_folders_and_npy_like_the_python_api(run_dir, images, tmp_p
     lossless = np.concatenate([images[:3], images[500:504]])
     api = detector.detect(lossless)
     got = np.array([float(r["score"]) for i, r in enumerate(rows) if i != 3], np.float32)
-    np.testing.assert_allclose(got, api["score"], rtol=2e-6)
+    # In this process the CLI shards over the 8 test devices: the sums of another order
+    # (clean processes agree to the bit: test_the_exported_detector_reproduces_aejax_score).
+    np.testing.assert_allclose(got, api["score"], 1e-5, 1e-4)
     p = np.array([float(r["p_value"]) for r in rows])
     assert ((p > 0) & (p <= 1)).all()
     flagged = np.array([r["ood"] == "1" for r in rows])
@@ -227,3 +229,30 @@ def test_bad_inputs_are_one_clear_error(run_dir, tmp_path, capsys):
     assert "no fitted statistics" in err and "python -m aejax.eval" in err
     assert score_cli.main(["--workdir", str(run_dir), "x", "--target-fpr", "0.00001"]) == 2
     assert "cannot set a threshold for FPR" in capsys.readouterr().err
+
+
+def test_the_estimator_fits_an_array_and_saves_through_its_run(images, tmp_path, capsys):
+    from aejax import AutoencoderDetector
+
+    normal, _ = data.load("mnist", "train[:3000]")
+    det = AutoencoderDetector(
+        "dense", epochs=1, holdout=300, contamination=0.1, workdir=tmp_path / "run",
+        data_dir=str(tmp_path / "tfds"),
+    ).fit(normal[..., 0])  # fmt: skip
+    assert det.threshold_.policy == "percentile" and det.threshold_.parameter == pytest.approx(90)
+    assert (det.workdir_ / "train_images.npy").is_file()
+    predicted = det.predict(images)
+    assert set(np.unique(predicted)) <= {0, 1} and predicted[500:].mean() > predicted[:500].mean()
+    assert det.maps(images[:2])["anomaly"].shape == (2, 28, 28)
+    # Saved through its run directory; the CLI gives the same numbers as the object.
+    loaded = AutoencoderDetector.load(det.workdir_)
+    np.testing.assert_array_equal(loaded.decision_function(images), det.decision_function(images))
+    np.save(tmp_path / "x.npy", images[:50])
+    out = tmp_path / "s.csv"
+    argv = ["--workdir", str(det.workdir_), str(tmp_path / "x.npy"), "--out", str(out)]
+    assert score_cli.main(argv) == 0
+    cli_scores = np.array([float(r["score"]) for r in read_csv(out)], np.float32)
+    # In this process the CLI shards over the 8 test devices: the sums of another order.
+    np.testing.assert_allclose(cli_scores, det.decision_function(images[:50]), 1e-5, 1e-4)
+    with pytest.raises(Exception, match="not fitted"):
+        AutoencoderDetector().predict(images)

@@ -1,4 +1,5 @@
-"""A folder of image files as a TFDS dataset: prepared once, then read like any other.
+"""A folder of image files (or a ``.npy`` array of images) as a TFDS dataset: prepared
+once, then read like any other.
 
 ``--dataset PATH`` (an existing directory) takes either layout:
 
@@ -9,6 +10,10 @@
   SHA-256 of its path relative to ``PATH`` falls in the first tenth of the range, else to
   ``train`` (a folder too small for that gives its lowest-hash file to ``test``):
   deterministic, and adding files never moves the others.
+
+``--dataset PATH.npy``: a NumPy array of uint8 images ``[N, H, W]`` or ``[N, H, W, C]``
+(read without pickles), unlabelled, split like a flat folder by the hash of each row's
+index; what :class:`aejax.Detector`'s ``fit`` trains on when given an array.
 
 Images are decoded by Pillow, converted to ``channels`` (1: grey, 3: RGB; default: RGB if
 any file is in colour, else grey) and resized to ``image_size`` (bilinear; default: all files
@@ -42,8 +47,33 @@ VERSION = "1.0.0"
 
 
 def is_folder(name: str) -> bool:
-    """Whether ``--dataset name`` names a directory of images rather than a TFDS dataset."""
-    return os.path.isdir(name)
+    """Whether ``--dataset name`` names a local dataset, a directory of images or a ``.npy``
+    array of them, rather than a TFDS dataset."""
+    return os.path.isdir(name) or (name.lower().endswith(".npy") and os.path.isfile(name))
+
+
+def _is_array(root: Path) -> bool:
+    return root.suffix.lower() == ".npy" and root.is_file()
+
+
+def _hash_position(key: str) -> float:
+    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") / 2**64
+
+
+def _array_layout(root: Path) -> dict[str, list[tuple[int, str]]]:
+    """An array's rows split as a flat folder's files are, by the hash of the row index."""
+    from aejax import inputs
+
+    n = len(inputs.npy_images(root))
+    test = [i for i in range(n) if _hash_position(str(i)) < TEST_FRACTION]
+    if not test and n > 1:
+        test = [min(range(n), key=lambda i: _hash_position(str(i)))]
+    chosen = set(test)
+    splits = {
+        "train": [(i, "") for i in range(n) if i not in chosen],
+        "test": [(i, "") for i in test],
+    }
+    return {s: rows for s, rows in splits.items() if rows}
 
 
 def image_files(root: Path) -> list[Path]:
@@ -68,13 +98,7 @@ def _layout(root: Path) -> dict[str, list[tuple[Path, str]]]:
             ]
         return {s: files for s, files in splits.items() if files}
     files = image_files(root)
-    position = {
-        f: int.from_bytes(
-            hashlib.sha256(f.relative_to(root).as_posix().encode()).digest()[:8], "big"
-        )
-        / 2**64
-        for f in files
-    }
+    position = {f: _hash_position(f.relative_to(root).as_posix()) for f in files}
     test = {f for f in files if position[f] < TEST_FRACTION}
     if not test and len(files) > 1:  # a small folder still gets one test image
         test = {min(files, key=position.get)}
@@ -87,6 +111,10 @@ def _layout(root: Path) -> dict[str, list[tuple[Path, str]]]:
 
 def _fingerprint(root: Path, layout: dict, image_size, channels) -> str:
     digest = hashlib.sha256(f"{image_size}:{channels}:{TEST_FRACTION}".encode())
+    if _is_array(root):
+        stat = root.stat()
+        digest.update(f"{root}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+        return digest.hexdigest()[:16]
     for split, files in layout.items():
         for f, label in files:
             stat = f.stat()
@@ -111,9 +139,12 @@ def open_image(path: Path) -> "PIL.Image.Image":  # noqa: F821, UP037 (imported 
         ) from None
 
 
-def _settle_shape(layout: dict, image_size, channels) -> tuple[tuple[int, int], int]:
+def _settle_shape(layout: dict, image_size, channels, array=None) -> tuple[tuple[int, int], int]:
     """The output size and channels: as given, else what every file has (one size, colour if
     any file is in colour)."""
+    if array is not None:  # an array's images have one shape; 4 channels become RGB
+        has = array.shape[-1]
+        return tuple(image_size or array.shape[1:3]), channels or (has if has in (1, 3) else 3)
     sizes, colour = {}, False
     for files in layout.values():
         for f, _ in files:
@@ -131,17 +162,23 @@ def _settle_shape(layout: dict, image_size, channels) -> tuple[tuple[int, int], 
 
 
 def _decoded(
-    files, size: tuple[int, int], channels: int, labels: list[str]
+    files, size: tuple[int, int], channels: int, labels: list[str], array=None
 ) -> Iterator[tuple[int, dict]]:
-    """``(key, example)`` pairs, TFDS's generator protocol; the index keys keep file order."""
+    """``(key, example)`` pairs, TFDS's generator protocol; the index keys keep file order.
+    With ``array``, the "files" are its row indices."""
     from tqdm import tqdm
+
+    from aejax import inputs
 
     for index, (f, label) in enumerate(
         tqdm(files, desc="preparing images", unit="file", leave=False, disable=None)
     ):
-        with open_image(f) as image:
-            array = convert(image, size, channels)
-        yield index, {"image": array, "label": labels.index(label)}
+        if array is not None:
+            image = inputs.conformed(np.asarray(array[f]), (*size, channels))
+        else:
+            with open_image(f) as opened:
+                image = convert(opened, size, channels)
+        yield index, {"image": image, "label": labels.index(label)}
 
 
 def convert(image, size: tuple[int, int], channels: int) -> np.ndarray:
@@ -164,7 +201,13 @@ def prepared_dir(
     root = Path(root).resolve()
     if channels not in (None, 1, 3):
         raise AejaxError(f"--channels {channels}: choose 1 (grey) or 3 (RGB)")
-    layout = _layout(root)
+    array = None
+    if _is_array(root):
+        from aejax import inputs
+
+        array, layout = inputs.npy_images(root), _array_layout(root)
+    else:
+        layout = _layout(root)
     if not layout:
         raise AejaxError(
             f"{root} holds no {'/'.join(e[1:].upper() for e in EXTENSIONS)} "
@@ -178,7 +221,7 @@ def prepared_dir(
     version_dir = base / name / VERSION
     if (version_dir / "dataset_info.json").is_file():
         return version_dir
-    size, channels = _settle_shape(layout, image_size, channels)
+    size, channels = _settle_shape(layout, image_size, channels, array)
     labels = sorted({label for files in layout.values() for _, label in files})
     lib = tfds()
     features = lib.features.FeaturesDict(
@@ -195,7 +238,8 @@ def prepared_dir(
             features=features,
             data_dir=base,
             split_datasets={
-                split: _decoded(files, size, channels, labels) for split, files in layout.items()
+                split: _decoded(files, size, channels, labels, array)
+                for split, files in layout.items()
             },
             description=f"aejax: the images under {root}",
             disable_shuffling=True,

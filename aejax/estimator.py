@@ -1,0 +1,189 @@
+"""An estimator in the PyOD / scikit-learn style, built on aejax's training and scoring.
+
+::
+
+    from aejax import AutoencoderDetector
+    det = AutoencoderDetector("conv", epochs=15, target_fpr=0.01)
+    det.fit(normal_images)                 # uint8 [N, H, W(, C)], a TFDS name or a folder
+    det.predict(new_images)                # 1 = OOD, 0 = in-distribution (PyOD's labels)
+    det.decision_function(new_images)      # the scores (higher: more anomalous)
+    det.p_value(new_images), det.maps(new_images)
+    det = AutoencoderDetector.load(det.workdir_)   # later, or in another process
+
+``fit`` trains with :func:`aejax.train.train_and_evaluate` and fits the statistics and the
+threshold with :func:`aejax.eval.fit_detector`, into a run directory (``workdir``; default
+``runs/<arch>-<data>``), exactly as ``python -m aejax.train`` then ``python -m aejax.eval``
+would: the run *is* the saved detector, and the CLIs (``aejax.eval``, ``aejax.score``,
+``aejax.export``) work on it. An array is first saved into the run directory as
+``train_images.npy`` and read from there like ``--dataset PATH.npy`` (its rows are split into
+train and test by hash; the last ``holdout`` training rows set the threshold).
+
+``contamination`` keeps PyOD's meaning, the fraction of anomalies in the *training* data: the
+threshold flags that fraction of the held-out training images (the ``100 (1 - C)``-th
+percentile of their scores).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+
+from aejax import scores
+from aejax.errors import AejaxError
+
+
+class AutoencoderDetector:
+    """Train an autoencoder on normal images and flag the images that are not like them."""
+
+    def __init__(
+        self,
+        arch: str = "dense",
+        *,
+        epochs: int = 15,
+        batch_size: int = 0,
+        lr: float = 1e-3,
+        seed: int = 0,
+        holdout: int = 1000,
+        score: str = scores.DEFAULT,
+        threshold_percentile: float | None = None,
+        target_fpr: float | None = None,
+        contamination: float | None = None,
+        workdir: str | Path | None = None,
+        data_dir: str | None = None,
+        model: dict | None = None,
+    ):
+        given = [threshold_percentile, target_fpr, contamination]
+        if sum(v is not None for v in given) > 1:
+            raise AejaxError(
+                "give at most one of threshold_percentile, target_fpr and contamination"
+            )
+        self.arch, self.epochs, self.batch_size, self.lr = arch, epochs, batch_size, lr
+        self.seed, self.holdout, self.score_name = seed, holdout, score
+        self.threshold_percentile, self.target_fpr = threshold_percentile, target_fpr
+        self.contamination, self.workdir, self.data_dir = contamination, workdir, data_dir
+        self.model = dict(model or {})
+
+    def threshold_policy(self) -> tuple[str, float]:
+        """``(policy, parameter)`` for :func:`aejax.thresholds.on_held_out`."""
+        if self.target_fpr is not None:
+            return "target-fpr", self.target_fpr
+        if self.contamination is not None:
+            if not 0 < self.contamination < 1:
+                raise AejaxError(f"contamination {self.contamination} is not in (0, 1)")
+            return "percentile", 100 * (1 - self.contamination)
+        return (
+            "percentile",
+            95.0 if self.threshold_percentile is None else self.threshold_percentile,
+        )
+
+    def fit(self, X: np.ndarray | str | Path) -> AutoencoderDetector:
+        """Trains on ``X`` (uint8 images ``[N, H, W]`` / ``[N, H, W, C]``, a TFDS dataset's
+        name or a folder of images) and fits the scores and threshold. Returns ``self``."""
+        from aejax import data, run, train
+        from aejax import eval as evaluation
+
+        if isinstance(X, str | Path):
+            dataset = str(X)
+            workdir = Path(self.workdir or run.default_workdir(self.arch, dataset))
+        else:
+            images = np.asarray(X)
+            if images.dtype != np.uint8 or images.ndim not in (3, 4):
+                raise AejaxError(
+                    f"fit takes uint8 images [N, H, W] or [N, H, W, C], not {images.dtype} "
+                    f"{list(images.shape)}"
+                )
+            digest = hashlib.sha256(images.tobytes()).hexdigest()[:8]
+            workdir = Path(self.workdir or run.RUNS_DIR / f"{self.arch}-array-{digest}")
+            dataset = str((workdir / "train_images.npy").absolute())
+            _save_array(Path(dataset), images)
+        given = {
+            "arch": self.arch,
+            "dataset": dataset,
+            "epochs": self.epochs,
+            "batch_size": self.batch_size,
+            "lr": self.lr,
+            "seed": self.seed,
+            "holdout": self.holdout,
+            "model": self.model,
+        }
+        shape = None if run.saved_config(workdir) else data.image_shape(dataset, self.data_dir)
+        config = run.resolve_config(given, workdir, image_shape=shape)
+        train.train_and_evaluate(config, workdir, data_dir=self.data_dir)
+        evaluation.fit_detector(
+            workdir,
+            score=self.score_name,
+            threshold=self.threshold_policy(),
+            data_dir=self.data_dir,
+        )
+        return self._loaded(workdir)
+
+    def _loaded(self, workdir: Path) -> AutoencoderDetector:
+        from aejax.detector import Detector
+
+        self.detector_ = Detector.load(workdir)
+        self.workdir_ = Path(workdir)
+        self.threshold_ = self.detector_.threshold
+        return self
+
+    @classmethod
+    def load(cls, workdir: str | Path) -> AutoencoderDetector:
+        """The detector saved in a run directory (by :meth:`fit`, or the CLIs)."""
+        from aejax.detector import Detector
+
+        found = Detector.load(workdir)
+        config = found.config
+        det = cls(
+            config.arch,
+            epochs=config.epochs,
+            batch_size=config.batch_size,
+            lr=config.lr,
+            seed=config.seed,
+            holdout=config.holdout,
+            score=found.kind,
+            workdir=workdir,
+            model=config.model,
+        )
+        return det._loaded(Path(workdir))
+
+    def _detect(self, X) -> dict[str, np.ndarray]:
+        if not hasattr(self, "detector_"):
+            raise AejaxError("this detector is not fitted: call fit(images) or load(workdir)")
+        images = np.asarray(X)
+        if images.ndim == 3:
+            images = images[..., None]
+        return self.detector_.detect(images)
+
+    def decision_function(self, X) -> np.ndarray:
+        """The score of each image ``[N]`` (higher: more anomalous), PyOD's name for it."""
+        return self._detect(X)["score"]
+
+    def score(self, X) -> np.ndarray:
+        """Same as :meth:`decision_function`."""
+        return self.decision_function(X)
+
+    def predict(self, X) -> np.ndarray:
+        """1 for an image flagged as OOD, else 0 (PyOD's labels), int ``[N]``."""
+        return self._detect(X)["ood"].astype(np.int64)
+
+    def p_value(self, X) -> np.ndarray:
+        """Each image's conformal p-value (:func:`aejax.thresholds.p_values`)."""
+        return self._detect(X)["p_value"]
+
+    def maps(self, X) -> dict[str, np.ndarray]:
+        """Reconstructions and per-pixel anomaly maps (:meth:`aejax.Detector.maps`)."""
+        if not hasattr(self, "detector_"):
+            raise AejaxError("this detector is not fitted: call fit(images) or load(workdir)")
+        images = np.asarray(X)
+        return self.detector_.maps(images[..., None] if images.ndim == 3 else images)
+
+
+def _save_array(path: Path, images: np.ndarray) -> None:
+    from aejax import files
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_file():  # the same images (the run's name is their hash): keep the file
+        return
+    with files.atomic_path(path) as tmp:
+        np.save(tmp, images)
