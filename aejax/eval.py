@@ -30,6 +30,7 @@ import jax
 import numpy as np
 
 from aejax import (
+    board,
     cli,
     core,
     data,
@@ -268,7 +269,7 @@ def evaluate(
     placement = placement or Placement.create()
     state, run_config, meta = run.restore(workdir, config.step, placement)
     ood_names = list(config.ood) or _default_ood(run_config.dataset)
-    return _evaluate(
+    result = _evaluate(
         state,
         run_config,
         meta,
@@ -281,6 +282,8 @@ def evaluate(
         data_dir=data_dir,
         refit=config.refit,
     )
+    result.report["workdir"] = str(workdir)
+    return result
 
 
 def _evaluate(
@@ -374,7 +377,24 @@ def write(result: Evaluation, out_dir: Path) -> list[str]:
         *write_figures(out_dir, result.state, result.report, result.test, result.outs),
     ]
     files.write_json(out_dir / "report.json", result.report)
+    write_board(result, out_dir)
     return result.report["files"]
+
+
+def write_board(result: Evaluation, out_dir: Path) -> None:
+    """The evaluation in the run's TensorBoard events, at the checkpoint's step: each set's
+    score histogram, the AUROCs, the ROC figure."""
+    from PIL import Image
+
+    workdir = result.report["workdir"]
+    kind, step = result.report["score"], result.report["checkpoint_step"]
+    events = board.Board(workdir)
+    sets = [result.test, result.holdout, *result.outs]
+    events.histograms(step, {f"eval/{kind}/{s.name}-{s.split}": s.scores[kind] for s in sets})
+    events.scalars(step, {f"eval/auroc/{n}": m["auroc"] for n, m in result.report["ood"].items()})
+    with Image.open(out_dir / "roc.png") as roc:
+        events.images(step, "eval/roc", np.asarray(roc.convert("RGB"), np.float32) / 255)
+    events.close()
 
 
 def write_scores_csv(path: Path, sets: list[ScoredSet], kind: str) -> None:
@@ -489,7 +509,6 @@ def evaluate_command(args) -> int:
     result = evaluate(workdir, config, placement=placement, data_dir=args.data_dir)
     if not parallel.is_main_process():
         return 0
-    result.report["workdir"] = str(workdir)
     result.report["devices"] = cli.describe(placement)
     out_dir = args.out or workdir / "eval"
     names = write(result, out_dir)

@@ -25,7 +25,7 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
-from aejax import cli, core, data, files, models, parallel, plots
+from aejax import board, cli, core, data, files, models, parallel, plots
 from aejax.checkpoint import Checkpoints
 from aejax.data import folder
 from aejax.errors import AejaxError
@@ -189,6 +189,7 @@ class Trainer:
         self.batch_sharding = placement.batch if placement.size > 1 else None
         root = jax.random.key(config.seed)
         self.init_key, self.shuffle_key = jax.random.split(root)
+        self.board = board.Board(workdir)
 
     def initial_state(self, checkpoints: Checkpoints) -> tuple[core.TrainState, list[dict]]:
         if checkpoints.latest_step() is None:
@@ -306,7 +307,23 @@ class Trainer:
                     },
                 )
                 self.write_records(history)
+                self.write_board(state, metrics)
+        self.board.close()
         return state, history
+
+    def write_board(self, state, metrics: dict) -> None:
+        """The epoch's numbers, and every few epochs a reconstruction grid, to TensorBoard."""
+        if not self.is_main:
+            return
+        epoch = metrics["epoch"]
+        self.board.scalars(epoch, {
+            f"{'loss' if k.endswith('loss') else 'speed'}/{k}": v
+            for k, v in metrics.items() if k != "epoch"
+        })  # fmt: skip
+        if epoch % board.IMAGES_EVERY == 0 or epoch == self.config.epochs:
+            first = np.asarray(self.sets["test"][0][:8])
+            self.board.images(epoch, "reconstructions/test", board.grid(
+                first, np.asarray(core.reconstruct(state, first))))  # fmt: skip
 
 
 def memory_budget() -> int:

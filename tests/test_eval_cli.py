@@ -193,3 +193,22 @@ def test_the_ood_suite_scores_every_model_on_seven_sets(tmp_path):
                                                  "white", "inverted"}  # fmt: skip
     table = (out / "ood_suite_dense.md").read_text()
     assert "How the default was chosen" in table and f"`{scores.DEFAULT}`" in table
+
+
+def test_training_and_eval_write_tensorboard_events(trained, tmp_path):
+    _, workdir = trained
+    out = tmp_path / "out"
+    assert eval_cli.main(["--workdir", str(workdir), "--ood", "uniform", "--out", str(out)]) == 0
+    import tensorflow as tf  # its reader of event files: what TensorBoard reads them with
+
+    tags = {}
+    for path in sorted(workdir.glob("events.out.tfevents.*")):
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            for value in event.summary.value:
+                tags[value.tag] = (event.step, value)
+    assert tags["loss/val_loss"][0] == 1 and tags["loss/val_loss"][1].simple_value > 0
+    step, grid = tags["reconstructions/test"]  # the last epoch's grid: 8 inputs over outputs
+    assert step == 1 and (grid.image.height, grid.image.width) == (56, 224)
+    assert 0.5 < tags["eval/auroc/uniform"][1].simple_value <= 1
+    assert tags[f"eval/{scores.DEFAULT}/mnist-test"][1].histo.num == 10_000
+    assert tags["eval/roc"][1].image.width > 100
