@@ -258,9 +258,12 @@ def run_command(
     if not verbose:  # the same reads, collected before they ran: "coroutine ... never awaited"
         for message in (r"coroutine .* was never awaited", r"Enable tracemalloc"):
             warnings.filterwarnings("ignore", message=message, category=RuntimeWarning)
+    from aejax.data import folder
+
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
-        return body()
+        with folder.walked_once():  # a folder dataset is fingerprinted once per command
+            return body()
     except AejaxError as e:
         return fail(e)
     except OSError as e:

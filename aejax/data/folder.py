@@ -193,11 +193,39 @@ def convert(image, size: tuple[int, int], channels: int) -> np.ndarray:
     return np.asarray(image, np.uint8).reshape(size[0], size[1], channels)
 
 
+# Within one command a folder is walked once (:func:`walked_once`): every file's stat is
+# what its fingerprint costs, and a command asks for the directory about ten times.
+_WALKED: dict | None = None
+
+
+@contextlib.contextmanager
+def walked_once() -> Iterator[None]:
+    """Within this block, :func:`prepared_dir` walks each folder once and remembers the
+    answer (the CLIs run their whole command in one: a folder changed *during* a command is
+    not looked at again; the next command sees the change)."""
+    global _WALKED
+    outer, _WALKED = _WALKED, {} if _WALKED is None else _WALKED
+    try:
+        yield
+    finally:
+        _WALKED = outer
+
+
 def prepared_dir(
     root: str | os.PathLike, data_dir: str, image_size=None, channels: int | None = None
 ) -> Path:
     """The TFDS dataset directory of folder ``root`` with this preprocessing; prepares it
     first if it is missing or the folder changed."""
+    key = (str(Path(root).resolve()), str(data_dir), str(image_size), channels)
+    if _WALKED is not None and key in _WALKED:
+        return _WALKED[key]
+    found = _prepared_dir(root, data_dir, image_size, channels)
+    if _WALKED is not None:
+        _WALKED[key] = found
+    return found
+
+
+def _prepared_dir(root, data_dir: str, image_size, channels: int | None) -> Path:
     root = Path(root).resolve()
     if channels not in (None, 1, 3):
         raise AejaxError(f"--channels {channels}: choose 1 (grey) or 3 (RGB)")
