@@ -313,17 +313,24 @@ class Trainer:
 
     def write_board(self, state, metrics: dict) -> None:
         """The epoch's numbers, and every few epochs a reconstruction grid, to TensorBoard."""
+        epoch = metrics["epoch"]
+        grid = None
+        if epoch % board.IMAGES_EVERY == 0 or epoch == self.config.epochs:
+            # Every process computes it: the state spans all of them (a computation that
+            # only process 0 entered would wait for the others forever).
+            first = self.sets["test"][0][:8]
+            first = parallel.to_numpy(first) if isinstance(first, jax.Array) else first
+            first = np.asarray(first)
+            recon = core.reconstruct(state, first)
+            grid = board.grid(first, parallel.to_numpy(recon))
         if not self.is_main:
             return
-        epoch = metrics["epoch"]
         self.board.scalars(epoch, {
             f"{'loss' if k.endswith('loss') else 'speed'}/{k}": v
             for k, v in metrics.items() if k != "epoch"
         })  # fmt: skip
-        if epoch % board.IMAGES_EVERY == 0 or epoch == self.config.epochs:
-            first = np.asarray(self.sets["test"][0][:8])
-            self.board.images(epoch, "reconstructions/test", board.grid(
-                first, np.asarray(core.reconstruct(state, first))))  # fmt: skip
+        if grid is not None:
+            self.board.images(epoch, "reconstructions/test", grid)
 
 
 def memory_budget() -> int:
