@@ -150,14 +150,18 @@ class Placement:
         starts = [idx[0].start or 0 for idx in index_map.values()]
         stops = [idx[0].stop if idx[0].stop is not None else n_pad for idx in index_map.values()]
         lo, hi = min(starts), max(stops)
+        # This process's rows are read once, as one block; each device's shard is a slice.
         local = np.zeros((hi - lo, *row_shape), dtype)
         if min(hi, n) > lo:
             local[: min(hi, n) - lo] = load_rows(lo, min(hi, n))
-        shards = [
-            jax.device_put(local[start - lo : stop - lo], device)
-            for device, start, stop in zip(index_map, starts, stops, strict=True)
-        ]
-        return jax.make_array_from_single_device_arrays(shape, self.batch, shards)
+
+        def shard(index: tuple[slice, ...]) -> np.ndarray:
+            rows = index[0]
+            start = rows.start or 0
+            stop = rows.stop if rows.stop is not None else n_pad
+            return local[start - lo : stop - lo]
+
+        return jax.make_array_from_callback(shape, self.batch, shard)
 
     def replicate(self, tree: Any) -> Any:
         """``tree`` (the same on every process) replicated on every device."""
