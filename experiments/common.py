@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import platform
 import statistics
 import subprocess
 import sys
@@ -50,6 +51,14 @@ def summary(history: list[dict]) -> dict:
         "sec_per_epoch_max": round(max(seconds), 3),
         "val_loss": [round(h["val_loss"], 5) for h in history],
     }
+
+
+def cpu_name() -> str:
+    """The CPU's model name (what ``lscpu`` calls it), for the results' headers."""
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown CPU"
 
 
 def write_results(name: str, rows: list[dict], markdown_lines: list[str]) -> None:

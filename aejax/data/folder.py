@@ -125,12 +125,15 @@ def _fingerprint(root: Path, layout: dict, image_size, channels) -> str:
     return digest.hexdigest()[:16]
 
 
-def open_image(path: Path) -> "PIL.Image.Image":  # noqa: F821, UP037 (imported on use)
+def open_image(path: Path, decode: bool = True) -> "PIL.Image.Image":  # noqa: F821, UP037
+    """The image file at ``path``, decoded (else only its header read: size and mode), or
+    one error naming it."""
     from PIL import Image, UnidentifiedImageError
 
     try:
         image = Image.open(path)
-        image.load()
+        if decode:
+            image.load()
         return image
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise AejaxError(
@@ -148,7 +151,7 @@ def _settle_shape(layout: dict, image_size, channels, array=None) -> tuple[tuple
     sizes, colour = {}, False
     for files in layout.values():
         for f, _ in files:
-            with open_image(f) as image:
+            with open_image(f, decode=False) as image:  # preparation decodes it later
                 sizes.setdefault((image.height, image.width), f)
                 colour = colour or image.mode not in ("1", "L", "I", "I;16", "F", "LA")
     if image_size is None and len(sizes) > 1:
