@@ -129,6 +129,27 @@ def add_threshold_args(parser: argparse.ArgumentParser, *, contamination: bool) 
         )
 
 
+def add_detector_args(parser: argparse.ArgumentParser, *, contamination: bool) -> None:
+    """The options of a tool that uses a run as a detector (``aejax.score``,
+    ``aejax.export``): which run and checkpoint, which score, which threshold."""
+    from pathlib import Path
+
+    from aejax import scores
+
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        help="a run of aejax.train with fitted statistics (default: the most recent one)",
+    )
+    parser.add_argument("--step", type=integer(1), help="checkpoint (epoch; default latest)")
+    parser.add_argument(
+        "--score",
+        choices=scores.ALL,
+        help="score to decide on (default: the run's; its threshold set by the run's policy)",
+    )
+    add_threshold_args(parser, contamination=contamination)
+
+
 def threshold_policy(args: argparse.Namespace) -> tuple[str, float] | None:
     """``(policy, parameter)`` that :func:`add_threshold_args` parsed, None if none given."""
     for policy in ("threshold_percentile", "target_fpr", "contamination"):

@@ -126,6 +126,14 @@ class Detector:
             raise AejaxError(str(e)) from None
         return dataclasses.replace(self, threshold=threshold)
 
+    def with_options(self, kind: str | None, policy: tuple[str, float] | None) -> Detector:
+        """This detector as a tool's ``--score`` and threshold options ask: unchanged when
+        neither is given; a contamination threshold is set later, on the scored images."""
+        held_out_policy = policy if policy and policy[0] != "contamination" else (None, None)
+        if kind is None and held_out_policy[0] is None:
+            return self
+        return self.with_threshold(*held_out_policy, kind=kind)
+
     def fitted(self) -> dict[str, np.ndarray]:
         """What :func:`decide` takes: the statistics' arrays, the held-out scores of the
         detector's score and the threshold, all float32."""

@@ -204,9 +204,10 @@ def set_threshold(
         rule = thresholds.on_held_out(*policy, stats.holdout_scores[kind], score=kind)
     except ValueError as e:
         raise AejaxError(str(e)) from None
-    stats.threshold = rule.to_dict()
-    if parallel.is_main_process():
-        scores.save(stats, path)
+    if stats.threshold != rule.to_dict():  # a run evaluated as before is only read
+        stats.threshold = rule.to_dict()
+        if parallel.is_main_process():
+            scores.save(stats, path)
     return rule
 
 

@@ -49,24 +49,13 @@ def _parser() -> argparse.ArgumentParser:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument(
-        "--workdir",
-        type=Path,
-        help="a run of aejax.train with fitted statistics (default: the most recent one)",
-    )
     p.add_argument("--out", type=Path, required=True, help="directory to write the detector to")
-    p.add_argument("--step", type=cli.integer(1), help="checkpoint (epoch; default latest)")
-    p.add_argument(
-        "--score",
-        choices=scores.ALL,
-        help="score to decide on (default: the run's; its threshold set by the run's policy)",
-    )
+    cli.add_detector_args(p, contamination=False)
     p.add_argument(
         "--platforms",
         default=",".join(PLATFORMS),
         help=f"comma-separated platforms to lower for (default {','.join(PLATFORMS)})",
     )
-    cli.add_threshold_args(p, contamination=False)
     p.add_argument("--verbose", action="store_true", help="show the libraries' log lines")
     return p
 
@@ -164,10 +153,9 @@ def export_command(args: argparse.Namespace) -> int:
     if not platforms or unknown:
         raise AejaxError(f"--platforms {args.platforms!r}: choose among {', '.join(PLATFORMS)}")
     workdir = args.workdir or run.latest_workdir()
-    detector = Detector.load(workdir, args.step)
-    policy = cli.threshold_policy(args) or (None, None)
-    if args.score is not None or policy[0] is not None:
-        detector = detector.with_threshold(*policy, kind=args.score)
+    detector = Detector.load(workdir, args.step).with_options(
+        args.score, cli.threshold_policy(args)
+    )
     written = write(detector, args.out, platforms)
     print(
         f"exported checkpoint {detector.step} of {workdir} for {', '.join(platforms)}: "

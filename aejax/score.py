@@ -39,20 +39,9 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders, .npy")
-    p.add_argument(
-        "--workdir",
-        type=Path,
-        help="a run of aejax.train with fitted statistics (default: the most recent one)",
-    )
-    p.add_argument("--step", type=cli.integer(1), help="checkpoint (epoch; default latest)")
     p.add_argument("--out", type=Path, help="CSV file to write (default: standard output)")
     p.add_argument("--maps", type=Path, metavar="DIR", help="write anomaly maps (PNG) here")
-    p.add_argument(
-        "--score",
-        choices=scores.ALL,
-        help="score to decide on (default: the run's; its threshold set by the run's policy)",
-    )
-    cli.add_threshold_args(p, contamination=True)
+    cli.add_detector_args(p, contamination=True)
     cli.add_common_args(p)
     return p
 
@@ -67,11 +56,8 @@ def score_command(args: argparse.Namespace) -> int:
 
     workdir = args.workdir or run.latest_workdir()
     placement = cli.setup_devices(**cli.device_options(args))
-    found = detector.Detector.load(workdir, args.step, placement)
     policy = cli.threshold_policy(args)
-    on_held_out = policy if policy and policy[0] != "contamination" else (None, None)
-    if args.score is not None or on_held_out[0] is not None:
-        found = found.with_threshold(*on_held_out, kind=args.score)
+    found = detector.Detector.load(workdir, args.step, placement).with_options(args.score, policy)
     # The run's own preprocessing is applied without a word; other conversions are warned.
     silent = {"resize"} if found.config.image_size else set()
     if found.config.channels or _is_folder_run(found.config):
