@@ -157,26 +157,20 @@ def free_port():
 def two_processes(workdir, epochs):
     """The same `aejax.train` command as two processes on localhost (CPU collectives: gloo),
     one CPU device each."""
+    return two_processes_run(
+        "train", "--arch", "dense", "--holdout", "50000", "--epochs", str(epochs),
+        "--workdir", str(workdir),
+    )  # fmt: skip
+
+
+def two_processes_run(tool: str, *options: str) -> list[str]:
+    """``python -m aejax.TOOL OPTIONS`` as a job of two processes of one CPU device each;
+    their outputs."""
     port = free_port()
     command = [
-        sys.executable,
-        "-m",
-        "aejax.train",
-        "--arch",
-        "dense",
-        "--holdout",
-        "50000",
-        "--epochs",
-        str(epochs),
-        "--workdir",
-        str(workdir),
-        "--cpu-devices",
-        "1",
-        "--coordinator-address",
-        f"localhost:{port}",
-        "--num-processes",
-        "2",
-    ]
+        sys.executable, "-m", f"aejax.{tool}", *options, "--cpu-devices", "1",
+        "--coordinator-address", f"localhost:{port}", "--num-processes", "2",
+    ]  # fmt: skip
     processes = [
         subprocess.Popen(
             [*command, "--process-id", str(i)],
@@ -187,7 +181,7 @@ def two_processes(workdir, epochs):
         )
         for i in range(2)
     ]
-    outputs = [p.communicate(timeout=300)[0] for p in processes]
+    outputs = [p.communicate(timeout=180)[0] for p in processes]
     assert [p.returncode for p in processes] == [0, 0], outputs
     return outputs
 
@@ -201,6 +195,12 @@ def test_two_processes_train_checkpoint_resume_and_match_one(tmp_path):
     assert {"ocdbt.process_0", "ocdbt.process_1"} <= {p.name for p in state_dir.iterdir()}
     outputs = two_processes(tmp_path / "multi", epochs=3)  # resumes from epoch 2
     assert "resuming" in outputs[0]
+    # Evaluating it as a two-process job too: every process takes part, process 0 writes.
+    out = tmp_path / "multi-eval"
+    outputs = two_processes_run(
+        "eval", "--workdir", str(tmp_path / "multi"), "--ood", "uniform", "--out", str(out)
+    )
+    assert "AUROC" in outputs[0] and (out / "report.json").is_file()
 
     single = subprocess.run(
         [
