@@ -84,7 +84,7 @@ def every_score(fitted: dict, terms: dict) -> dict[str, jax.Array]:
     return out
 
 
-_every_score = jax.jit(every_score)
+_raw_scores, _every_score = jax.jit(raw_scores), jax.jit(every_score)
 
 
 @dataclasses.dataclass
@@ -110,7 +110,7 @@ class Stats:
 
     def raw(self, terms: dict) -> dict[str, np.ndarray]:
         """The raw scores from :func:`aejax.core.per_image`'s output."""
-        return {k: np.asarray(v) for k, v in jax.jit(raw_scores)(self.arrays(), terms).items()}
+        return {k: np.asarray(v) for k, v in _raw_scores(self.arrays(), terms).items()}
 
     def all_scores(self, terms: dict) -> dict[str, np.ndarray]:
         """Every score in :data:`ALL`, per image (float32)."""

@@ -111,10 +111,10 @@ def at_percentile(held_out, percentile: float, *, score: str) -> Threshold:
     held_out = _checked(held_out)
     if not 0 <= percentile <= 100:
         raise ValueError(f"percentile {percentile} is not in [0, 100]")
-    value = float(np.percentile(held_out, percentile))
+    value = float(np.float32(np.percentile(held_out, percentile)))  # as Threshold keeps it
+    expected, bound = fpr_promise(held_out, value)
     return Threshold(score, value, "percentile", percentile, held_out.size,
-                     expected_fpr=fpr_promise(held_out, value)[0],
-                     fpr_bound=fpr_promise(held_out, value)[1])  # fmt: skip
+                     expected_fpr=expected, fpr_bound=bound)  # fmt: skip
 
 
 def at_target_fpr(held_out, fpr: float, *, score: str) -> Threshold:
