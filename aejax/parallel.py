@@ -168,9 +168,10 @@ class Placement:
         return jax.device_put(tree, self.replicated)
 
 
-def to_numpy(array: jax.Array) -> np.ndarray:
-    """A (possibly multi-process) array, whole, as numpy on every process."""
-    if array.is_fully_addressable:
+def to_numpy(array: jax.Array | np.ndarray) -> np.ndarray:
+    """A (possibly multi-process) array, whole, as numpy on every process (a host array as
+    it is)."""
+    if not isinstance(array, jax.Array) or array.is_fully_addressable:
         return np.asarray(array)
     return np.asarray(multihost_utils.process_allgather(array, tiled=True))
 

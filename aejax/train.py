@@ -318,9 +318,7 @@ class Trainer:
         if epoch % board.IMAGES_EVERY == 0 or epoch == self.config.epochs:
             # Every process computes it: the state spans all of them (a computation that
             # only process 0 entered would wait for the others forever).
-            first = self.sets["test"][0][:8]
-            first = parallel.to_numpy(first) if isinstance(first, jax.Array) else first
-            first = np.asarray(first)
+            first = parallel.to_numpy(self.sets["test"][0][:8])
             recon = core.reconstruct(state, first)
             grid = board.grid(first, parallel.to_numpy(recon))
         if not self.is_main:
