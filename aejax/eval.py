@@ -226,23 +226,39 @@ def fit_detector(
     workdir = Path(workdir)
     placement = placement or Placement.create()
     state, config, meta = run.restore(workdir, step, placement)
-    ranges = config.row_ranges(
-        data.num_examples(config.dataset, "train", data_dir, **config.data_options())
-    )
-    if "holdout" not in ranges:
-        raise AejaxError(_NO_HOLDOUT)
-    scorer = Scorer(state, placement, data_dir, config.data_options())
-    holdout = scorer.tfds_set(config.dataset, *ranges["holdout"], role="holdout")
-    step = meta["history"][-1]["epoch"]
-    stats = fitted_stats(scorer, workdir, step, config, ranges, holdout)
+    _, _, stats, step = _statistics(state, config, meta, workdir, placement, data_dir)
     set_threshold(stats, score, threshold, scores.stats_path(workdir, step))
     return stats
 
 
-_NO_HOLDOUT = (
-    "this run trained on its whole train split (--holdout 0), so nothing is held out to set "
-    "the threshold on: train with --holdout 1000"
-)
+def _statistics(
+    state,
+    config: run.RunConfig,
+    meta: dict,
+    workdir: Path,
+    placement: Placement,
+    data_dir: str | None,
+    refit: bool = False,
+) -> tuple[Scorer, ScoredSet, scores.Stats, int]:
+    """``(scorer, held-out set, statistics, step)`` of a restored checkpoint: its held-out
+    slice scored, and the statistics loaded from beside it or fitted."""
+    ranges = config.row_ranges(
+        data.num_examples(config.dataset, "train", data_dir, **config.data_options())
+    )
+    if "holdout" not in ranges:
+        raise AejaxError(
+            "this run trained on its whole train split (--holdout 0), so nothing is held out "
+            "to set the threshold on: train with --holdout 1000"
+        )
+    scorer = Scorer(state, placement, data_dir, config.data_options())
+    holdout = scorer.tfds_set(config.dataset, *ranges["holdout"], role="holdout")
+    step = meta["history"][-1]["epoch"]  # the checkpoint's own epoch
+    return (
+        scorer,
+        holdout,
+        fitted_stats(scorer, workdir, step, config, ranges, holdout, refit),
+        step,
+    )
 
 
 @dataclasses.dataclass
@@ -304,16 +320,10 @@ def _evaluate(
     shape = data.image_shape(config.dataset, data_dir, **config.data_options())
     for name in ood_names:  # all names checked before any work
         ood.check_name(name, data_dir, shape)
-    ranges = config.row_ranges(
-        data.num_examples(config.dataset, "train", data_dir, **config.data_options())
+    scorer, holdout, stats, step = _statistics(
+        state, config, meta, workdir, placement, data_dir, refit
     )
-    if "holdout" not in ranges:
-        raise AejaxError(_NO_HOLDOUT)
-    scorer = Scorer(state, placement, data_dir, config.data_options())
     test = scorer.tfds_set(config.dataset, "test")
-    holdout = scorer.tfds_set(config.dataset, *ranges["holdout"], role="holdout")
-    step = meta["history"][-1]["epoch"]  # the checkpoint's own epoch
-    stats = fitted_stats(scorer, workdir, step, config, ranges, holdout, refit)
     outs = []
     for name in ood_names:
         if name in ood.SYNTHETIC:
@@ -340,7 +350,7 @@ def _evaluate(
             "training_reported_test_bce": meta["history"][-1]["val_loss"],
             "n_test": len(test.labels),
             "n_holdout": len(holdout.labels),
-            "holdout_rows": list(ranges["holdout"]),
+            "holdout_rows": stats.meta["holdout_rows"],
             # The FPR the threshold achieved on the test split, beside what it promised.
             "test_flagged": metrics.flagged_fraction(test.scores[kind], threshold),
             "mean_score": float(np.mean(test.scores[kind])),
