@@ -60,18 +60,17 @@ def _hash_position(key: str) -> float:
     return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") / 2**64
 
 
-def _array_layout(root: Path) -> dict[str, list[tuple[int, str]]]:
-    """An array's rows split as a flat folder's files are, by the hash of the row index."""
-    from aejax import inputs
-
-    n = len(inputs.npy_images(root))
-    test = [i for i in range(n) if _hash_position(str(i)) < TEST_FRACTION]
-    if not test and n > 1:
-        test = [min(range(n), key=lambda i: _hash_position(str(i)))]
-    chosen = set(test)
+def _split_by_hash(items: list, key) -> dict[str, list[tuple[object, str]]]:
+    """Unlabelled ``items`` split into ``{split: [(item, "")]}``: to ``test`` where the hash
+    of ``key(item)`` falls in the first :data:`TEST_FRACTION` of the range (one item at
+    least, when there are two), else to ``train``; in their order."""
+    position = {item: _hash_position(key(item)) for item in items}
+    test = {item for item in items if position[item] < TEST_FRACTION}
+    if not test and len(items) > 1:  # a small set still gets one test item
+        test = {min(items, key=position.get)}
     splits = {
-        "train": [(i, "") for i in range(n) if i not in chosen],
-        "test": [(i, "") for i in test],
+        "train": [(item, "") for item in items if item not in test],
+        "test": [(item, "") for item in items if item in test],
     }
     return {s: rows for s, rows in splits.items() if rows}
 
@@ -97,16 +96,7 @@ def _layout(root: Path) -> dict[str, list[tuple[Path, str]]]:
                 for f in files
             ]
         return {s: files for s, files in splits.items() if files}
-    files = image_files(root)
-    position = {f: _hash_position(f.relative_to(root).as_posix()) for f in files}
-    test = {f for f in files if position[f] < TEST_FRACTION}
-    if not test and len(files) > 1:  # a small folder still gets one test image
-        test = {min(files, key=position.get)}
-    splits = {
-        "train": [(f, "") for f in files if f not in test],
-        "test": [(f, "") for f in files if f in test],
-    }
-    return {s: files for s, files in splits.items() if files}
+    return _split_by_hash(image_files(root), lambda f: f.relative_to(root).as_posix())
 
 
 def _fingerprint(root: Path, layout: dict, image_size, channels) -> str:
@@ -190,6 +180,11 @@ def convert(image, size: tuple[int, int], channels: int) -> np.ndarray:
     files, at preparation and when scoring new images."""
     from PIL import Image
 
+    if channels not in (1, 3):
+        raise AejaxError(
+            f"an image converts to grey or RGB, not to {channels} channels: give arrays of "
+            "the model's shape"
+        )
     image = image.convert("RGB" if channels == 3 else "L")
     if (image.height, image.width) != tuple(size):
         image = image.resize((size[1], size[0]), Image.Resampling.BILINEAR)
@@ -236,7 +231,8 @@ def _prepared_dir(root, data_dir: str, image_size, channels: int | None) -> Path
     if _is_array(root):
         from aejax import inputs
 
-        array, layout = inputs.npy_images(root), _array_layout(root)
+        array = inputs.npy_images(root)  # rows split as a flat folder's files, by index
+        layout = _split_by_hash(list(range(len(array))), str)
     else:
         layout = _layout(root)
     if not layout:
