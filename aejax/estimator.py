@@ -147,12 +147,15 @@ class AutoencoderDetector:
         )
         return det._loaded(Path(workdir))
 
-    def _detect(self, X) -> dict[str, np.ndarray]:
+    def _images(self, X) -> np.ndarray:
+        """``X`` as ``[N, H, W, C]``, once the detector is fitted."""
         if not hasattr(self, "detector_"):
             raise AejaxError("this detector is not fitted: call fit(images) or load(workdir)")
         images = np.asarray(X)
-        if images.ndim == 3:
-            images = images[..., None]
+        return images[..., None] if images.ndim == 3 else images
+
+    def _detect(self, X) -> dict[str, np.ndarray]:
+        images = self._images(X)  # checks that it is fitted first
         return self.detector_.detect(images)
 
     def decision_function(self, X) -> np.ndarray:
@@ -173,10 +176,8 @@ class AutoencoderDetector:
 
     def maps(self, X) -> dict[str, np.ndarray]:
         """Reconstructions and per-pixel anomaly maps (:meth:`aejax.Detector.maps`)."""
-        if not hasattr(self, "detector_"):
-            raise AejaxError("this detector is not fitted: call fit(images) or load(workdir)")
-        images = np.asarray(X)
-        return self.detector_.maps(images[..., None] if images.ndim == 3 else images)
+        images = self._images(X)
+        return self.detector_.maps(images)
 
 
 def _save_array(path: Path, images: np.ndarray) -> None:

@@ -107,46 +107,35 @@ def read(
     shape = tuple(shape)
     sources, images, converted = [], [], collections.Counter()
 
-    def add(source: str, array_HxWxC: np.ndarray | None, image=None) -> None:
-        had = array_HxWxC.shape if array_HxWxC is not None else _pil_shape(image)
-        if tuple(had) == shape and array_HxWxC is not None:
-            out = array_HxWxC
-        elif shape[2] not in _MODES:
-            raise AejaxError(
-                f"{source} is {_shape_text(had)}; the model takes {_shape_text(shape)} images, "
-                f"which aejax cannot convert to: give arrays of that shape"
-            )
-        else:
-            out = _from_array(array_HxWxC, shape) if image is None else folder.convert(
-                image, shape[:2], shape[2]
-            )  # fmt: skip
-        changed = set()
-        if tuple(had[:2]) != shape[:2]:
-            changed.add("resize")
-        if had[2] != shape[2] or (image is not None and image.mode not in _MODES[shape[2]]):
+    def add(source: str, had: tuple[int, ...], conform, same_mode: bool = True) -> None:
+        """One image of shape ``had``; ``conform()`` gives it in ``shape``; ``same_mode``:
+        its pixels need no mode conversion (a palette or alpha image does)."""
+        try:
+            images.append(conform())
+        except AejaxError as e:
+            raise AejaxError(f"{source}: {e}") from None
+        changed = {"resize"} if tuple(had[:2]) != shape[:2] else set()
+        if had[2] != shape[2] or not same_mode:
             changed.add("channels")
         if changed - silent:
             converted[_shape_text(had)] += 1
         sources.append(source)
-        images.append(out)
 
     for given in paths:
         for path in _files_of(Path(given)):
             if path.suffix.lower() == ".npy":
                 array = npy_images(path)
                 for i in range(len(array)):
-                    add(f"{path}[{i}]", np.asarray(array[i]))
+                    row = np.asarray(array[i])
+                    add(f"{path}[{i}]", row.shape, lambda row=row: conformed(row, shape))
             else:
                 with folder.open_image(path) as image:
-                    add(str(path), None, image)
+                    add(
+                        str(path),
+                        (image.height, image.width, len(image.getbands())),
+                        lambda image=image: folder.convert(image, shape[:2], shape[2]),
+                        same_mode=image.mode == {1: "L", 3: "RGB"}.get(shape[2]),
+                    )
     if not images:
         raise AejaxError("the inputs hold no images")
     return Inputs(sources, np.stack(images), dict(converted))
-
-
-# Pillow modes that convert to grey / RGB without changing a pixel's value.
-_MODES = {1: ("L",), 3: ("RGB",)}
-
-
-def _pil_shape(image) -> tuple[int, int, int]:
-    return image.height, image.width, len(image.getbands())

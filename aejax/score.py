@@ -123,9 +123,9 @@ def _write_csv(path: Path | None, sources: list[str], out: dict) -> None:
 def map_name(index: int, source: str) -> str:
     """``00012_digit.png`` for ``some/dir/digit.png``, ``00013_batch-7.png`` for
     ``batch.npy[7]``: numbered, so that two files of one name never overwrite each other."""
-    stem = Path(source.split("[")[0]).stem
-    item = source[source.index("[") + 1 : -1] if source.endswith("]") else None
-    return f"{index:05d}_{stem}{'-' + item if item else ''}.png"
+    # Only an array's row ends in "]" ("file.npy[7]"); a path may hold brackets of its own.
+    path, _, item = source[:-1].rpartition("[") if source.endswith("]") else (source, "", "")
+    return f"{index:05d}_{Path(path).stem}{'-' + item if item else ''}.png"
 
 
 def _write_maps(out_dir: Path, found, given) -> None:

@@ -256,3 +256,9 @@ def test_the_estimator_fits_an_array_and_saves_through_its_run(images, tmp_path,
     np.testing.assert_allclose(cli_scores, det.decision_function(images[:50]), 1e-5, 1e-4)
     with pytest.raises(Exception, match="not fitted"):
         AutoencoderDetector().predict(images)
+
+
+def test_map_names_number_each_image_and_keep_brackets_of_paths():
+    assert score_cli.map_name(0, "some/dir/digit.png") == "00000_digit.png"
+    assert score_cli.map_name(4, "runs [old]/batch[1].npy[3]") == "00004_batch[1]-3.png"
+    assert score_cli.map_name(5, "photos [2024]/x.jpg") == "00005_x.png"
