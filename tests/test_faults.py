@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from aejax import run
-from tests.helpers import wait_for_checkpoint
+from tests.helpers import start_aejax, wait_for_checkpoint
 
 pytestmark = pytest.mark.slow  # subprocesses, training, 8-device compiles
 
@@ -292,11 +292,8 @@ def test_a_healthy_run_prints_no_warning(trained):
 @pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_an_interrupted_run_says_so_and_resumes_bit_identically(trained, tmp_path, sig, code):
     workdir = tmp_path / "run"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "aejax.train", *SMALL, "--epochs", "6", "--workdir", str(workdir)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    process = start_aejax(
+        "train", *SMALL, "--epochs", 6, "--workdir", workdir, output=subprocess.PIPE
     )
     wait_for_checkpoint(process, workdir, 1)
     process.send_signal(sig)
@@ -339,20 +336,7 @@ def test_a_signal_during_a_save_is_an_interruption_not_a_failure(tmp_path, sig, 
 
 def test_a_second_run_on_a_workdir_in_use_is_refused(tmp_path):
     workdir = tmp_path / "run"
-    first = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "aejax.train",
-            *SMALL,
-            "--epochs",
-            "1000",
-            "--workdir",
-            str(workdir),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    first = start_aejax("train", *SMALL, "--epochs", 1000, "--workdir", workdir)
     try:
         wait_for_checkpoint(first, workdir, 1)
         assert_one_error(

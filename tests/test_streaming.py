@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from aejax import core, data, run
-from tests.helpers import wait_for_checkpoint
+from tests.helpers import start_aejax, wait_for_checkpoint
 
 
 @pytest.mark.slow  # two compiled epoch loops
@@ -65,21 +65,7 @@ def test_streaming_gives_the_losses_of_training_in_memory(tmp_path):
 @pytest.mark.slow
 def test_a_killed_streaming_run_resumes_bit_identically(tmp_path):
     killed = tmp_path / "killed"
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "aejax.train",
-            *SMALL,
-            "--epochs",
-            "4",
-            "--stream",
-            "--workdir",
-            str(killed),
-        ],  # fmt: skip
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    process = start_aejax("train", *SMALL, "--epochs", 4, "--stream", "--workdir", killed)
     wait_for_checkpoint(process, killed, 2)
     process.send_signal(signal.SIGKILL)
     process.wait()
