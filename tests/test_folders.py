@@ -1,5 +1,6 @@
 """Folders of real image files (PNG/JPEG written here) as datasets, through the CLIs."""
 
+import io
 import json
 
 import numpy as np
@@ -83,6 +84,33 @@ def test_resizing_and_converting(tmp_path):
         str(root), "train", str(tmp_path / "tfds"), image_size=[16, 12], channels=1
     )
     assert images.shape[1:] == (16, 12, 1)
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_files_are_stored_as_pillow_decodes_them_and_target_pngs_pass_through(tmp_path, channels):
+    rng = np.random.default_rng(3)
+    picture = shapes(rng, 16, "RGB")
+    files = {
+        "rgb.png": picture,
+        "grey.png": picture.convert("L"),
+        "palette.png": picture.convert("P"),
+        "alpha.png": picture.convert("RGBA"),
+        "photo.jpg": picture,
+        "large.png": picture.resize((20, 20)),
+    }
+    for name, image in files.items():
+        image.save(tmp_path / name)
+    target = "RGB" if channels == 3 else "L"
+    for name in files:
+        path = tmp_path / name
+        stored = folder._png(path, (16, 16), channels)
+        with Image.open(path) as opened:
+            expected = folder.convert(opened, (16, 16), channels)
+        assert np.array_equal(np.asarray(Image.open(io.BytesIO(stored))), expected.squeeze(-1)
+                              if channels == 1 else expected), name  # fmt: skip
+        # A PNG already in the target size and mode is stored as the file's own bytes.
+        passes = name.endswith(".png") and files[name].mode == target and name != "large.png"
+        assert (stored == path.read_bytes()) == passes, name
 
 
 def test_bad_folders_are_one_clear_error(tmp_path):
