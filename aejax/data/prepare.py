@@ -58,7 +58,11 @@ def _offline_builder(builder, source: raw.RawSource):
             for index, (image, label) in enumerate(zip(images, labels, strict=True)):
                 yield index, {"image": image[..., None], "label": label}
 
-    return OfflineBuilder(data_dir=builder.data_dir_root, config=builder.builder_config)
+    return OfflineBuilder(
+        data_dir=builder.data_dir_root,
+        config=builder.builder_config,
+        file_format=builder.info.file_format,  # array_record for random access (grain)
+    )
 
 
 def manual_dir(builder) -> Path:
