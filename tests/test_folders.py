@@ -93,6 +93,8 @@ def test_files_are_stored_as_pillow_decodes_them_and_target_pngs_pass_through(tm
     files = {
         "rgb.png": picture,
         "grey.png": picture.convert("L"),
+        "grey_alpha.png": picture.convert("LA"),
+        "bits.png": picture.convert("1"),
         "palette.png": picture.convert("P"),
         "alpha.png": picture.convert("RGBA"),
         "photo.jpg": picture,
@@ -108,6 +110,10 @@ def test_files_are_stored_as_pillow_decodes_them_and_target_pngs_pass_through(tm
             expected = folder.convert(opened, (16, 16), channels)
         assert np.array_equal(np.asarray(Image.open(io.BytesIO(stored))), expected.squeeze(-1)
                               if channels == 1 else expected), name  # fmt: skip
+        # The header pass reads PNG headers itself: it must agree with Pillow.
+        with Image.open(path) as opened:
+            seen = ((opened.height, opened.width), opened.mode not in folder.GREY_MODES)
+        assert folder._header(path) == seen, name
         # A PNG already in the target size and mode is stored as the file's own bytes.
         passes = name.endswith(".png") and files[name].mode == target and name != "large.png"
         assert (stored == path.read_bytes()) == passes, name
