@@ -14,6 +14,9 @@ Raw scores (higher = more anomalous), per image:
 * ``latent``: squared Mahalanobis distance of the image's code from a Gaussian fitted to the
   codes of the training images (covariance shrunk by Ledoit-Wolf: the conv net's codes have 735
   dimensions).
+* ``knn``: distance of the image's L2-normalised code to its :data:`KNN_K`-th nearest among
+  :data:`KNN_BANK` normalised training codes (Sun et al., ICML 2022), :math:`\sqrt{2-2\cos}`.
+  The leave-one-family-out protocol (experiments/results/ood_general.md) ranks it first.
 
 Two-sided typicality of any raw score ``s`` (``typ-<score>``): how far ``log s`` lies from the
 held-out in-distribution images' ``log`` scores, in either direction, in robust standard
@@ -34,6 +37,7 @@ later needs no training data.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 from pathlib import Path
 
@@ -43,7 +47,8 @@ import numpy as np
 
 from aejax import files
 
-RAW = ("bce", "mse", "kl", "entropy", "elbo", "latent")
+FROM_TERMS = ("bce", "mse", "kl", "entropy", "elbo")  # aejax.core.per_image's own terms
+RAW = (*FROM_TERMS, "latent", "knn")  # the last two from the code and fitted statistics
 TYPICALITY = tuple(f"typ-{name}" for name in RAW)
 _PARTS = ("typ-kl", "typ-bce", "typ-latent", "typ-entropy")
 COMBINED = {  # name: (how, parts)
@@ -53,6 +58,9 @@ COMBINED = {  # name: (how, parts)
 ALL = (*RAW, *TYPICALITY, *COMBINED)
 DEFAULT = "typ-rss"
 _EPS = 1e-10  # keeps log s finite for a perfect reconstruction (s = 0)
+# Sun et al. use k = 50 of 50k codes; a random tenth of MNIST's training codes keeps the
+# detector small (the conv net's bank is 5000 x 735 float32, 15 MB) and k scales with it.
+KNN_K, KNN_BANK = 10, 5000
 
 
 @jax.jit
@@ -65,9 +73,11 @@ def mahalanobis(code_NxD: jax.Array, mean_D: jax.Array, precision_DxD: jax.Array
 def raw_scores(fitted: dict, terms: dict) -> dict[str, jax.Array]:
     """The raw scores from :func:`aejax.core.per_image`'s terms; ``fitted``: the arrays of
     :meth:`Stats.arrays` (traceable, float32)."""
-    raw = {k: jnp.asarray(terms[k], jnp.float32) for k in ("bce", "mse", "kl", "entropy", "elbo")}
-    raw["latent"] = mahalanobis(
-        jnp.asarray(terms["code"], jnp.float32), fitted["latent_mean"], fitted["latent_precision"]
+    raw = {k: jnp.asarray(terms[k], jnp.float32) for k in FROM_TERMS}
+    code = jnp.asarray(terms["code"], jnp.float32)
+    raw["latent"] = mahalanobis(code, fitted["latent_mean"], fitted["latent_precision"])
+    raw["knn"] = jax.lax.map(
+        lambda c: _kth_distance(c[None], fitted["knn_bank"], KNN_K)[0], code, batch_size=512
     )
     return raw
 
@@ -93,6 +103,7 @@ class Stats:
 
     latent_mean: np.ndarray  # [D]
     latent_precision: np.ndarray  # [D, D]
+    knn_bank: np.ndarray  # [KNN_BANK, D], training codes, L2-normalised
     typicality: dict[str, tuple[float, float]]  # raw score -> (median, robust sd) of log s
     meta: dict  # where it was fitted: dataset, rows, checkpoint step, image shape
     holdout_scores: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)  # ALL
@@ -104,6 +115,7 @@ class Stats:
         return {
             "latent_mean": np.asarray(self.latent_mean, np.float32),
             "latent_precision": np.asarray(self.latent_precision, np.float32),
+            "knn_bank": np.asarray(self.knn_bank, np.float32),
             "log_median": loc_scale[:, 0],
             "log_scale": loc_scale[:, 1],
         }
@@ -114,7 +126,7 @@ class Stats:
 
     def all_scores(self, terms: dict) -> dict[str, np.ndarray]:
         """Every score in :data:`ALL`, per image (float32)."""
-        terms = {k: terms[k] for k in (*RAW[:-1], "code")}
+        terms = {k: terms[k] for k in (*FROM_TERMS, "code")}
         return {k: np.asarray(v) for k, v in _every_score(self.arrays(), terms).items()}
 
 
@@ -133,9 +145,11 @@ def fit(train_terms: dict, holdout_terms: dict, meta: dict) -> Stats:
 
     codes = np.asarray(train_terms["code"], np.float64)
     gaussian = LedoitWolf(assume_centered=False).fit(codes)
+    rows = np.random.default_rng(0).permutation(len(codes))[:KNN_BANK]  # a fixed sample
     stats = Stats(
         latent_mean=gaussian.location_.astype(np.float32),
         latent_precision=gaussian.precision_.astype(np.float32),
+        knn_bank=np.asarray(_normalised(jnp.asarray(codes[np.sort(rows)], jnp.float32))),
         typicality={},
         meta={**meta, "latent_shrinkage": float(gaussian.shrinkage_)},
     )
@@ -156,6 +170,7 @@ def save(stats: Stats, path: Path) -> None:
             tmp,
             latent_mean=stats.latent_mean,
             latent_precision=stats.latent_precision,
+            knn_bank=stats.knn_bank,
             typicality=json.dumps(stats.typicality),
             meta=json.dumps(stats.meta),
             threshold=json.dumps(stats.threshold),
@@ -171,13 +186,46 @@ def load(path: Path) -> Stats | None:
     with np.load(path) as f:
         typicality = {k: tuple(v) for k, v in json.loads(str(f["typicality"])).items()}
         holdout = {k.split("/", 1)[1]: f[k] for k in f.files if k.startswith("holdout/")}
-        if set(typicality) != set(RAW) or set(holdout) != set(ALL) or "threshold" not in f:
+        if (
+            set(typicality) != set(RAW)
+            or set(holdout) != set(ALL)
+            or "threshold" not in f
+            or "knn_bank" not in f
+        ):
             return None
         return Stats(
             f["latent_mean"],
             f["latent_precision"],
+            f["knn_bank"],
             typicality,
             json.loads(str(f["meta"])),
             holdout,
             json.loads(str(f["threshold"])),
         )
+
+
+def _normalised(code_NxD: jax.Array) -> jax.Array:
+    return code_NxD / jnp.maximum(jnp.linalg.norm(code_NxD, axis=1, keepdims=True), 1e-12)
+
+
+@functools.partial(jax.jit, static_argnames="k")
+def _kth_distance(code_NxD, bank_MxD, k):
+    similarity_NxK = jax.lax.top_k(_normalised(code_NxD) @ bank_MxD.T, k)[0]
+    return jnp.sqrt(jnp.maximum(2 - 2 * similarity_NxK[:, -1], 0))
+
+
+def png_bits(images_NxHxWxC: np.ndarray) -> np.ndarray:
+    """Bits per pixel of each image coded as PNG by Pillow (compression level 9): the input
+    complexity of Serrà et al. (ICLR 2020), measured with a real compressor. Host-side."""
+    import io
+
+    from PIL import Image
+
+    out = np.empty(len(images_NxHxWxC), np.float64)
+    for i, image in enumerate(images_NxHxWxC):
+        buffer = io.BytesIO()
+        Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image).save(
+            buffer, format="PNG", compress_level=9
+        )
+        out[i] = 8 * buffer.tell() / image.size
+    return out

@@ -103,3 +103,28 @@ def test_stats_round_trip_through_the_saved_file(stats, tmp_path):
     for name, values in stats.all_scores(terms).items():
         np.testing.assert_array_equal(loaded.all_scores(terms)[name], values)
     assert scores.load(tmp_path / "missing.npz") is None
+
+
+def test_knn_of_a_training_code_is_its_distance_to_the_kth_other_code(stats):
+    bank = stats.knn_bank  # normalised training codes
+    assert bank.shape == (scores.KNN_BANK, 4)
+    np.testing.assert_allclose(np.linalg.norm(bank, axis=1), 1, rtol=1e-5)
+    k = 5
+    for i in (0, 17, 4321):
+        others = np.delete(bank, i, axis=0)
+        distances = np.sort(np.linalg.norm(others - bank[i], axis=1))
+        # The code itself is its own nearest neighbour (distance 0): the k-th *other* code
+        # is its (k + 1)-th.
+        got = scores._kth_distance(jnp.asarray(bank[i : i + 1]), jnp.asarray(bank), k + 1)
+        assert float(got[0]) == pytest.approx(distances[k - 1], abs=2e-3)
+
+
+def test_knn_score_is_brute_force_nearest_neighbours(stats):
+    rng = np.random.default_rng(8)
+    terms = synthetic_terms(rng, 700)  # not a multiple of the 512-code chunks
+    terms["code"][:5] *= 50  # the norm is dropped: only directions count
+    got = stats.raw(terms)["knn"]
+    codes = terms["code"] / np.linalg.norm(terms["code"], axis=1, keepdims=True)
+    distances = np.linalg.norm(codes[:, None] - stats.knn_bank[None], axis=2)
+    expected = np.sort(distances, axis=1)[:, scores.KNN_K - 1]
+    np.testing.assert_allclose(got, expected, atol=2e-3)
