@@ -52,6 +52,9 @@ class TrainState:
     # of the float32 parameters; the loss, the gradients' accumulation in Adam and every
     # evaluation stay float32.
     compute_dtype: str = struct.field(pytree_node=False, default="float32")
+    # Ren et al.'s background model: training inputs (and targets) have this fraction of
+    # their pixels replaced by uniform random values (:func:`mutated`); 0 for a normal model.
+    mutation_rate: float = struct.field(pytree_node=False, default=0.0)
 
     @property
     def model(self) -> models.Autoencoder:
@@ -77,6 +80,7 @@ def init_state(
     lr: float = 1e-3,
     tx: optax.GradientTransformation | None = None,
     compute_dtype: str = "float32",
+    mutation_rate: float = 0.0,
     **model_options,
 ) -> TrainState:
     """A fresh model of architecture ``arch`` and its optimizer state.
@@ -88,6 +92,7 @@ def init_state(
       lr: Adam's learning rate, ignored when ``tx`` is given.
       tx: an optax transformation to train with instead of Keras-default Adam.
       compute_dtype: ``float32``, or ``bfloat16`` for mixed-precision training.
+      mutation_rate: train a background model on mutated images (:func:`mutated`).
       **model_options: the model's options, e.g. ``latent_dim=32``.
     """
     init_key, train_key = jax.random.split(key)
@@ -102,7 +107,20 @@ def init_state(
         graphdef=graphdef,
         tx=tx,
         compute_dtype=compute_dtype,
+        mutation_rate=mutation_rate,
     )
+
+
+def mutated(x_BxHxWxC: jax.Array, rate: float, key: jax.Array) -> jax.Array:
+    """Images in [0, 1] with each value replaced, with probability ``rate``, by a uniform
+    random pixel value ``k / 255``: the perturbation Ren et al. (NeurIPS 2019) train their
+    background model on, which keeps the images' low-level statistics and destroys their
+    semantics, so that ``bce - bce_background`` (:data:`aejax.scores` ``lr``) keeps the
+    semantic part of the error."""
+    replace_key, value_key = jax.random.split(key)
+    replace = jax.random.bernoulli(replace_key, rate, x_BxHxWxC.shape)
+    values = jax.random.randint(value_key, x_BxHxWxC.shape, 0, 256).astype(jnp.float32) / 255
+    return jnp.where(replace, values, x_BxHxWxC)
 
 
 def check_image_shape(state: TrainState, shape: tuple[int, ...]) -> None:
@@ -136,6 +154,8 @@ def _gradients_and_sums(
 ):
     """The gradient of ``sum(loss_B * weight_B) / count`` and the metrics' weighted sums."""
     x = to_float(batch)
+    if state.mutation_rate:  # a background model (static: a normal model traces no mutation)
+        x = mutated(x, state.mutation_rate, jax.random.fold_in(key, 0x6D75))
 
     def mean_loss(params):
         if state.compute_dtype != "float32":

@@ -48,6 +48,7 @@ class RunConfig:
     seed: int = 0
     holdout: int = 1000  # last examples of the train split, held out (thresholds, statistics)
     compute_dtype: str = "float32"  # or "bfloat16": mixed-precision training
+    mutation_rate: float = 0.0  # > 0: a background model on mutated images (core.mutated)
     model: dict = dataclasses.field(default_factory=dict)  # model options, e.g. latent_dim
     # A folder dataset's preprocessing (aejax.data.folder): resize to [H, W], convert to C.
     image_size: list[int] | None = None
@@ -208,6 +209,7 @@ def abstract_state(config: RunConfig, placement: Placement | None = None) -> Any
             jax.random.key(config.seed),
             lr=config.lr,
             compute_dtype=config.compute_dtype,
+            mutation_rate=config.mutation_rate,
             **config.model,
         )
     )

@@ -214,6 +214,17 @@ def _kth_distance(code_NxD, bank_MxD, k):
     return jnp.sqrt(jnp.maximum(2 - 2 * similarity_NxK[:, -1], 0))
 
 
+def likelihood_ratio(terms: dict, background_terms: dict) -> jax.Array:
+    r"""Ren et al.'s (NeurIPS 2019) likelihood ratio for autoencoders, per image: the model's
+    reconstruction BCE minus that of a background model trained on mutated images
+    (``aejax.train --mutation-rate``), :math:`\ell_\theta(x) - \ell_{\theta_0}(x)`. What
+    both models reconstruct alike (the input's entropy, its low-level statistics) cancels;
+    what only the model of the data knows remains. 0 when both are the same model."""
+    return jnp.asarray(terms["bce"], jnp.float32) - jnp.asarray(
+        background_terms["bce"], jnp.float32
+    )
+
+
 def png_bits(images_NxHxWxC: np.ndarray) -> np.ndarray:
     """Bits per pixel of each image coded as PNG by Pillow (compression level 9): the input
     complexity of Serrà et al. (ICLR 2020), measured with a real compressor. Host-side."""

@@ -106,6 +106,13 @@ def _parser() -> argparse.ArgumentParser:
         help="mixed precision: bfloat16 forward/backward, float32 parameters, "
         "loss and optimizer (default float32)",
     )
+    p.add_argument(
+        "--mutation-rate",
+        type=cli.number(0, 1, high_open=True),
+        help="train a background model for the likelihood-ratio score: each training pixel "
+        "replaced by a uniform random value with this probability (Ren et al. 2019 use "
+        "0.1-0.2; default 0, a normal model)",
+    )
     p.add_argument("--workdir", type=Path, help="default runs/<arch>-<dataset>")
     p.add_argument(
         "--stream",
@@ -198,6 +205,7 @@ class Trainer:
                 self.init_key,
                 lr=self.config.lr,
                 compute_dtype=self.config.compute_dtype,
+                mutation_rate=self.config.mutation_rate,
                 **self.config.model,
             )
             core.check_image_shape(state, self.sets["test"][0].shape[1:])
@@ -388,6 +396,7 @@ def _given(args: argparse.Namespace) -> dict:
         "seed",
         "holdout",
         "compute_dtype",
+        "mutation_rate",
         "image_size",
         "channels",
     )

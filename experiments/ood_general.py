@@ -10,8 +10,11 @@ held-out training images, the test split and every set of every family:
 set). Scores: every score of :data:`aejax.scores.ALL` (``knn`` among them: distance to the
 10th nearest of 5,000 normalised training codes, Sun et al. 2022); ``complexity`` (Serrà
 et al. 2020: the reconstruction's bits per pixel minus the PNG coder's,
-:func:`aejax.scores.png_bits`, host side), its two-sided typicality ``typ-complexity``,
-and ``typ-rss`` extended by ``typ-knn`` and/or it.
+:func:`aejax.scores.png_bits`, host side); ``lr``, Ren et al.'s likelihood ratio
+(:func:`aejax.scores.likelihood_ratio`) against a background model trained with
+``--mutation-rate 0.2`` (``runs/ood/*-mutated``, trained here when missing); their two-sided
+typicality (``typ-complexity``, ``typ-lr``), and combinations of the typicality scores
+(``typ-rss+knn``, ...).
 
 The protocol: for each family F, the score is *chosen* by the best worst-case AUROC of the
 held-out in-distribution images against the sets of every other family, over all four runs
@@ -27,16 +30,19 @@ import argparse
 import sys
 
 import numpy as np
-from common import OOD_RUNS, OTHER, write_results
+from common import OOD_RUNS, OTHER, train, write_results
 
-from aejax import core, data, metrics, ood, scores
+from aejax import core, data, metrics, ood, run, scores
 from aejax import eval as eval_cli
 from aejax.detector import Detector
 
 RUNS = [(arch, dataset) for dataset in ("mnist", "fashion_mnist") for arch in ("dense", "conv")]
 SET_SIZE = 2000
+MUTATION_RATE = 0.2  # Ren et al.'s range is 0.1-0.2; fixed before any OOD set was scored
 PARTS = ("typ-kl", "typ-bce", "typ-latent", "typ-entropy")
 COMBINED = {
+    "typ-rss+lr": (*PARTS, "typ-lr"),
+    "typ-knn+lr": ("typ-knn", "typ-lr"),
     "typ-rss+knn": (*PARTS, "typ-knn"),
     "typ-rss+cx": (*PARTS, "typ-complexity"),
     "typ-rss+knn+cx": (*PARTS, "typ-knn", "typ-complexity"),
@@ -65,11 +71,14 @@ def _typicality(values: np.ndarray, held_out: np.ndarray) -> np.ndarray:
     return np.abs(values - loc) / scale
 
 
-def score_sets(workdir, sets: dict[str, np.ndarray]) -> dict[str, dict[str, np.ndarray]]:
-    """``{set: {score: [N]}}`` for the run in ``workdir``; sets ``holdout`` and ``test`` are
-    its own."""
+def score_sets(
+    workdir, background_dir, sets: dict[str, np.ndarray]
+) -> dict[str, dict[str, np.ndarray]]:
+    """``{set: {score: [N]}}`` for the run in ``workdir`` (with the background model in
+    ``background_dir`` for ``lr``); sets ``holdout`` and ``test`` are its own."""
     eval_cli.fit_detector(workdir)  # the statistics of this aejax's scores (knn's bank)
     detector = Detector.load(workdir)
+    background = run.restore(background_dir)[0]
     config = detector.config
     _, start, stop = config.row_ranges(data.num_examples(config.dataset, "train"))["holdout"]
     sets = {"holdout": data.load(config.dataset, f"train[{start}:{stop}]")[0], **sets}
@@ -78,10 +87,12 @@ def score_sets(workdir, sets: dict[str, np.ndarray]) -> dict[str, dict[str, np.n
         terms = {k: np.asarray(v) for k, v in core.per_image(detector.state, images).items()}
         every = detector.stats.all_scores(terms)
         every["complexity"] = terms["bce"] / np.log(2) - scores.png_bits(images)
+        background_terms = core.per_image(background, images, ("bce",))
+        every["lr"] = np.asarray(scores.likelihood_ratio(terms, background_terms))
         out[name] = every
     for name in out:
-        held_out = out["holdout"]["complexity"]  # may be negative: typicality of s, not log s
-        out[name]["typ-complexity"] = _typicality(out[name]["complexity"], held_out)
+        for raw in ("complexity", "lr"):  # may be negative: typicality of s, not of log s
+            out[name][f"typ-{raw}"] = _typicality(out[name][raw], out["holdout"][raw])
         for combined, parts in COMBINED.items():
             out[name][combined] = np.sqrt(sum(np.square(out[name][p]) for p in parts))
     return out
@@ -121,7 +132,11 @@ def main() -> int:
         test_images = data.load(dataset, "test")[0]
         family_sets = families(dataset, test_images)
         sets = {"test": test_images, **{s: x for f in family_sets.values() for s, x in f.items()}}
-        scored = score_sets(OOD_RUNS / f"{arch}-{dataset}", sets)
+        workdir = OOD_RUNS / f"{arch}-{dataset}"
+        background = OOD_RUNS / f"{arch}-{dataset}-mutated"
+        train("--arch", arch, "--dataset", dataset, "--mutation-rate", str(MUTATION_RATE),
+              workdir=background)  # fmt: skip
+        scored = score_sets(workdir, background, sets)
         named = {f: list(v) for f, v in family_sets.items()}
         selection, report = auroc_tables(scored, named)
         runs.append({

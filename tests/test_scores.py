@@ -128,3 +128,33 @@ def test_knn_score_is_brute_force_nearest_neighbours(stats):
     distances = np.linalg.norm(codes[:, None] - stats.knn_bank[None], axis=2)
     expected = np.sort(distances, axis=1)[:, scores.KNN_K - 1]
     np.testing.assert_allclose(got, expected, atol=2e-3)
+
+
+def test_likelihood_ratio_is_zero_for_the_same_model():
+    state = core.init_state("dense", jax.random.key(0))
+    images = jnp.asarray(np.random.default_rng(9).integers(0, 256, (30, 28, 28, 1), np.uint8))
+    terms = core.per_image(state, images, ("bce",))
+    assert np.all(np.asarray(scores.likelihood_ratio(terms, terms)) == 0)
+    other = core.per_image(core.init_state("dense", jax.random.key(1)), images, ("bce",))
+    assert np.any(np.asarray(scores.likelihood_ratio(terms, other)) != 0)
+
+
+def test_mutation_replaces_the_given_fraction_by_random_pixel_values():
+    x = jnp.full((64, 28, 28, 1), 0.5, jnp.float32)
+    out = np.asarray(core.mutated(x, 0.2, jax.random.key(3)))
+    changed = out != 0.5
+    assert changed.mean() == pytest.approx(0.2, abs=0.01)  # 0.5 is no pixel value k/255
+    new = out[changed] * 255
+    np.testing.assert_allclose(new, np.rint(new), atol=1e-4)
+    assert new.min() < 10 and new.max() > 245  # uniform over 0..255
+    np.testing.assert_array_equal(out, np.asarray(core.mutated(x, 0.2, jax.random.key(3))))
+
+
+def test_a_background_model_trains_on_mutated_images():
+    images = jnp.asarray(np.random.default_rng(10).integers(0, 2, (32, 28, 28, 1)) * 255, jnp.uint8)
+    plain = core.init_state("dense", jax.random.key(0))
+    background = core.init_state("dense", jax.random.key(0), mutation_rate=0.3)
+    _, plain_metrics = core.train_step(plain, images)
+    _, background_metrics = core.train_step(background, images)
+    # Same parameters, same batch: only the mutated inputs make the losses differ.
+    assert float(plain_metrics["loss"]) != pytest.approx(float(background_metrics["loss"]))
