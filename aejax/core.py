@@ -55,6 +55,9 @@ class TrainState:
     # Ren et al.'s background model: training inputs (and targets) have this fraction of
     # their pixels replaced by uniform random values (:func:`mutated`); 0 for a normal model.
     mutation_rate: float = struct.field(pytree_node=False, default=0.0)
+    # An ensemble (init_ensemble): every array has a leading axis of this many members,
+    # trained together by one vmapped step; 0 for a single model.
+    members: int = struct.field(pytree_node=False, default=0)
 
     @property
     def model(self) -> models.Autoencoder:
@@ -111,6 +114,35 @@ def init_state(
     )
 
 
+def init_ensemble(arch: str, keys_K: jax.Array, **options) -> TrainState:
+    """K models in one state, member ``i`` initialised exactly as ``init_state(arch,
+    keys_K[i], **options)``: every array gains a leading axis ``K``, and one vmapped step
+    trains them all on the same batches (deep ensembles, Lakshminarayanan et al. 2017,
+    where the members differ by their initialisation)."""
+    state = jax.vmap(lambda key: init_state(arch, key, **options))(keys_K)
+    return state.replace(members=len(keys_K))
+
+
+def member(state: TrainState, i: int) -> TrainState:
+    """Member ``i`` of an ensemble, as a single model's state."""
+    return jax.tree.map(lambda v: v[i], state.replace(members=0))
+
+
+def _over_members(fn):
+    """``fn(state, *args)`` of a single model, run for each member of an ensemble state (its
+    outputs gain a leading member axis); a single model's state goes straight through."""
+
+    def run(state, *args):
+        if not state.members:
+            return fn(state, *args)
+        out = jax.vmap(lambda s: fn(s, *args))(state.replace(members=0))
+        if isinstance(out, tuple) and isinstance(out[0], TrainState):
+            return (out[0].replace(members=state.members), *out[1:])
+        return out
+
+    return run
+
+
 def mutated(x_BxHxWxC: jax.Array, rate: float, key: jax.Array) -> jax.Array:
     """Images in [0, 1] with each value replaced, with probability ``rate``, by a uniform
     random pixel value ``k / 255``: the perturbation Ren et al. (NeurIPS 2019) train their
@@ -128,6 +160,7 @@ def check_image_shape(state: TrainState, shape: tuple[int, ...]) -> None:
     ``shape``: e.g. ``conv`` pools ``depth`` times by 2, so it needs H and W divisible by
     ``2**depth``."""
     x = jax.ShapeDtypeStruct((1, *shape), jnp.float32)
+    state = member(state, 0) if state.members else state  # the members share one shape
     try:
         out = jax.eval_shape(lambda s, x: s.model(x), state, x).shape[1:]
     except (TypeError, ValueError) as e:
@@ -208,6 +241,10 @@ def _apply_gradients(
     """One optimizer step on the weighted mean of the per-example losses; ``count`` is
     ``sum(weight_B)`` when the caller has it without a reduction over devices. With a
     ``batch_sharding``, each device computes the gradient of its part of the batch."""
+    if state.members:  # an ensemble: every member steps on the same batch
+        return _over_members(lambda s: _apply_gradients(s, batch, weight_B, count, batch_sharding))(
+            state
+        )
     count = jnp.sum(weight_B) if count is None else count
     key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
     gradients_and_sums = _gradients_and_sums
@@ -485,13 +522,33 @@ def _per_image(
     unknown = set(terms) - set(TERMS)
     if unknown:
         raise ValueError(f"unknown terms {sorted(unknown)}; choose from {TERMS}")
-    model = state.model
     return batched(
-        lambda x_uint8: image_terms(model, x_uint8, terms),
+        terms_of(state, terms),
         images,
-        batch_size or model.eval_batch_size,
+        batch_size or state.model.eval_batch_size,  # a class attribute: any member's
         batch_sharding,
     )
+
+
+def terms_of(state: TrainState, terms: tuple[str, ...] = TERMS) -> Callable[[jax.Array], dict]:
+    """``images -> {term: [B, ...]}``, :func:`image_terms` of the state's model; for an
+    ensemble, of every member, then combined: errors averaged over the members (each term is
+    a per-image mean, so the ensemble's is the mean of the members'), codes side by side."""
+    if not state.members:
+        model = state.model
+        return lambda x_uint8: image_terms(model, x_uint8, terms)
+
+    def combined(x_uint8):
+        def one(params):
+            return image_terms(nnx.merge(state.graphdef, params), x_uint8, terms)
+
+        each = jax.vmap(one)(state.params)  # {term: [K, B, ...]}
+        out = {k: jnp.mean(v, axis=0) for k, v in each.items() if k != "code"}
+        if "code" in each:  # [K, B, D] -> [B, K * D]
+            out["code"] = jnp.moveaxis(each["code"], 0, 1).reshape(x_uint8.shape[0], -1)
+        return out
+
+    return combined
 
 
 def image_terms(
@@ -573,8 +630,10 @@ def eval_loss(
 
 @jax.jit
 def reconstruct(state: TrainState, images: jax.Array) -> jax.Array:
-    """Reconstructed images, float32 in [0, 1], same shape as ``images``."""
-    return jax.nn.sigmoid(state.model(to_float(images)))
+    """Reconstructed images, float32 in [0, 1], same shape as ``images``; an ensemble's is
+    the mean of its members'."""
+    one = _over_members(lambda s: jax.nn.sigmoid(s.model(to_float(images))))(state)
+    return jnp.mean(one, axis=0) if state.members else one
 
 
 @jax.jit

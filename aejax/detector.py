@@ -60,10 +60,11 @@ def anomaly_maps(model, images_BxHxWxC: jax.Array) -> dict[str, jax.Array]:
 
 @jax.jit
 def _maps(state, images_NxHxWxC):
-    model = state.model
-    return core.batched(
-        lambda x: anomaly_maps(model, x), images_NxHxWxC, model.eval_batch_size
-    )  # fmt: skip
+    def maps(x):  # an ensemble's: its members' reconstructions and anomalies averaged
+        one = core._over_members(lambda s: anomaly_maps(s.model, x))(state)
+        return jax.tree.map(lambda v: jnp.mean(v, axis=0), one) if state.members else one
+
+    return core.batched(maps, images_NxHxWxC, state.model.eval_batch_size)
 
 
 @dataclasses.dataclass(frozen=True)

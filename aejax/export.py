@@ -79,10 +79,10 @@ def exported(detector, platforms: tuple[str, ...] = PLATFORMS) -> "jax.export.Ex
     from aejax import core
     from aejax.detector import decide
 
-    model, fitted, kind = detector.state.model, detector.fitted(), detector.kind
+    terms_of, fitted, kind = core.terms_of(detector.state), detector.fitted(), detector.kind
 
     def detect(images_NxHxWxC):
-        return decide(fitted, core.image_terms(model, images_NxHxWxC), kind)
+        return decide(fitted, terms_of(images_NxHxWxC), kind)
 
     (n,) = jax.export.symbolic_shape("n")
     spec = jax.ShapeDtypeStruct((n, *detector.image_shape), jnp.uint8)

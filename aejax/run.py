@@ -49,6 +49,7 @@ class RunConfig:
     holdout: int = 1000  # last examples of the train split, held out (thresholds, statistics)
     compute_dtype: str = "float32"  # or "bfloat16": mixed-precision training
     mutation_rate: float = 0.0  # > 0: a background model on mutated images (core.mutated)
+    ensemble: int = 0  # > 1: this many members trained together (seeds seed, seed + 1, ...)
     model: dict = dataclasses.field(default_factory=dict)  # model options, e.g. latent_dim
     # A folder dataset's preprocessing (aejax.data.folder): resize to [H, W], convert to C.
     image_size: list[int] | None = None
@@ -200,19 +201,27 @@ def device_defaults(given: dict, workdir: Path | None) -> tuple[str, int]:
     return arch, batch or models.get(arch).default_batch_size
 
 
+def fresh_state(config: RunConfig) -> core.TrainState:
+    """``config``'s untrained state: initialised from ``split(key(seed))[0]``; with
+    ``ensemble K``, member ``i`` as a single run with seed ``seed + i`` would be."""
+    options = dict(lr=config.lr, compute_dtype=config.compute_dtype,
+                   mutation_rate=config.mutation_rate, **config.model)  # fmt: skip
+    if not config.ensemble:
+        return core.init_state(config.arch, init_key(config.seed), **options)
+    keys = jax.vmap(init_key)(jax.numpy.arange(config.ensemble, dtype="uint32") + config.seed)
+    return core.init_ensemble(config.arch, keys, **options)
+
+
+def init_key(seed) -> jax.Array:
+    """The key a run with ``seed`` initialises its model from (the other half of the seed's
+    split shuffles the data)."""
+    return jax.random.split(jax.random.key(seed))[0]
+
+
 def abstract_state(config: RunConfig, placement: Placement | None = None) -> Any:
     """The shapes and dtypes (and, with a placement, replicated shardings) of ``config``'s
     TrainState, without computing it."""
-    shapes = jax.eval_shape(
-        lambda: core.init_state(
-            config.arch,
-            jax.random.key(config.seed),
-            lr=config.lr,
-            compute_dtype=config.compute_dtype,
-            mutation_rate=config.mutation_rate,
-            **config.model,
-        )
-    )
+    shapes = jax.eval_shape(lambda: fresh_state(config))
     # Without a placement: one device, whatever devices saved it (a checkpoint keeps its
     # writer's shardings).
     sharding = (

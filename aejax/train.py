@@ -36,6 +36,7 @@ from aejax.run import (
     check_resumes,
     default_workdir,
     device_defaults,
+    fresh_state,
     move_aside,
     put_split,
     resolve_config,
@@ -112,6 +113,13 @@ def _parser() -> argparse.ArgumentParser:
         help="train a background model for the likelihood-ratio score: each training pixel "
         "replaced by a uniform random value with this probability (Ren et al. 2019 use "
         "0.1-0.2; default 0, a normal model)",
+    )
+    p.add_argument(
+        "--ensemble",
+        type=cli.integer(2),
+        metavar="K",
+        help="train K members (seeds seed .. seed+K-1) together in one vmapped step, on the "
+        "same batches; scores average over them, test BCE is reported per member",
     )
     p.add_argument("--workdir", type=Path, help="default runs/<arch>-<dataset>")
     p.add_argument(
@@ -194,34 +202,38 @@ class Trainer:
             }
         # One device: leave placement to XLA, as a user of the plain functions would.
         self.batch_sharding = placement.batch if placement.size > 1 else None
-        root = jax.random.key(config.seed)
-        self.init_key, self.shuffle_key = jax.random.split(root)
+        self.shuffle_key = jax.random.split(jax.random.key(config.seed))[1]
         self.board = board.Board(workdir)
 
     def initial_state(self, checkpoints: Checkpoints) -> tuple[core.TrainState, list[dict]]:
         if checkpoints.latest_step() is None:
-            state = core.init_state(
-                self.config.arch,
-                self.init_key,
-                lr=self.config.lr,
-                compute_dtype=self.config.compute_dtype,
-                mutation_rate=self.config.mutation_rate,
-                **self.config.model,
-            )
+            state = fresh_state(self.config)
             core.check_image_shape(state, self.sets["test"][0].shape[1:])
             return self.placement.replicate(state), []
         state, meta = restore_state(checkpoints, None, self.config, self.placement)
         return state, meta["history"]
 
     def evaluate(self, state) -> dict:
+        """Test and held-out BCE; an ensemble's as the mean over its members, with their
+        standard deviation and each member's (seed variance for free)."""
         names = {"test": "val_loss", "holdout": "holdout_loss"}
-        return {
-            names[role]: float(
-                core.eval_loss(state, images, num_examples=n, batch_sharding=self.batch_sharding)
-            )
-            for role, (images, n) in self.sets.items()
-            if role in names
-        }
+        out = {}
+        for role, (images, n) in self.sets.items():
+            if role not in names:
+                continue
+
+            def loss(s, images=images, n=n):
+                return float(core.eval_loss(s, images, num_examples=n,
+                                            batch_sharding=self.batch_sharding))  # fmt: skip
+
+            if state.members:
+                each = [loss(core.member(state, i)) for i in range(state.members)]
+                out[names[role]] = float(np.mean(each))
+                out[f"{names[role]}_sd"] = float(np.std(each, ddof=1))
+                out[f"{names[role]}_members"] = each
+            else:
+                out[names[role]] = loss(state)
+        return out
 
     def run_epoch(self, state, epoch: int) -> tuple[core.TrainState, dict]:
         images, n = self.sets["train"]
@@ -331,9 +343,9 @@ class Trainer:
             grid = board.grid(first, parallel.to_numpy(recon))
         if not self.is_main:
             return
-        self.board.scalars(epoch, {
-            f"{'loss' if k.endswith('loss') else 'speed'}/{k}": v
-            for k, v in metrics.items() if k != "epoch"
+        self.board.scalars(epoch, {  # an ensemble's per-member lists: in metrics.jsonl
+            f"{'loss' if 'loss' in k else 'speed'}/{k}": v
+            for k, v in metrics.items() if k != "epoch" and not isinstance(v, list)
         })  # fmt: skip
         if grid is not None:
             self.board.images(epoch, "reconstructions/test", grid)
@@ -397,6 +409,7 @@ def _given(args: argparse.Namespace) -> dict:
         "holdout",
         "compute_dtype",
         "mutation_rate",
+        "ensemble",
         "image_size",
         "channels",
     )
@@ -439,9 +452,10 @@ def train_command(args: argparse.Namespace) -> int:
         return 0
     last = history[-1]
     seconds = np.median([h["epoch_seconds"] for h in history])
+    spread = f" ± {last['val_loss_sd']:.4f} over {state.members} members" if state.members else ""
     print(
         f"{config.arch} on {config.dataset}: {last['epoch']} epochs, "
-        f"{core.param_count(state):,} params, test BCE {last['val_loss']:.4f}"
+        f"{core.param_count(state):,} params, test BCE {last['val_loss']:.4f}{spread}"
         f", median {seconds:.2f} s/epoch; run in {workdir}"
     )
     return 0
