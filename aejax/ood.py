@@ -27,7 +27,7 @@ for RGB models):
 ``glyphs``         a letter or symbol in Pillow's built-in font, random size and place
 ``strokes``        one to three pen strokes (random polylines): unknown handwriting
 ``patches``        grey crops of the two photographs scikit-learn ships, resized
-``digits-8x8``     scikit-learn's 1,797 8x8 handwritten digits, resized up
+``digits-8x8``     scikit-learn's 1,797 8x8 handwritten digits, resized up (repeated)
 ================= ===========================================================
 """
 
@@ -167,7 +167,8 @@ def _patches(rng, like):
 def _digits(rng, like):
     from sklearn.datasets import load_digits  # shipped with scikit-learn: offline
 
-    digits = load_digits().images  # [1797, 8, 8], 0..16
+    digits = load_digits().images  # [1797, 8, 8], 0..16: shuffled, repeated to len(like)
+    digits = digits[np.resize(rng.permutation(len(digits)), len(like))]
     grey = np.clip(np.rint(digits * 16), 0, 255).astype(np.uint8)[..., None]
     return _tinted(rng, _resized(grey, like[..., :1])[..., 0], like)
 
