@@ -41,6 +41,11 @@ def decide(fitted: dict, terms: dict, kind: str) -> dict[str, jax.Array]:
     }
 
 
+# Images scored per call: the knn score compares every image with the whole bank of training
+# codes ([rows, 5000] floats), so rows are bounded here rather than inside the scorer.
+DETECT_ROWS = 8192
+
+
 @functools.partial(jax.jit, static_argnames=("kind", "batch_sharding"))
 def _detect(state, fitted, images_NxHxWxC, kind, batch_sharding=None):
     terms = core.per_image(state, images_NxHxWxC, batch_sharding=batch_sharding)
@@ -158,8 +163,14 @@ class Detector:
         """``score``, ``p_value``, ``ood`` and every score, per image ``[N]``."""
         images_NxHxWxC = np.asarray(images_NxHxWxC)
         self.check_images(images_NxHxWxC)
-        out = _detect(self.state, self.fitted(), images_NxHxWxC, self.kind, batch_sharding)
-        return {k: np.asarray(v) for k, v in out.items()}
+        fitted, n = self.fitted(), len(images_NxHxWxC)
+        parts = [
+            _detect(
+                self.state, fitted, images_NxHxWxC[i : i + DETECT_ROWS], self.kind, batch_sharding
+            )  # fmt: skip
+            for i in range(0, max(n, 1), DETECT_ROWS)
+        ]
+        return {k: np.concatenate([np.asarray(p[k]) for p in parts]) for k in parts[0]}
 
     def score(self, images_NxHxWxC: np.ndarray) -> np.ndarray:
         """The run's score of each image ``[N]`` (higher: more anomalous)."""

@@ -76,9 +76,10 @@ def raw_scores(fitted: dict, terms: dict) -> dict[str, jax.Array]:
     raw = {k: jnp.asarray(terms[k], jnp.float32) for k in FROM_TERMS}
     code = jnp.asarray(terms["code"], jnp.float32)
     raw["latent"] = mahalanobis(code, fitted["latent_mean"], fitted["latent_precision"])
-    raw["knn"] = jax.lax.map(
-        lambda c: _kth_distance(c[None], fitted["knn_bank"], KNN_K)[0], code, batch_size=512
-    )
+    # All N codes against the bank at once ([N, KNN_BANK] similarities): one computation for
+    # any N, symbolic N included (the exported detector), so both give the same bits;
+    # Detector.detect feeds at most DETECT_ROWS images at a time to bound the memory.
+    raw["knn"] = _kth_distance(code, fitted["knn_bank"], KNN_K)
     return raw
 
 
@@ -210,8 +211,20 @@ def _normalised(code_NxD: jax.Array) -> jax.Array:
 
 @functools.partial(jax.jit, static_argnames="k")
 def _kth_distance(code_NxD, bank_MxD, k):
-    similarity_NxK = jax.lax.top_k(_normalised(code_NxD) @ bank_MxD.T, k)[0]
-    return jnp.sqrt(jnp.maximum(2 - 2 * similarity_NxK[:, -1], 0))
+    # The k-th most similar bank code by k - 1 passes that each remove one row maximum, then
+    # an argmax: exact (ties count as separate neighbours, as in top_k), and on XLA:CPU 13x
+    # faster than lax.top_k, which sorts (10k codes against 5,000: 0.68 s against 8.8 s).
+    unit_NxD = _normalised(code_NxD)
+    similarity_NxM = unit_NxD @ bank_MxD.T
+    columns_M = jnp.arange(bank_MxD.shape[0])
+
+    def drop_max(_, s):
+        return jnp.where(columns_M == jnp.argmax(s, axis=1)[:, None], -jnp.inf, s)
+
+    kth_N = jnp.argmax(jax.lax.fori_loop(0, k - 1, drop_max, similarity_NxM), axis=1)
+    # The distance itself from the difference, not as sqrt(2 - 2 cos): near neighbours have
+    # cos ~ 1, where that form loses most of float32's digits.
+    return jnp.linalg.norm(unit_NxD - bank_MxD[kth_N], axis=1)
 
 
 def likelihood_ratio(terms: dict, background_terms: dict) -> jax.Array:

@@ -45,6 +45,7 @@ np.savez(sys.argv[1], images=images,
          dec_w=p["decoder"]["layers"][0]["kernel"][...],
          dec_b=p["decoder"]["layers"][0]["bias"][...],
          latent_mean=stats.latent_mean, latent_precision=stats.latent_precision,
+         knn_bank=stats.knn_bank,
          typicality=np.array([stats.typicality[k] for k in scores.RAW]),
          **{f"score_{k}": v for k, v in got.items()})
 """
@@ -68,6 +69,9 @@ def numpy_scores(f) -> dict[str, np.ndarray]:
         "elbo": bce,
         "latent": np.sum((centred @ f["latent_precision"]) * centred, axis=1),
     }
+    unit = code / np.maximum(np.linalg.norm(code, axis=1, keepdims=True), 1e-12)
+    distances = np.sqrt(np.maximum(2 - 2 * unit @ f["knn_bank"].T.astype(np.float64), 0))
+    raw["knn"] = np.sort(distances, axis=1)[:, scores.KNN_K - 1]
     out = dict(raw)
     for (loc, scale), name in zip(f["typicality"], scores.RAW, strict=True):
         out[f"typ-{name}"] = np.abs(np.log(np.maximum(raw[name], 0) + 1e-10) - loc) / scale
