@@ -262,8 +262,29 @@ class Interrupted(BaseException):
     (Orbax's save, aejax's own error mapping) must not turn it into an ordinary failure."""
 
 
-def _on_sigterm(signum, frame):
-    raise Interrupted
+_SIGNALLED: type[BaseException] | None = None  # what the last signal raised, if one came
+
+
+def _on_signal(signum, frame):
+    global _SIGNALLED
+    _SIGNALLED = Interrupted if signum == signal.SIGTERM else KeyboardInterrupt
+    raise _SIGNALLED
+
+
+def check_interrupted() -> None:
+    """Raises the signal's exception again if it was lost: Python drops (and reports as
+    "unraisable") an exception raised while a garbage-collection callback or ``__del__``
+    runs, JAX has one, and the command would go on as if nothing had happened. Long loops
+    call this often."""
+    if _SIGNALLED is not None:
+        raise _SIGNALLED
+
+
+def _quiet_lost_signals(unraisable) -> None:
+    """``sys.unraisablehook`` while a command runs: a lost signal exception is not news (the
+    next :func:`check_interrupted` raises it again); anything else is reported as usual."""
+    if unraisable.exc_type not in (Interrupted, KeyboardInterrupt):
+        sys.__unraisablehook__(unraisable)
 
 
 def run_command(
@@ -281,7 +302,10 @@ def run_command(
             warnings.filterwarnings("ignore", message=message, category=RuntimeWarning)
     from aejax.data import folder
 
-    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    global _SIGNALLED
+    _SIGNALLED = None
+    previous = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    previous_hook, sys.unraisablehook = sys.unraisablehook, _quiet_lost_signals
     try:
         with folder.walked_once():  # a folder dataset is fingerprinted once per command
             return body()
@@ -295,4 +319,6 @@ def run_command(
         sys.stderr.flush()
         return 143 if isinstance(e, Interrupted) else 130
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        sys.unraisablehook = previous_hook

@@ -248,6 +248,7 @@ class Trainer:
         )
 
         def on_progress(steps_done, sums):
+            cli.check_interrupted()
             bar.update(steps_done - bar.n)
             if not bar.disable:  # reading the loss waits for the device
                 bar.set_postfix(loss=f"{float(sums['loss'] / sums['count']):.4f}")
@@ -328,6 +329,7 @@ class Trainer:
                 )
                 self.write_records(history)
                 self.write_board(state, metrics)
+                cli.check_interrupted()
         self.board.close()
         return state, history
 

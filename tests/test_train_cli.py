@@ -52,6 +52,8 @@ def test_writes_every_file_and_resumes(tmp_path, capsys):
         "seed": 0,
         "holdout": 50000,
         "compute_dtype": "float32",
+        "mutation_rate": 0.0,
+        "ensemble": 0,
         "model": {"latent_dim": 15, "image_shape": [28, 28, 1]},
         "image_size": None,
         "channels": None,
