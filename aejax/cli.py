@@ -280,11 +280,25 @@ def check_interrupted() -> None:
         raise _SIGNALLED
 
 
-def _quiet_lost_signals(unraisable) -> None:
-    """``sys.unraisablehook`` while a command runs: a lost signal exception is not news (the
-    next :func:`check_interrupted` raises it again); anything else is reported as usual."""
-    if unraisable.exc_type not in (Interrupted, KeyboardInterrupt):
-        sys.__unraisablehook__(unraisable)
+def _quiet_lost_signals() -> None:
+    """Installs (once) a ``sys.unraisablehook`` that drops the report of a lost signal
+    exception (the next :func:`check_interrupted` raises it again) and passes everything
+    else to the hook before it. Left installed, like aejax.checkpoint's: a hook that a command
+    restored on its way out would also remove the hooks installed after it."""
+    global _quiet_installed
+    if _quiet_installed:
+        return
+    previous = sys.unraisablehook
+
+    def hook(unraisable):
+        if unraisable.exc_type not in (Interrupted, KeyboardInterrupt):
+            previous(unraisable)
+
+    sys.unraisablehook = hook
+    _quiet_installed = True
+
+
+_quiet_installed = False
 
 
 def run_command(
@@ -305,7 +319,7 @@ def run_command(
     global _SIGNALLED
     _SIGNALLED = None
     previous = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
-    previous_hook, sys.unraisablehook = sys.unraisablehook, _quiet_lost_signals
+    _quiet_lost_signals()
     try:
         with folder.walked_once():  # a folder dataset is fingerprinted once per command
             return body()
@@ -321,4 +335,3 @@ def run_command(
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        sys.unraisablehook = previous_hook
