@@ -78,9 +78,8 @@ def _tinted(rng, grey_NxHxW: np.ndarray, like) -> np.ndarray:
 
 
 def _speckle(rng, like):
-    return np.where(rng.random(like.shape[:3]) < 0.1, 255, 0).astype(np.uint8)[..., None] * (
-        np.ones(like.shape[-1], np.uint8)
-    )
+    white = rng.random(like.shape[:3]) < 0.1  # one draw per pixel, white in every channel
+    return np.repeat(np.where(white, 255, 0).astype(np.uint8)[..., None], like.shape[-1], -1)
 
 
 def _smooth_noise(rng, like):

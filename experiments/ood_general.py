@@ -59,8 +59,9 @@ def families(dataset: str, test_images: np.ndarray) -> dict[str, dict[str, np.nd
     other_images = data.load(other, "test")[0][:SET_SIZE]
     out["dataset"] = {
         other: other_images,
-        f"{other}-inverted": 255 - other_images,
-        f"{other}-rot90": np.rot90(other_images, axes=(1, 2)).copy(),
+        # The same transforms as the in-distribution sets of the "transformed" family.
+        f"{other}-inverted": ood.synthetic("inverted", other_images),
+        f"{other}-rot90": ood.synthetic("rot90", other_images),
     }
     return out
 
