@@ -28,6 +28,8 @@ README_FIGURES = {  # (arch, dataset): figures the README shows
     ],
     ("conv", "fashion_mnist"): ["hist_mnist.png"],
 }
+# With --score S, the hard direction's figures under S, named hist_mnist_S.png and roc_S.png.
+SCORE_FIGURES = {("conv", "fashion_mnist"): ["hist_mnist.png", "roc.png"]}
 
 
 def main() -> int:
@@ -55,9 +57,11 @@ def main() -> int:
             )
             reports.append(json.loads((out / "report.json").read_text()))
             figures = RESULTS / "figures" / f"{arch}-{dataset}"
-            for name in README_FIGURES.get((arch, dataset), []) if args.score == "bce" else []:
+            bce = args.score == "bce"
+            for name in (README_FIGURES if bce else SCORE_FIGURES).get((arch, dataset), []):
                 figures.mkdir(parents=True, exist_ok=True)
-                shutil.copy(out / name, figures / name)
+                stem, ext = name.rsplit(".", 1)
+                shutil.copy(out / name, figures / (name if bce else f"{stem}_{args.score}.{ext}"))
     suffix = "" if args.score == "bce" else f"_{args.score}"
     (RESULTS / f"ood{suffix}.json").write_text(json.dumps(reports, indent=1) + "\n")
     (RESULTS / f"ood{suffix}.md").write_text(markdown(reports))

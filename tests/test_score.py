@@ -58,7 +58,7 @@ def test_scores_files_folders_and_npy_like_the_python_api(run_dir, images, tmp_p
     argv = ["--workdir", str(run_dir), *inputs, "--out", str(out), "--maps", str(maps)]
     assert score_cli.main(argv) == 0
     summary = capsys.readouterr().err
-    assert "8 images scored" in summary and "threshold: typ-rss > " in summary
+    assert "8 images scored" in summary and f"threshold: {scores.DEFAULT} > " in summary
 
     rows = read_csv(out)
     assert [r["source"] for r in rows] == [
