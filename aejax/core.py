@@ -475,7 +475,7 @@ def _streamed_epoch(state, images_NxHxWxC, order_CxKxB, batch_sharding, on_progr
 
 
 # What per_image can compute for each image; "code" is the flattened code [N, D].
-TERMS = ("bce", "mse", "kl", "entropy", "elbo", "code")
+TERMS = ("bce", "mse", "kl", "entropy", "elbo", "disagreement", "code")
 
 
 def per_image(
@@ -484,69 +484,93 @@ def per_image(
     terms: tuple[str, ...] = TERMS,
     batch_size: int | None = None,
     batch_sharding: jax.sharding.Sharding | None = None,
+    each_member: bool = False,
 ) -> dict[str, jax.Array]:
     r"""The one per-image evaluator: ``{term: [N, ...]}`` for each of ``terms`` (of TERMS).
 
     ``bce`` and ``mse``: reconstruction errors (:mod:`aejax.losses`); ``entropy``: the image's
     own mean binary entropy; ``kl``: ``bce - entropy``; ``elbo``: ``bce`` plus the model's
-    ``prior_term``; ``code``: the flattened code. Every score, ``eval_loss`` and the
-    evaluation report derive from it. Runs ``batch_size`` images at a time (default: the
-    model's ``eval_batch_size``; see :func:`batched`), so device memory stays bounded
-    whatever N; with ``batch_sharding``, each batch is split over the devices. Terms not
-    asked for are not computed (XLA drops them). A NumPy array larger than
-    :data:`HOST_CHUNK_ROWS` (a memory-mapped split) is sent to the device in chunks.
+    ``prior_term``; ``disagreement``: an ensemble's per-pixel variance of its members'
+    reconstructions, averaged over the pixels (0 for one model); ``code``: the flattened
+    code. Every score, ``eval_loss`` and the evaluation report derive from it. Runs
+    ``batch_size`` images at a time (default: the model's ``eval_batch_size``; see
+    :func:`batched`), so device memory stays bounded whatever N; with ``batch_sharding``,
+    each batch is split over the devices. Terms not asked for are not computed (XLA drops
+    them). A NumPy array larger than :data:`HOST_CHUNK_ROWS` (a memory-mapped split) is sent
+    to the device in chunks. ``each_member``: an ensemble's terms member by member,
+    ``[N, K, ...]``, instead of combined.
     """
     if isinstance(images, np.ndarray) and len(images) > HOST_CHUNK_ROWS:
         parts = [
             _per_image(
-                state, images[i : i + HOST_CHUNK_ROWS], terms, batch_size, batch_sharding
+                state,
+                images[i : i + HOST_CHUNK_ROWS],
+                terms,
+                batch_size,
+                batch_sharding,
+                each_member,
             )  # fmt: skip
             for i in range(0, len(images), HOST_CHUNK_ROWS)
         ]
         return {k: jnp.concatenate([p[k] for p in parts]) for k in terms}
-    return _per_image(state, images, terms, batch_size, batch_sharding)
+    return _per_image(state, images, terms, batch_size, batch_sharding, each_member)
 
 
 HOST_CHUNK_ROWS = 50_000  # what per_image sends to the device at once from host memory
 
 
-@functools.partial(jax.jit, static_argnames=("terms", "batch_size", "batch_sharding"))
+@functools.partial(
+    jax.jit, static_argnames=("terms", "batch_size", "batch_sharding", "each_member")
+)
 def _per_image(
     state: TrainState,
     images: jax.Array,
     terms: tuple[str, ...] = TERMS,
     batch_size: int | None = None,
     batch_sharding: jax.sharding.Sharding | None = None,
+    each_member: bool = False,
 ) -> dict[str, jax.Array]:
     """See :func:`per_image`."""
     unknown = set(terms) - set(TERMS)
     if unknown:
         raise ValueError(f"unknown terms {sorted(unknown)}; choose from {TERMS}")
     return batched(
-        terms_of(state, terms),
+        terms_of(state, terms, each_member),
         images,
         batch_size or state.model.eval_batch_size,  # a class attribute: any member's
         batch_sharding,
     )
 
 
-def terms_of(state: TrainState, terms: tuple[str, ...] = TERMS) -> Callable[[jax.Array], dict]:
+def terms_of(
+    state: TrainState, terms: tuple[str, ...] = TERMS, each_member: bool = False
+) -> Callable[[jax.Array], dict]:
     """``images -> {term: [B, ...]}``, :func:`image_terms` of the state's model; for an
     ensemble, of every member, then combined: errors averaged over the members (each term is
-    a per-image mean, so the ensemble's is the mean of the members'), codes side by side."""
+    a per-image mean, so the ensemble's is the mean of the members'), codes side by side,
+    and the members' ``disagreement``. With ``each_member``, an ensemble's terms are
+    ``[B, K, ...]``, one per member, not combined."""
     if not state.members:
         model = state.model
         return lambda x_uint8: image_terms(model, x_uint8, terms)
 
     def combined(x_uint8):
         def one(params):
-            return image_terms(nnx.merge(state.graphdef, params), x_uint8, terms)
+            return _terms_and_logits(nnx.merge(state.graphdef, params), x_uint8, terms)
 
-        each = jax.vmap(one)(state.params)  # {term: [K, B, ...]}
+        # One vmapped pass: the members' encoders read the same input, so jax folds their
+        # first layers into one wide matmul.
+        each, logits_KxBx_ = jax.vmap(one)(state.params)  # {term: [K, B, ...]}
+        if each_member:
+            return {k: jnp.moveaxis(v, 0, 1) for k, v in each.items()}
         out = {k: jnp.mean(v, axis=0) for k, v in each.items() if k != "code"}
         if "code" in each:  # [K, B, D] -> [B, K * D]
             out["code"] = jnp.moveaxis(each["code"], 0, 1).reshape(x_uint8.shape[0], -1)
-        return out
+        if "disagreement" in terms:
+            p_KxBxP = jax.nn.sigmoid(logits_KxBx_.astype(jnp.float32))
+            p_KxBxP = p_KxBxP.reshape(*p_KxBxP.shape[:2], -1)
+            out["disagreement"] = jnp.mean(jnp.var(p_KxBxP, axis=0), axis=1)
+        return {name: out[name] for name in terms}
 
     return combined
 
@@ -556,6 +580,10 @@ def image_terms(
 ) -> dict[str, jax.Array]:
     """:func:`per_image`'s terms of one batch of uint8 images, all at once (traceable, and
     shape-polymorphic in the batch: the exported detector runs this)."""
+    return _terms_and_logits(model, images_BxHxWxC, terms)[0]
+
+
+def _terms_and_logits(model, images_BxHxWxC, terms):
     x = to_float(images_BxHxWxC)
     code = model.encode(x)
     logits = model.decode(code)
@@ -567,9 +595,10 @@ def image_terms(
         "kl": bce - entropy,
         "entropy": entropy,
         "elbo": bce + model.prior_term(x),
+        "disagreement": jnp.zeros_like(bce),  # one model agrees with itself
         "code": code.reshape(x.shape[0], -1),
     }
-    return {name: every[name] for name in terms}
+    return {name: every[name] for name in terms}, logits
 
 
 def score(

@@ -11,6 +11,11 @@ Raw scores (higher = more anomalous), per image:
   the model, which is why a Fashion-MNIST model ranks them *below* its own data under ``bce``.
 * ``elbo``: the negative ELBO per pixel: ``bce`` (the reconstruction of the code's mean) plus
   the model's ``prior_term`` (a VAE's KL term); equal to ``bce`` for models without a prior.
+* ``disagreement``: an ensemble's (``aejax.train --ensemble K``) per-pixel variance of its
+  members' reconstructions, averaged over the pixels: where members trained from different
+  seeds disagree, the input is unlike their training data (Lakshminarayanan et al., 2017).
+  0 for a single model. An ensemble's other scores use its members' mean errors and their
+  codes side by side.
 * ``latent``: squared Mahalanobis distance of the image's code from a Gaussian fitted to the
   codes of the training images (covariance shrunk by Ledoit-Wolf: the conv net's codes have 735
   dimensions).
@@ -54,7 +59,7 @@ import numpy as np
 
 from aejax import files
 
-FROM_TERMS = ("bce", "mse", "kl", "entropy", "elbo")  # aejax.core.per_image's own terms
+FROM_TERMS = ("bce", "mse", "kl", "entropy", "elbo", "disagreement")  # core.per_image's
 RAW = (*FROM_TERMS, "latent", "knn")  # the last two from the code and fitted statistics
 TYPICALITY = tuple(f"typ-{name}" for name in RAW)
 _PARTS = ("typ-kl", "typ-bce", "typ-latent", "typ-entropy")

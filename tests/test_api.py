@@ -67,6 +67,7 @@ def numpy_scores(f) -> dict[str, np.ndarray]:
         "kl": bce - entropy,
         "entropy": entropy,
         "elbo": bce,
+        "disagreement": np.zeros_like(bce),  # one model
         "latent": np.sum((centred @ f["latent_precision"]) * centred, axis=1),
     }
     unit = code / np.maximum(np.linalg.norm(code, axis=1, keepdims=True), 1e-12)

@@ -31,6 +31,27 @@ def test_an_ensemble_of_identical_seeds_equals_one_member():
     terms, single_terms = core.per_image(ensemble, x[:50]), core.per_image(single, x[:50])
     np.testing.assert_allclose(terms["bce"], single_terms["bce"], rtol=1e-5)
     assert terms["code"].shape == (50, k * single_terms["code"].shape[1])  # side by side
+    # Identical members agree everywhere; one model has nothing to disagree with.
+    np.testing.assert_allclose(terms["disagreement"], 0, atol=1e-9)
+    np.testing.assert_array_equal(single_terms["disagreement"], 0)
+
+
+def test_disagreement_is_the_members_pixel_variance_and_each_member_is_itself():
+    k, x = 3, images(40, seed=1)
+    ensemble = core.init_ensemble("dense", jax.random.split(jax.random.key(2), k))
+    ensemble, _ = core.train_epoch(ensemble, images(), jax.random.key(1), batch_size=128)
+    each = core.per_image(ensemble, x, ("bce", "code"), each_member=True)
+    recon_KxN = []
+    for i in range(k):
+        one = core.member(ensemble, i)
+        alone = core.per_image(one, x, ("bce", "code"))
+        np.testing.assert_allclose(each["bce"][:, i], alone["bce"], rtol=1e-5)
+        np.testing.assert_allclose(each["code"][:, i], alone["code"], rtol=1e-5, atol=1e-6)
+        recon_KxN.append(np.asarray(core.reconstruct(one, x), np.float64).reshape(len(x), -1))
+    expected = np.var(np.stack(recon_KxN), axis=0).mean(axis=1)
+    got = core.per_image(ensemble, x, ("disagreement",))["disagreement"]
+    assert expected.min() > 0  # members from different seeds disagree
+    np.testing.assert_allclose(got, expected, rtol=1e-4)
 
 
 def test_members_differ_by_their_seeds_and_start_as_single_runs():

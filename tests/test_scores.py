@@ -52,6 +52,7 @@ def synthetic_terms(rng, n, bce_scale=1.0):
         "kl": rng.lognormal(np.log(0.05), 0.2, n),
         "entropy": rng.lognormal(np.log(0.05), 0.2, n),
         "code": rng.normal(size=(n, 4)).astype(np.float32),
+        "disagreement": np.zeros(n),  # one model
     }
     return {**terms, "elbo": terms["bce"] + rng.lognormal(np.log(0.01), 0.2, n)}
 
