@@ -81,6 +81,7 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="also show the log lines of the libraries underneath (Orbax, absl)",
     )
+    add_compile_cache_arg(parser)
     group = parser.add_argument_group("devices (see README, 'Scaling out')")
     group.add_argument("--devices", type=integer(1), help="use the first N devices (default: all)")
     group.add_argument(
@@ -99,6 +100,16 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="join a multi-process job "
         "that jax.distributed.initialize() detects (TPU pods, SLURM, ...)",
+    )
+
+
+def add_compile_cache_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--no-compile-cache",
+        dest="compile_cache",
+        action="store_false",
+        help="compile every XLA program anew (default: keep them in ~/.cache/aejax/jax, "
+        "or $XDG_CACHE_HOME/aejax/jax, so that a repeated command does not compile again)",
     )
 
 
@@ -302,11 +313,20 @@ _quiet_installed = False
 
 
 def run_command(
-    body: Callable[[], int], *, verbose: bool = False, interrupted: str = "interrupted"
+    body: Callable[[], int],
+    *,
+    verbose: bool = False,
+    interrupted: str = "interrupted",
+    compile_cache: bool = True,
 ) -> int:
     """Runs a CLI's ``body``; an AejaxError or a filesystem error becomes one ``error:`` line
     and exit code 2, Ctrl-C or SIGTERM one line saying what was kept (exit 130 / 143).
-    Anything else escaping is a bug in aejax and keeps its traceback."""
+    Anything else escaping is a bug in aejax and keeps its traceback. ``compile_cache``:
+    JAX's persistent compilation cache on (:func:`aejax.xla.use_compilation_cache`)."""
+    if compile_cache:
+        from aejax import xla
+
+        xla.use_compilation_cache()
     # Orbax logs through absl, and a failed restore's abandoned reads end as asyncio's "Task
     # exception was never retrieved" when collected: library noise around aejax's one line.
     for name in ("absl", "asyncio"):

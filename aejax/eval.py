@@ -497,7 +497,9 @@ def format_table(report: dict, workdir: Path) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    return cli.run_command(lambda: evaluate_command(args), verbose=args.verbose)
+    return cli.run_command(
+        lambda: evaluate_command(args), verbose=args.verbose, compile_cache=args.compile_cache
+    )
 
 
 def evaluate_command(args) -> int:

@@ -57,6 +57,7 @@ def _parser() -> argparse.ArgumentParser:
         help=f"comma-separated platforms to lower for (default {','.join(PLATFORMS)})",
     )
     p.add_argument("--verbose", action="store_true", help="show the libraries' log lines")
+    cli.add_compile_cache_arg(p)
     return p
 
 
@@ -140,7 +141,9 @@ def write(detector, out_dir: Path, platforms: tuple[str, ...] = PLATFORMS) -> li
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    return cli.run_command(lambda: export_command(args), verbose=args.verbose)
+    return cli.run_command(
+        lambda: export_command(args), verbose=args.verbose, compile_cache=args.compile_cache
+    )
 
 
 def export_command(args: argparse.Namespace) -> int:

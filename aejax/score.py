@@ -48,7 +48,9 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    return cli.run_command(lambda: score_command(args), verbose=args.verbose)
+    return cli.run_command(
+        lambda: score_command(args), verbose=args.verbose, compile_cache=args.compile_cache
+    )
 
 
 def score_command(args: argparse.Namespace) -> int:

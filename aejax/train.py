@@ -467,6 +467,7 @@ def main(argv: list[str] | None = None) -> int:
     return cli.run_command(
         lambda: train_command(args),
         verbose=args.verbose,
+        compile_cache=args.compile_cache,
         interrupted=(
             "interrupted: every finished epoch is checkpointed; run the same command again to "
             "resume"

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 # XLA:CPU flags (numbers: experiments/results/speed.md):
 # - YNNPACK fusions off. With them on, XLA fuses a dot, the loss's exp/log and the reduction
@@ -49,3 +50,23 @@ def apply_flags() -> bool:
     a backend has started in this process)."""
     os.environ["XLA_FLAGS"] = with_flags(os.environ.get("XLA_FLAGS", ""))
     return not backend_started()
+
+
+def compilation_cache_dir() -> Path:
+    """Where the commands keep compiled XLA programs: ``$XDG_CACHE_HOME/aejax/jax`` (default
+    ``~/.cache/aejax/jax``), beside aejax's decoded datasets."""
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "aejax" / "jax"
+
+
+def use_compilation_cache(path: Path | None = None) -> None:
+    """Turns on JAX's persistent compilation cache in ``path`` (default
+    :func:`compilation_cache_dir`), for every program however quick to compile: a second run
+    of a command loads its programs instead of compiling them (on XLA:CPU most of aejax's
+    compile in well under JAX's default threshold of 1 s, yet together take seconds). The
+    commands call this unless given ``--no-compile-cache``; library code leaves JAX's
+    settings to its user. The cache is trusted code: it lives in the user's own directory."""
+    import jax
+
+    jax.config.update("jax_compilation_cache_dir", str(path or compilation_cache_dir()))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)

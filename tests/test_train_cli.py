@@ -249,3 +249,23 @@ def test_a_checkpoint_of_an_unreleased_format_is_a_clear_error(tmp_path):
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith("error: the checkpoints in")
     assert (workdir / "checkpoints" / "1").is_dir()
+
+
+def test_a_repeated_command_loads_its_compiled_programs(tmp_path):
+    from aejax.data import cache
+
+    def train_in(workdir, cache_home, *extra):
+        # The decoded datasets stay where they are; only the compiled programs move.
+        env = {**os.environ, "XDG_CACHE_HOME": str(cache_home),
+               "AEJAX_CACHE_DIR": str(cache.cache_root())}  # fmt: skip
+        command = [*_command(workdir, 2), *extra]
+        subprocess.run(command, check=True, env=env, capture_output=True)
+        programs = sorted((cache_home / "aejax" / "jax").glob("*"))
+        return losses(workdir), programs
+
+    first, programs = train_in(tmp_path / "a", tmp_path / "cache")
+    assert programs  # every program kept, however quick it was to compile
+    again, programs_again = train_in(tmp_path / "b", tmp_path / "cache")
+    assert again == first and programs_again == programs  # loaded: nothing new compiled
+    off, none = train_in(tmp_path / "c", tmp_path / "off", "--no-compile-cache")
+    assert off == first and none == []
