@@ -26,7 +26,8 @@ from common import cpu_name, history, run_aejax, write_results
 def timed_train(*options: str) -> tuple[float, list[dict]]:
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
-        run_aejax("train", *options, "--workdir", str(Path(tmp) / "run"))
+        # Every run compiles (no cache): what the first run of each command costs.
+        run_aejax("train", *options, "--no-compile-cache", "--workdir", str(Path(tmp) / "run"))
         return time.perf_counter() - start, history(Path(tmp) / "run")
 
 
@@ -74,7 +75,8 @@ def main() -> int:
         "",
         f"Written by `python experiments/ensemble.py --arch {args.arch} --epochs {args.epochs} "
         f"--members {args.members}` on {row['cpu']}: each run a fresh `python -m aejax.train` "
-        f"process, {args.epochs} epochs, the ensemble run between single runs "
+        f"process, {args.epochs} epochs, `--no-compile-cache` (each run compiles, as a first run "
+        "does), the ensemble run between single runs "
         f"{args.members // 2 - 1} and {args.members // 2}. Training seconds: epochs 2 on (the "
         "first compiles).",
         "",

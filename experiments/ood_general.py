@@ -14,7 +14,8 @@ et al. 2020: the reconstruction's bits per pixel minus the PNG coder's,
 (:func:`aejax.scores.likelihood_ratio`) against a background model trained with
 ``--mutation-rate 0.2`` (``runs/ood/*-mutated``, trained here when missing); their two-sided
 typicality (``typ-complexity``, ``typ-lr``), and combinations of the typicality scores
-(``typ-rss+knn``, ...).
+(``typ-rss+knn``, ...). Beside them, deep ensembles (dense, ``--ensemble 8``, trained into
+``runs/ood/dense8-*`` when missing) on the same sets: their ``disagreement`` and averaged scores.
 
 The protocol: for each family F, the score is *chosen* by the best worst-case AUROC of the
 held-out in-distribution images against the sets of every other family, over all four runs
@@ -38,6 +39,9 @@ from aejax.detector import Detector
 
 RUNS = [(arch, dataset) for dataset in ("mnist", "fashion_mnist") for arch in ("dense", "conv")]
 SET_SIZE = 2000
+ENSEMBLE_RUNS = [("dense", dataset) for dataset in ("mnist", "fashion_mnist")]
+MEMBERS = 8
+ENSEMBLE_SHOWN = ("knn", "disagreement", "typ-disagreement", "typ-rss", "bce")
 MUTATION_RATE = 0.2  # Ren et al.'s range is 0.1-0.2; fixed before any OOD set was scored
 PARTS = ("typ-kl", "typ-bce", "typ-latent", "typ-entropy")
 COMBINED = {
@@ -79,7 +83,7 @@ def score_sets(
     ``background_dir`` for ``lr``); sets ``holdout`` and ``test`` are its own."""
     eval_cli.fit_detector(workdir)  # the statistics of this aejax's scores (knn's bank)
     detector = Detector.load(workdir)
-    background = run.restore(background_dir)[0]
+    background = run.restore(background_dir)[0] if background_dir else None
     config = detector.config
     _, start, stop = config.row_ranges(data.num_examples(config.dataset, "train"))["holdout"]
     sets = {"holdout": data.load(config.dataset, f"train[{start}:{stop}]")[0], **sets}
@@ -88,14 +92,17 @@ def score_sets(
         terms = {k: np.asarray(v) for k, v in core.per_image(detector.state, images).items()}
         every = detector.stats.all_scores(terms)
         every["complexity"] = terms["bce"] / np.log(2) - scores.png_bits(images)
-        background_terms = core.per_image(background, images, ("bce",))
-        every["lr"] = np.asarray(scores.likelihood_ratio(terms, background_terms))
+        if background is not None:
+            background_terms = core.per_image(background, images, ("bce",))
+            every["lr"] = np.asarray(scores.likelihood_ratio(terms, background_terms))
         out[name] = every
     for name in out:
         for raw in ("complexity", "lr"):  # may be negative: typicality of s, not of log s
-            out[name][f"typ-{raw}"] = _typicality(out[name][raw], out["holdout"][raw])
+            if raw in out[name]:
+                out[name][f"typ-{raw}"] = _typicality(out[name][raw], out["holdout"][raw])
         for combined, parts in COMBINED.items():
-            out[name][combined] = np.sqrt(sum(np.square(out[name][p]) for p in parts))
+            if all(p in out[name] for p in parts):
+                out[name][combined] = np.sqrt(sum(np.square(out[name][p]) for p in parts))
     return out
 
 
@@ -147,6 +154,20 @@ def main() -> int:
             "report_family": family_worst(report, named),
         })  # fmt: skip
         print(f"{arch} on {dataset}: scored {len(sets)} sets", flush=True)
+    ensembles = []
+    for arch, dataset in ENSEMBLE_RUNS:  # the same sets (same seeds), an ensemble's scores
+        test_images = data.load(dataset, "test")[0]
+        family_sets = families(dataset, test_images)
+        sets = {"test": test_images, **{s: x for f in family_sets.values() for s, x in f.items()}}
+        workdir = OOD_RUNS / f"{arch}{MEMBERS}-{dataset}"
+        train("--arch", arch, "--dataset", dataset, "--ensemble", str(MEMBERS), workdir=workdir)
+        named = {f: list(v) for f, v in family_sets.items()}
+        _, report = auroc_tables(score_sets(workdir, None, sets), named)
+        ensembles.append({
+            "arch": f"{arch}{MEMBERS}", "dataset": dataset, "sets": named,
+            "report_auroc": report, "report_family": family_worst(report, named),
+        })  # fmt: skip
+        print(f"{arch} x{MEMBERS} on {dataset}: scored {len(sets)} sets", flush=True)
     family_names = list(runs[0]["sets"])
     selection_by_run = [r["selection_family"] for r in runs]
     lofo = ood.leave_one_family_out(selection_by_run, family_names)
@@ -156,6 +177,7 @@ def main() -> int:
         "all_families_choice": default,
         "current_default": scores.DEFAULT,
         "runs": runs,
+        "ensembles": ensembles,
     }
     write_results("ood_general", [result], markdown(result, family_names))
     return 0
@@ -224,7 +246,38 @@ def markdown(result: dict, family_names: list[str]) -> list[str]:
         lines.append(
             f"| `{score}` | " + " | ".join(f"{v:.4f}" for v in values) + f" | {min(values):.4f} |"
         )
+    lines += ensemble_markdown(result, family_names)
     lines += ["", "Every score on every set and family, per run: `ood_general.json`."]
+    return lines
+
+
+def ensemble_markdown(result: dict, family_names: list[str]) -> list[str]:
+    """The deep ensembles beside the single dense runs: the scores an ensemble adds
+    (``disagreement``) and what averaging members does to the others."""
+    single = {r["dataset"]: r for r in result["runs"] if r["arch"] == ENSEMBLE_RUNS[0][0]}
+    lines = [
+        "",
+        f"## Deep ensembles: dense, `--ensemble {MEMBERS}`",
+        "",
+        f"`runs/ood/dense{MEMBERS}-<dataset>`: {MEMBERS} dense members trained in one program "
+        "(default options otherwise), scored on the same sets. An ensemble's scores use its "
+        "members' mean errors and their codes side by side; `disagreement` is the members' "
+        "per-pixel variance of their reconstructions (Lakshminarayanan et al. 2017). Not part "
+        "of the selection above (the default must serve runs trained with default options). "
+        "Per family (test split), beside the single dense run of the same data:",
+        "",
+        "| run | score | " + " | ".join(family_names) + " | worst |",
+        "|---|---|" + "---|" * (len(family_names) + 1),
+    ]
+    for e in result["ensembles"]:
+        rows = [(e, name) for name in ENSEMBLE_SHOWN] + [(single[e["dataset"]], "knn")]
+        for r, name in rows:
+            values = [r["report_family"][name][f] for f in family_names]
+            lines.append(
+                f"| {r['arch']}/{r['dataset']} | `{name}` | "
+                + " | ".join(f"{v:.4f}" for v in values)
+                + f" | {min(values):.4f} |"
+            )
     return lines
 
 
