@@ -7,13 +7,18 @@ import argparse
 import errno
 import logging
 import math
+import os
 import signal
 import sys
+import time
 import warnings
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
 from aejax.errors import AejaxError
+
+_IMPORTED = time.perf_counter()
 
 if TYPE_CHECKING:
     from aejax import parallel
@@ -143,7 +148,6 @@ def add_threshold_args(parser: argparse.ArgumentParser, *, contamination: bool) 
 def add_detector_args(parser: argparse.ArgumentParser, *, contamination: bool) -> None:
     """The options of a tool that uses a run as a detector (``aejax.score``,
     ``aejax.export``): which run and checkpoint, which score, which threshold."""
-    from pathlib import Path
 
     from aejax import scores
 
@@ -232,6 +236,17 @@ def describe(placement: parallel.Placement) -> str:
     platform = placement.mesh.devices.flat[0].platform.upper()
     processes = f" in {jax.process_count()} processes" if jax.process_count() > 1 else ""
     return f"{placement.size} {platform} device{'s' if placement.size > 1 else ''}{processes}"
+
+
+def seconds_since_start() -> float:
+    """Wall seconds since this process started (Linux's /proc; elsewhere since aejax.cli
+    was imported)."""
+    try:
+        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        return uptime - ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return time.perf_counter() - _IMPORTED
 
 
 def fail(error: Exception) -> int:

@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
-from aejax import board, cli, core, data, files, models, parallel, plots
+from aejax import board, cli, core, data, files, models, parallel
 from aejax.checkpoint import Checkpoints
 from aejax.data import folder
 from aejax.errors import AejaxError
@@ -174,13 +174,35 @@ def _check_finite(epoch: int, metrics: dict) -> None:
         )
 
 
+class PhaseClock:
+    """Wall seconds per phase of a command, for ``timings.json``: where a run's time went."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+        self.epochs_before = 0  # a resumed run's finished epochs, not this command's
+
+    @contextlib.contextmanager
+    def __call__(self, phase: str):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[phase] = self.seconds.get(phase, 0.0) + time.perf_counter() - start
+
+
 class Trainer:
     """The training loop of one run: data on the devices, checkpoints, metrics, progress."""
 
     def __init__(self, config: RunConfig, workdir: Path, placement: Placement,
-                 data_dir: str | None = None, stream: bool | None = None):  # fmt: skip
+                 data_dir: str | None = None, stream: bool | None = None,
+                 clock: PhaseClock | None = None):  # fmt: skip
         """``stream``: read batches from the decoded copy on disk instead of holding the
         splits on the devices (None: when the training split exceeds :func:`memory_budget`)."""
+        self.clock = clock or PhaseClock()
+        with self.clock("data"):
+            self._load(config, workdir, placement, data_dir, stream)
+
+    def _load(self, config, workdir, placement, data_dir, stream) -> None:
         self.config, self.workdir, self.placement = config, workdir, placement
         placement.check_batch_size(config.batch_size)
         self.is_main = parallel.is_main_process()
@@ -300,7 +322,9 @@ class Trainer:
             files.write_json(self.workdir / "config.json", dataclasses.asdict(self.config))
         # Every process saves and restores (Orbax coordinates them); only process 0 logs.
         with Checkpoints(self.workdir / "checkpoints") as checkpoints:
-            state, history = self.initial_state(checkpoints)
+            with self.clock("initialisation"):
+                state, history = self.initial_state(checkpoints)
+            self.clock.epochs_before = len(history)
             if self.is_main:
                 doing = (
                     f"resuming {self.workdir} from epoch {len(history)}"
@@ -317,17 +341,19 @@ class Trainer:
                 warning = divergence_warning(history)
                 if warning and self.is_main:
                     tqdm.write(warning, file=sys.stderr)
-                checkpoints.save(
-                    epoch,
-                    state,
-                    {
-                        "config": dataclasses.asdict(self.config),
-                        "history": history,
-                        "format": CHECKPOINT_FORMAT,
-                    },
-                )
-                self.write_records(history)
-                self.write_board(state, metrics)
+                with self.clock("checkpoints"):
+                    checkpoints.save(
+                        epoch,
+                        state,
+                        {
+                            "config": dataclasses.asdict(self.config),
+                            "history": history,
+                            "format": CHECKPOINT_FORMAT,
+                        },
+                    )
+                with self.clock("records"):  # metrics.jsonl, TensorBoard
+                    self.write_records(history)
+                    self.write_board(state, metrics)
                 cli.check_interrupted()
         self.board.close()
         return state, history
@@ -368,6 +394,7 @@ def train_and_evaluate(
     placement: Placement | None = None,
     data_dir: str | None = None,
     stream: bool | None = None,
+    clock: PhaseClock | None = None,
 ) -> tuple[core.TrainState, list[dict]]:
     """Trains ``config`` in ``workdir`` until epoch ``config.epochs``, resuming the run saved
     there (which must agree with ``config``, see :func:`aejax.run.resolve_config`); evaluates
@@ -379,12 +406,35 @@ def train_and_evaluate(
     placement = placement or Placement.create()
     main_process = parallel.is_main_process()
     # Process 0 holds the workdir; the others write through Orbax, which it coordinates.
+    clock = clock or PhaseClock()
     with workdir_lock(workdir) if main_process else contextlib.nullcontext():
         check_resumes(config, workdir)
-        state, history = Trainer(config, workdir, placement, data_dir, stream).fit()
+        state, history = Trainer(config, workdir, placement, data_dir, stream, clock).fit()
     if main_process and history:
-        plots.loss_curve(history, workdir / "loss.png", title=f"{config.arch} on {config.dataset}")
+        with clock("plots"):
+            from aejax import plots  # matplotlib: imported when there is something to plot
+
+            title = f"{config.arch} on {config.dataset}"
+            plots.loss_curve(history, workdir / "loss.png", title=title)
     return state, history
+
+
+def write_timings(workdir: Path, clock: PhaseClock, history: list[dict]) -> None:
+    """``timings.json``: this command's wall seconds by phase (the first epoch a process
+    runs compiles, or loads its programs from the compilation cache)."""
+    ran = history[clock.epochs_before :]
+    train = [h["train_seconds"] for h in ran]
+    phases = {
+        **clock.seconds,
+        "first_epoch_training": train[0] if train else 0.0,
+        "other_epochs_training": sum(train[1:]),
+        "evaluation": sum(h["epoch_seconds"] - h["train_seconds"] for h in ran),
+    }
+    files.write_json(workdir / "timings.json", {
+        "epochs_run": len(ran),
+        "seconds": {k: round(v, 3) for k, v in phases.items()},
+        "total": round(cli.seconds_since_start(), 3),
+    })  # fmt: skip
 
 
 def _model_option(text: str) -> tuple[str, object]:
@@ -431,6 +481,30 @@ def _data_shape(given: dict, data_dir: str | None) -> tuple[int, int, int] | Non
 
 
 def train_command(args: argparse.Namespace) -> int:
+    # Until here: the interpreter's start, the imports, parsing the command line.
+    clock = PhaseClock()
+    clock.seconds["start_and_imports"] = cli.seconds_since_start()
+    with clock("setup"):  # devices, the run's config, the data's shape (preparing it)
+        workdir, config, placement = _setup(args)
+    state, history = train_and_evaluate(
+        config, workdir, placement=placement, data_dir=args.data_dir, stream=args.stream,
+        clock=clock,
+    )  # fmt: skip
+    if not parallel.is_main_process():
+        return 0
+    last = history[-1]
+    seconds = np.median([h["epoch_seconds"] for h in history])
+    spread = f" ± {last['val_loss_sd']:.4f} over {state.members} members" if state.members else ""
+    print(
+        f"{config.arch} on {config.dataset}: {last['epoch']} epochs, "
+        f"{core.param_count(state):,} params, test BCE {last['val_loss']:.4f}{spread}"
+        f", median {seconds:.2f} s/epoch; run in {workdir}"
+    )
+    write_timings(workdir, clock, history)
+    return 0
+
+
+def _setup(args: argparse.Namespace):
     given = _given(args)
     workdir = args.workdir or default_workdir(
         given.get("arch", RunConfig.arch), given.get("dataset", RunConfig.dataset)
@@ -445,21 +519,7 @@ def train_command(args: argparse.Namespace) -> int:
         print(f"--fresh: moved the previous run to {move_aside(workdir)}", file=sys.stderr)
     # A new run's model takes the data's shape; a resumed run has it in its saved config.
     shape = None if saved_config(workdir) else _data_shape(given, args.data_dir)
-    config = resolve_config(given, workdir, image_shape=shape)
-    state, history = train_and_evaluate(
-        config, workdir, placement=placement, data_dir=args.data_dir, stream=args.stream
-    )
-    if not parallel.is_main_process():
-        return 0
-    last = history[-1]
-    seconds = np.median([h["epoch_seconds"] for h in history])
-    spread = f" ± {last['val_loss_sd']:.4f} over {state.members} members" if state.members else ""
-    print(
-        f"{config.arch} on {config.dataset}: {last['epoch']} epochs, "
-        f"{core.param_count(state):,} params, test BCE {last['val_loss']:.4f}{spread}"
-        f", median {seconds:.2f} s/epoch; run in {workdir}"
-    )
-    return 0
+    return workdir, resolve_config(given, workdir, image_shape=shape), placement
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -76,6 +76,13 @@ def test_writes_every_file_and_resumes(tmp_path, capsys):
     assert "resuming" in capsys.readouterr().err
     assert [m["epoch"] for m in metrics(workdir)] == [1, 2, 3]
     assert int(run.restore(workdir)[0].step) == 3 * 40  # 10k / 256 -> 40 steps an epoch
+    # Where this command's time went: its one epoch, every phase, adding up to its wall time.
+    timings = json.loads((workdir / "timings.json").read_text())
+    assert timings["epochs_run"] == 1 and timings["seconds"]["other_epochs_training"] == 0
+    phases = timings["seconds"]
+    assert {"start_and_imports", "data", "checkpoints", "plots", "evaluation"} <= set(phases)
+    assert min(phases.values()) >= 0 and sum(phases.values()) <= timings["total"] + 0.01
+    assert sum(phases.values()) > 0.8 * timings["total"]
 
 
 def test_mismatched_options_are_one_clear_error(tmp_path, capsys):
