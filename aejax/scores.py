@@ -30,7 +30,10 @@ reconstructed *too* well (a blank image) as much as those reconstructed badly.
 
 Combined: ``typ-max`` is the largest, ``typ-rss`` the root sum of squares of the ``z`` of
 ``kl``, ``bce``, ``latent`` and ``entropy``: the input's distance from the held-out images in
-a space of four standardised statistics.
+a space of four standardised statistics. ``typ-rss-knn`` adds ``knn`` as a fifth coordinate,
+one-sided (:math:`\max(z, 0)` of the signed :math:`z = (\log s - \mathrm{median}) /
+(1.4826\ \mathrm{MAD})`): being nearer the training codes than held-out images are is no sign
+of novelty, while an input reconstructed too well (a blank image) still is.
 
 The default, ``knn``, is chosen by leave-one-family-out (experiments/results/ood_general.md):
 for each family of OOD sets (noise, constants, transformed images, drawn glyphs, photos,
@@ -63,9 +66,15 @@ FROM_TERMS = ("bce", "mse", "kl", "entropy", "elbo", "disagreement")  # core.per
 RAW = (*FROM_TERMS, "latent", "knn")  # the last two from the code and fitted statistics
 TYPICALITY = tuple(f"typ-{name}" for name in RAW)
 _PARTS = ("typ-kl", "typ-bce", "typ-latent", "typ-entropy")
-COMBINED = {  # name: (how, parts)
+COMBINED = {  # name: (how, parts); "z-<raw>": the signed typicality, far side positive
     "typ-max": (lambda z: jnp.max(z, axis=0), _PARTS),
     "typ-rss": (lambda z: jnp.sqrt(jnp.sum(jnp.square(z), axis=0)), _PARTS),
+    # typ-rss with the kNN distance as a fifth coordinate, one-sided: a code nearer its
+    # training neighbours than held-out images' codes are is no sign of novelty.
+    "typ-rss-knn": (
+        lambda z: jnp.sqrt(jnp.sum(jnp.square(z[:-1]), axis=0) + jnp.square(jnp.maximum(z[-1], 0))),
+        (*_PARTS, "z-knn"),
+    ),
 }
 ALL = (*RAW, *TYPICALITY, *COMBINED)
 DEFAULT = "knn"  # chosen by leave-one-family-out, see above
@@ -99,11 +108,13 @@ def every_score(fitted: dict, terms: dict) -> dict[str, jax.Array]:
     """Every score in :data:`ALL` from the terms (traceable, float32: the CLIs, the Python
     API and the exported detector compute scores with this one function)."""
     out = raw_scores(fitted, terms)
+    signed = {}
     for i, name in enumerate(RAW):
         log_s = jnp.log(jnp.maximum(out[name], 0) + _EPS)
-        out[f"typ-{name}"] = jnp.abs(log_s - fitted["log_median"][i]) / fitted["log_scale"][i]
+        signed[f"z-{name}"] = (log_s - fitted["log_median"][i]) / fitted["log_scale"][i]
+        out[f"typ-{name}"] = jnp.abs(signed[f"z-{name}"])
     for name, (combine, parts) in COMBINED.items():
-        out[name] = combine(jnp.stack([out[p] for p in parts]))
+        out[name] = combine(jnp.stack([{**out, **signed}[p] for p in parts]))
     return out
 
 

@@ -73,11 +73,13 @@ def numpy_scores(f) -> dict[str, np.ndarray]:
     unit = code / np.maximum(np.linalg.norm(code, axis=1, keepdims=True), 1e-12)
     distances = np.sqrt(np.maximum(2 - 2 * unit @ f["knn_bank"].T.astype(np.float64), 0))
     raw["knn"] = np.sort(distances, axis=1)[:, scores.KNN_K - 1]
-    out = dict(raw)
+    out, signed = dict(raw), {}
     for (loc, scale), name in zip(f["typicality"], scores.RAW, strict=True):
-        out[f"typ-{name}"] = np.abs(np.log(np.maximum(raw[name], 0) + 1e-10) - loc) / scale
+        signed[name] = (np.log(np.maximum(raw[name], 0) + 1e-10) - loc) / scale
+        out[f"typ-{name}"] = np.abs(signed[name])
     parts = np.array([out[p] for p in ("typ-kl", "typ-bce", "typ-latent", "typ-entropy")])
     out["typ-max"], out["typ-rss"] = parts.max(axis=0), np.sqrt(np.sum(parts**2, axis=0))
+    out["typ-rss-knn"] = np.sqrt(np.sum(parts**2, axis=0) + np.maximum(signed["knn"], 0) ** 2)
     return out
 
 

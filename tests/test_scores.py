@@ -90,6 +90,11 @@ def test_combined_scores_combine_their_parts(stats):
     parts = np.array([s["typ-kl"], s["typ-bce"], s["typ-latent"], s["typ-entropy"]])
     np.testing.assert_allclose(s["typ-max"], parts.max(axis=0))
     np.testing.assert_allclose(s["typ-rss"], np.sqrt((parts**2).sum(axis=0)))
+    # kNN joins one-sided: only a code farther from the training codes than usual counts.
+    median, scale = stats.typicality["knn"]
+    far = np.maximum((np.log(s["knn"] + 1e-10) - median) / scale, 0)
+    np.testing.assert_allclose(s["typ-rss-knn"], np.hypot(s["typ-rss"], far), rtol=1e-5)
+    assert (far == 0).any() and (far > 0).any()
     assert set(s) == set(scores.ALL) and scores.DEFAULT in scores.ALL
 
 
