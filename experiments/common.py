@@ -17,6 +17,8 @@ RESULTS = ROOT / "experiments" / "results"
 OOD_RUNS = ROOT / "runs" / "ood"
 OTHER = {"mnist": "fashion_mnist", "fashion_mnist": "mnist"}
 SYNTHETIC_SETS = ["uniform", "gaussian", "black", "grey", "white", "inverted"]
+# An RGB dataset made offline (bench.py's conv-rgb32, ood_general.py's RGB run).
+RGB32 = {"images": 70_000, "seed": 0}
 
 
 def train(*options: str, workdir: Path | None = None) -> list[dict]:
@@ -68,3 +70,33 @@ def write_results(name: str, rows: list[dict], markdown_lines: list[str]) -> Non
     (RESULTS / f"{name}.json").write_text(json.dumps(rows, indent=1) + "\n")
     (RESULTS / f"{name}.md").write_text("\n".join(markdown_lines) + "\n")
     print((RESULTS / f"{name}.md").read_text())
+
+
+def rgb32_data(folder: Path) -> tuple[Path, Path]:
+    """``(images.npy, split.npz)``: 32x32 RGB crops of scikit-learn's sample photos, and the
+    same images as aejax splits them (train/test by the hash of the row index) for the
+    peers. Made once per folder."""
+    npy, npz = folder / "rgb32.npy", folder / "rgb32_split.npz"
+    folder.mkdir(parents=True, exist_ok=True)
+    if npy.is_file() and npz.is_file():
+        return npy, npz
+    import numpy as np
+    from PIL import Image
+    from sklearn.datasets import load_sample_images
+
+    from aejax.data import folder as aejax_folder
+
+    photos = [Image.fromarray(p) for p in load_sample_images().images]
+    rng = np.random.default_rng(RGB32["seed"])
+    images = np.empty((RGB32["images"], 32, 32, 3), np.uint8)
+    for i in range(len(images)):
+        photo = photos[i % len(photos)]
+        side = int(rng.integers(32, 129))  # a 32..128 pixel square, resized to 32x32
+        x, y = rng.integers(0, photo.width - side), rng.integers(0, photo.height - side)
+        crop = photo.resize((32, 32), Image.BILINEAR, box=(x, y, x + side, y + side))
+        images[i] = np.asarray(crop)[:, ::-1] if rng.random() < 0.5 else np.asarray(crop)
+    np.save(npy, images)
+    layout = aejax_folder._split_by_hash(list(range(len(images))), str)  # aejax's own rule
+    rows = {split: [i for i, _ in layout[split]] for split in ("train", "test")}
+    np.savez(npz, **{split: images[r] for split, r in rows.items()})
+    return npy, npz
