@@ -562,8 +562,7 @@ def terms_of(
         def one(params):
             return _terms_and_logits(nnx.merge(state.graphdef, params), x_uint8, terms)
 
-        # One vmapped pass: the members' encoders read the same input, so jax folds their
-        # first layers into one wide matmul.
+        # One vmapped pass over the members, all reading the same batch.
         each, logits_KxBx_ = jax.vmap(one)(state.params)  # {term: [K, B, ...]}
         if each_member:
             return {k: jnp.moveaxis(v, 0, 1) for k, v in each.items()}

@@ -244,9 +244,9 @@ class Trainer:
         for role, (images, n) in self.sets.items():
             if role not in names:
                 continue
-            # Every member in one vmapped pass: [N, K] (an ensemble) or [N].
+            # Every member in one vmapped pass: [N, K] (an ensemble) or [N] (eval_loss's).
             bce = core.per_image(state, images, ("bce",), batch_sharding=self.batch_sharding,
-                                 each_member=True)["bce"]  # fmt: skip
+                                 each_member=bool(state.members))["bce"]  # fmt: skip
             loss = np.asarray(jnp.mean(bce[:n], axis=0))  # as core.eval_loss computes it
             if state.members:
                 out[names[role]] = float(np.mean(loss))
