@@ -327,7 +327,7 @@ def main() -> int:
         help="epochs per run (default: 15 dense, 4 conv, 3 conv-rgb32)",
     )
     p.add_argument("--repeats", type=int, default=2, help="aejax: the first compiles")
-    p.add_argument("--bf16", action="store_true", help="also aejax --compute-dtype bfloat16 (conv)")
+    p.add_argument("--bf16", action="store_true", help="also conv with --compute-dtype bfloat16")
     p.add_argument("--peers", nargs="*", default=list(PEER_JOBS), choices=list(PEER_JOBS))
     p.add_argument("--aejax-args", default="", help="extra train options, e.g. '--cpu-devices 1'")
     p.add_argument("--jsonl", type=Path, help="also append the JSON lines to this file")
@@ -360,15 +360,15 @@ def main() -> int:
         extra = args.aejax_args.split()
         rows.append(bench_aejax(workload, epochs, args.repeats, extra, data))
         print(json.dumps(rows[-1]), flush=True)
-        if args.bf16 and workload != "dense":
+        if args.bf16 and workload == "conv":
             bf16 = [*extra, "--compute-dtype", "bfloat16"]
             rows.append(bench_aejax(workload, epochs, 1, bf16, data, job="aejax-bf16"))
             print(json.dumps(rows[-1]), flush=True)
         for peer in args.peers:
             if workload == "dense" and "channels-last" in peer:
                 continue  # a layout for convolutions
-            if workload == "conv-rgb32" and peer == "keras":
-                continue  # the Keras copy reads MNIST only
+            if workload == "conv-rgb32" and peer != "torch-channels-last":
+                continue  # the fastest peer only (and the Keras copy reads MNIST only)
             rows.append(bench_peer(peer, workload, epochs, 1, data))
             print(json.dumps(rows[-1]), flush=True)
     if args.jsonl:
