@@ -50,7 +50,7 @@ else:
     c = lambda i, o: nn.Conv2d(i, o, 3, padding=1)  # == Keras padding="same" for 3x3
     pool = lambda: nn.MaxPool2d(2, ceil_mode=True)  # == Keras MaxPooling2D(2, padding="same")
     up = lambda: nn.Upsample(scale_factor=2, mode="nearest")  # == Keras UpSampling2D(2)
-    model = nn.Sequential(c(1, 30), nn.ReLU(), pool(), c(30, 15), nn.ReLU(), pool(),
+    model = nn.Sequential(c(ch, 30), nn.ReLU(), pool(), c(30, 15), nn.ReLU(), pool(),
                           c(15, 15), nn.ReLU(), up(), c(15, 30), nn.ReLU(), up(),
                           c(30, ch), nn.Sigmoid())
 
