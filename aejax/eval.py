@@ -565,4 +565,4 @@ def _ood_names(arg: str | None) -> tuple[str, ...]:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.exit_process(main())

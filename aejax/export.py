@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.metadata
-import sys
 from pathlib import Path
 
 from aejax import cli, files, scores, xla
@@ -168,4 +167,4 @@ def export_command(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.exit_process(main())

@@ -145,4 +145,4 @@ def _write_maps(out_dir: Path, found, given) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.exit_process(main())
