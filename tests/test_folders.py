@@ -66,6 +66,22 @@ def test_a_flat_folder_becomes_a_tfds_dataset_split_by_path(rgb_folder, tmp_path
     assert folder.prepared_dir(rgb_folder, data_dir) != prepared
 
 
+def test_a_prepared_folder_is_read_without_tensorflow(tmp_path):
+    import subprocess
+    import sys
+
+    root, data_dir = write_images(tmp_path / "pictures", 40), str(tmp_path / "tfds")
+    first = data.load(str(root), "train", data_dir)[0]  # prepares it (with TensorFlow)
+    child = (
+        "import sys, numpy as np; from aejax import data; "
+        f"x = data.load({str(root)!r}, 'train', {data_dir!r})[0]; "
+        f"print(data.image_shape({str(root)!r}, {data_dir!r}), x.sum(), "
+        "'tensorflow' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["(32,", "32,", "3)", str(first.sum()), "False"]
+
+
 def test_image_folder_layout_keeps_its_splits_and_labels(tmp_path):
     root = write_images(tmp_path / "classes", 40, size=20, mode="L", layout="imagefolder")
     images, labels = data.load(str(root), "train", str(tmp_path / "tfds"))
