@@ -111,7 +111,10 @@ def every_score(fitted: dict, terms: dict) -> dict[str, jax.Array]:
     signed = {}
     for i, name in enumerate(RAW):
         log_s = jnp.log(jnp.maximum(out[name], 0) + _EPS)
-        signed[f"z-{name}"] = (log_s - fitted["log_median"][i]) / fitted["log_scale"][i]
+        # Times the reciprocal, not divided by the scale: with the statistics as constants (the
+        # exported detector) XLA would rewrite a division into that product and round otherwise.
+        inverse_scale = 1 / fitted["log_scale"][i]
+        signed[f"z-{name}"] = (log_s - fitted["log_median"][i]) * inverse_scale
         out[f"typ-{name}"] = jnp.abs(signed[f"z-{name}"])
     for name, (combine, parts) in COMBINED.items():
         out[name] = combine(jnp.stack([{**out, **signed}[p] for p in parts]))
