@@ -16,9 +16,12 @@ clean timing). Prints one JSON line per job and per summary:
 * peers: the same, from the peer scripts in experiments/peers (copies of
   ../shared/bench/peers, see its README, with ``--data`` added for other images).
 
-Workloads: ``dense`` and ``conv`` on MNIST (60k training images), and ``conv-rgb32``: the
-conv net on 70k 32x32 RGB crops of scikit-learn's two sample photos (random places, sizes
-and flips; ``.npy`` for aejax, its train/test rows by aejax's own split for the peers).
+Workloads: ``dense`` and ``conv`` on MNIST (60k training images); ``conv-rgb32``: the conv
+net on 70k 32x32 RGB crops of scikit-learn's two sample photos (random places, sizes and
+flips; ``.npy`` for aejax, its train/test rows by aejax's own split for the peers);
+``dense-stream``: batches read from uint8 files on disk (aejax ``--stream``, its decoded
+copy's memory maps; the peer ``--stream``, .npy memory maps); ``dense-ensemble8``: 8 members
+in one vmapped step (aejax ``--ensemble 8``; the peer ``--ensemble 8``, torch.func's vmap).
 aejax's whole command is timed twice: the first repeat with an empty compilation cache (a
 first run), the others with the programs it kept (a repeated run); ``timings.json`` of each
 gives the breakdown (imports, data, compile, epochs, checkpoints, plots).
@@ -42,9 +45,17 @@ from common import ROOT, history, rgb32_data
 
 PEERS_DIR = ROOT / "experiments" / "peers"
 PEER_VENVS = Path(os.environ.get("PEER_VENVS", Path.home() / ".peer-venvs"))
-BATCH = {"dense": 256, "conv": 128, "conv-rgb32": 128}
-ARCH = {"dense": "dense", "conv": "conv", "conv-rgb32": "conv"}  # workload -> model
-DEFAULT_EPOCHS = {"dense": 15, "conv": 4, "conv-rgb32": 3}
+BATCH = {"dense": 256, "conv": 128, "conv-rgb32": 128, "dense-stream": 256, "dense-ensemble8": 256}
+ARCH = {  # workload -> model
+    "dense": "dense",
+    "conv": "conv",
+    "conv-rgb32": "conv",
+    "dense-stream": "dense",
+    "dense-ensemble8": "dense",
+}
+DEFAULT_EPOCHS = {"dense": 15, "conv": 4, "conv-rgb32": 3, "dense-stream": 8, "dense-ensemble8": 8}
+# Options a workload adds to both aejax.train and the peer script.
+FEATURE = {"dense-stream": ["--stream"], "dense-ensemble8": ["--ensemble", "8"]}
 PEER_JOBS = {  # name: (venv, script, extra arguments)
     "keras": ("keras", "keras_ae.py", []),
     "torch": ("torch", "torch_ae.py", []),
@@ -108,7 +119,8 @@ def workload_args(workload: str, data: dict) -> tuple[list[str], list[str]]:
     if workload == "conv-rgb32":
         return ["--arch", "conv", "--dataset", str(data["npy"])], ["--arch", "conv", "--data",
                                                                     str(data["npz"])]  # fmt: skip
-    return ["--arch", workload], ["--arch", workload]
+    both = ["--arch", ARCH[workload], *FEATURE.get(workload, [])]
+    return both, both
 
 
 def bench_aejax(
@@ -261,7 +273,7 @@ def markdown(rows: list[dict]) -> str:
         targets.append(
             f"- {workload}: {per_epoch / best['sec_per_epoch']['median']:.2f} of the fastest "
             f"peer's ({best['job']}) s/epoch"
-            + ("" if workload == "dense" else " (target <= 0.5 of torch-channels-last)")
+            + ("" if ARCH[workload] == "dense" else " (target <= 0.5 of torch-channels-last)")
         )
         keras = peers.get("keras")
         if workload == "dense" and keras and ours.get("command_wall_repeat_s"):
@@ -365,10 +377,12 @@ def main() -> int:
             rows.append(bench_aejax(workload, epochs, 1, bf16, data, job="aejax-bf16"))
             print(json.dumps(rows[-1]), flush=True)
         for peer in args.peers:
-            if workload == "dense" and "channels-last" in peer:
+            if ARCH[workload] == "dense" and "channels-last" in peer:
                 continue  # a layout for convolutions
             if workload == "conv-rgb32" and peer != "torch-channels-last":
                 continue  # the fastest peer only (and the Keras copy reads MNIST only)
+            if workload in FEATURE and peer != "torch":
+                continue  # the fastest dense peer, the one given these options
             rows.append(bench_peer(peer, workload, epochs, 1, data))
             print(json.dumps(rows[-1]), flush=True)
     if args.jsonl:

@@ -3,10 +3,17 @@
 python torch_ae.py --arch dense --epochs 15 --batch 256
 python torch_ae.py --arch conv  --epochs 15 --batch 128
 python torch_ae.py --arch conv --data rgb32.npz --channels-last   # other images, any shape
+python torch_ae.py --arch dense --stream        # batches read from uint8 .npy files on disk
+python torch_ae.py --arch dense --ensemble 8    # 8 members in one vmapped step
 
-A copy of ../shared/bench/peers/torch_ae.py with one addition, --data: uint8 images
-[N, H, W, C] from an .npz holding "train" and "test" (what aejax trains on from the same rows);
-the conv net's last layer then has C channels (Keras' example has 1).
+A copy of ../shared/bench/peers/torch_ae.py with three additions, each what aejax does too:
+--data: uint8 images [N, H, W, C] from an .npz holding "train" and "test" (what aejax trains
+on from the same rows); the conv net's last layer then has C channels (Keras' example has 1).
+--stream: the uint8 images are written to .npy files first (untimed) and every batch is read
+from their memory maps and converted to float then (aejax --stream reads its decoded copy so).
+--ensemble K: K members from seeds seed..seed+K-1, stacked with torch.func and run by one
+vmapped forward/backward per batch; one Adam over the stacked parameters is K independent
+Adams (it acts elementwise) on the sum of the members' losses; val_loss is the members' mean.
 """
 import argparse
 import json
@@ -15,8 +22,6 @@ import time
 
 import torch
 from torch import nn
-
-from mnist_data import load_float
 
 p = argparse.ArgumentParser()
 p.add_argument("--arch", choices=["dense", "conv"], required=True)
@@ -28,6 +33,8 @@ p.add_argument("--torch-init", action="store_true",
                help="keep PyTorch default init (default: Keras init, glorot_uniform weights + zero bias)")
 p.add_argument("--channels-last", action="store_true", help="conv only: NHWC memory format (faster on CPU)")
 p.add_argument("--data", help=".npz of uint8 [N, H, W, C] 'train' and 'test' (default: MNIST)")
+p.add_argument("--stream", action="store_true", help="read each batch from uint8 .npy memory maps")
+p.add_argument("--ensemble", type=int, default=1, help="K members in one vmapped step")
 a = p.parse_args()
 batch = a.batch or (256 if a.arch == "dense" else 128)
 
@@ -35,39 +42,94 @@ if a.threads:
     torch.set_num_threads(a.threads)
 torch.manual_seed(a.seed)
 
+import numpy as np
+
 if a.data:
-    import numpy as np
     with np.load(a.data) as f:
-        arrays = [f[s].astype(np.float32) / 255.0 for s in ("train", "test")]  # [N, H, W, C]
+        uint8 = [f[s] for s in ("train", "test")]  # [N, H, W, C]
 else:
-    arrays = [x[..., None] for x in load_float()]  # float32 [0,1] = uint8/255, [N, 28, 28, 1]
-x_train, x_val = (torch.from_numpy(x).permute(0, 3, 1, 2).contiguous() for x in arrays)  # NCHW
-ch, pixels = x_train.shape[1], x_train[0].numel()
-if a.arch == "dense":
-    x_train, x_val = x_train.reshape(len(x_train), -1), x_val.reshape(len(x_val), -1)
-    model = nn.Sequential(nn.Linear(pixels, 15), nn.ReLU(), nn.Linear(15, pixels), nn.Sigmoid())
+    from mnist_data import load_uint8
+    uint8 = [x[..., None] for x, _ in load_uint8()]  # [N, 28, 28, 1]
+if a.stream:  # on disk; batches come from the memory maps
+    import tempfile
+    folder = tempfile.mkdtemp(prefix="torch-peer-stream-")
+    for name, x in zip(("train", "test"), uint8):
+        np.save(f"{folder}/{name}.npy", x)
+    uint8 = [np.load(f"{folder}/{name}.npy", mmap_mode="r") for name in ("train", "test")]
+ch, pixels = uint8[0].shape[-1], int(np.prod(uint8[0].shape[1:]))
+
+
+def to_model(x_u8):
+    """uint8 [N, H, W, C] -> float32 in [0, 1], NCHW (conv) or flat (dense)."""
+    x = torch.from_numpy(np.ascontiguousarray(x_u8)).float().div_(255.0)
+    return x.reshape(len(x), -1) if a.arch == "dense" else x.permute(0, 3, 1, 2).contiguous()
+
+
+if a.stream:
+    x_train, x_val = uint8  # converted batch by batch
+    take = lambda x, idx: to_model(x[np.sort(idx.numpy())])  # sorted: sequential page reads
 else:
+    x_train, x_val = (to_model(x) for x in uint8)
+    take = lambda x, idx: x[idx]
+
+
+def make_model():
+    if a.arch == "dense":
+        return nn.Sequential(nn.Linear(pixels, 15), nn.ReLU(), nn.Linear(15, pixels), nn.Sigmoid())
     c = lambda i, o: nn.Conv2d(i, o, 3, padding=1)  # == Keras padding="same" for 3x3
     pool = lambda: nn.MaxPool2d(2, ceil_mode=True)  # == Keras MaxPooling2D(2, padding="same")
     up = lambda: nn.Upsample(scale_factor=2, mode="nearest")  # == Keras UpSampling2D(2)
-    model = nn.Sequential(c(ch, 30), nn.ReLU(), pool(), c(30, 15), nn.ReLU(), pool(),
-                          c(15, 15), nn.ReLU(), up(), c(15, 30), nn.ReLU(), up(),
-                          c(30, ch), nn.Sigmoid())
+    return nn.Sequential(c(ch, 30), nn.ReLU(), pool(), c(30, 15), nn.ReLU(), pool(),
+                         c(15, 15), nn.ReLU(), up(), c(15, 30), nn.ReLU(), up(),
+                         c(30, ch), nn.Sigmoid())
 
-if not a.torch_init:
+
+def keras_init(model):
     for m in model.modules():
         if isinstance(m, (nn.Linear, nn.Conv2d)):
             nn.init.xavier_uniform_(m.weight)  # == Keras glorot_uniform (same fan_in/fan_out)
             nn.init.zeros_(m.bias)
+    return model
 
+
+members = []
+for k in range(a.ensemble):
+    torch.manual_seed(a.seed + k)
+    members.append(make_model() if a.torch_init else keras_init(make_model()))
+model = members[0]
 cl = a.channels_last and a.arch == "conv"
 if cl:
     model = model.to(memory_format=torch.channels_last)
 fmt = (lambda t: t.contiguous(memory_format=torch.channels_last)) if cl else (lambda t: t)
 
-opt = torch.optim.Adam(model.parameters(), lr=1e-3, betas=(0.9, 0.999), eps=1e-7)
 loss_fn = nn.BCELoss()  # mean over all pixels, like Keras binary_crossentropy
-n_params = sum(q.numel() for q in model.parameters())
+if a.ensemble > 1:
+    import copy
+
+    from torch.func import functional_call, stack_module_state, vmap
+
+    params, buffers = stack_module_state(members)  # each leaf [K, ...], requires grad
+    skeleton = copy.deepcopy(model).to("meta")
+    run_all = vmap(lambda p, b, x: functional_call(skeleton, (p, b), (x,)), in_dims=(0, 0, None))
+    trained = list(params.values())
+
+    def forward(xb):  # [K, B, ...]
+        return run_all(params, buffers, xb)
+
+    def batch_loss(xb):  # the sum of the members' mean BCE; reported as their mean
+        out = forward(xb)
+        per_member = nn.functional.binary_cross_entropy(
+            out, xb.expand_as(out), reduction="none").flatten(1).mean(1)
+        return per_member.sum(), per_member.mean()
+else:
+    trained = list(model.parameters())
+
+    def batch_loss(xb):
+        loss = loss_fn(model(xb), xb)
+        return loss, loss
+
+opt = torch.optim.Adam(trained, lr=1e-3, betas=(0.9, 0.999), eps=1e-7)
+n_params = sum(q.numel() for q in trained)
 print(f"{a.arch}: {n_params} params, batch {batch}, threads {torch.get_num_threads()}", flush=True)
 
 times, vals = [], []
@@ -76,17 +138,17 @@ for epoch in range(a.epochs):
     model.train()
     tot, n = 0.0, 0
     for idx in torch.randperm(len(x_train)).split(batch):  # last partial batch kept, like Keras
-        xb = fmt(x_train[idx])
-        loss = loss_fn(model(xb), xb)
+        xb = fmt(take(x_train, idx))
+        loss, reported = batch_loss(xb)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        tot += loss.item() * len(idx)
+        tot += reported.item() * len(idx)
         n += len(idx)
     model.eval()
     with torch.inference_mode():
-        val = sum(loss_fn(model(xb), xb).item() * len(xb)
-                  for xb in fmt(x_val).split(batch)) / len(x_val)
+        val = sum(batch_loss(fmt(take(x_val, idx)))[1].item() * len(idx)
+                  for idx in torch.arange(len(x_val)).split(batch)) / len(x_val)
     dt = time.perf_counter() - t0  # train + validation, as in the Keras epoch timer
     times.append(dt)
     vals.append(val)
@@ -98,5 +160,6 @@ print(json.dumps({
     "final_val_loss": round(vals[-1], 4), "first_epoch_val_loss": round(vals[0], 4),
     "threads": torch.get_num_threads(), "torch": torch.__version__,
     "init": "torch" if a.torch_init else "keras", "channels_last": cl,
-    "train_images": len(x_train), "image_shape": list(arrays[0].shape[1:]),
+    "train_images": len(x_train), "image_shape": list(uint8[0].shape[1:]),
+    "stream": a.stream, "ensemble": a.ensemble,
 }))
