@@ -51,8 +51,9 @@ else:
     from mnist_data import load_uint8
     uint8 = [x[..., None] for x, _ in load_uint8()]  # [N, 28, 28, 1]
 if a.stream:  # on disk; batches come from the memory maps
-    import tempfile
+    import atexit, shutil, tempfile
     folder = tempfile.mkdtemp(prefix="torch-peer-stream-")
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
     for name, x in zip(("train", "test"), uint8):
         np.save(f"{folder}/{name}.npy", x)
     uint8 = [np.load(f"{folder}/{name}.npy", mmap_mode="r") for name in ("train", "test")]
