@@ -1,4 +1,5 @@
-"""Writing files so that nothing a user saved is ever half-written: the one atomic write."""
+"""Writing files so that nothing a user saved is ever half-written: the one atomic write;
+and where aejax keeps what it caches for the user."""
 
 from __future__ import annotations
 
@@ -41,3 +42,9 @@ def write_text(path: str | Path, text: str) -> None:
 
 def write_json(path: str | Path, obj) -> None:
     write_text(path, json.dumps(obj, indent=2) + "\n")
+
+
+def user_cache_dir(*parts: str) -> Path:
+    """``$XDG_CACHE_HOME/aejax/...`` (default ``~/.cache/aejax/...``): the one root of what
+    aejax caches (raw downloads, decoded arrays, compiled programs)."""
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"), "aejax", *parts)

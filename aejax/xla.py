@@ -18,6 +18,8 @@ import os
 import sys
 from pathlib import Path
 
+from aejax import files
+
 # XLA:CPU flags (numbers: experiments/results/speed.md):
 # - YNNPACK fusions off. With them on, XLA fuses a dot, the loss's exp/log and the reduction
 #   into one YNN kernel that ran the dense net's loss several times slower; the conv net's
@@ -55,7 +57,7 @@ def apply_flags() -> bool:
 def compilation_cache_dir() -> Path:
     """Where the commands keep compiled XLA programs: ``$XDG_CACHE_HOME/aejax/jax`` (default
     ``~/.cache/aejax/jax``), beside aejax's decoded datasets."""
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "aejax" / "jax"
+    return files.user_cache_dir("jax")
 
 
 def use_compilation_cache(path: Path | None = None) -> None:

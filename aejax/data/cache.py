@@ -16,14 +16,15 @@ from pathlib import Path
 
 import numpy as np
 
+from aejax import files
+
 
 def enabled() -> bool:
     return os.environ.get("AEJAX_NO_CACHE", "") in ("", "0")
 
 
 def cache_root() -> Path:
-    default = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "aejax" / "arrays"
-    return Path(os.environ.get("AEJAX_CACHE_DIR", default))
+    return Path(os.environ.get("AEJAX_CACHE_DIR", files.user_cache_dir("arrays")))
 
 
 def dataset_dir(data_dir: str, name: str) -> Path | None:

@@ -28,13 +28,14 @@ from typing import Any
 
 import numpy as np
 
+from aejax import files
 from aejax.errors import AejaxError
 
 IDX_IMAGES_MAGIC = 2051  # 0x00000803: unsigned bytes, 3 dimensions
 IDX_LABELS_MAGIC = 2049  # 0x00000801: unsigned bytes, 1 dimension
 
 DEBIAN_DATASETS = Path("/usr/share/datasets")
-CACHE_RAW_DIR = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "aejax" / "raw"
+CACHE_RAW_DIR = files.user_cache_dir("raw")
 
 # File-name patterns per split; the first match wins. EMNIST prefixes its files
 # ("emnist-mnist-train-images-idx3-ubyte.gz"), hence the leading '*'.
