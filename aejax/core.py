@@ -654,10 +654,13 @@ def eval_loss(
     batch_size: int | None = None,
     num_examples: int | None = None,
     batch_sharding: jax.sharding.Sharding | None = None,
+    each_member: bool = False,
 ) -> jax.Array:
     """Mean reconstruction BCE over the first ``num_examples`` (default all) ``images``
-    (Keras' ``val_loss`` for these models)."""
-    return jnp.mean(score(state, images, "bce", batch_size, batch_sharding)[:num_examples])
+    (Keras' ``val_loss`` for these models); with ``each_member``, an ensemble's ``[K]``, one
+    per member, from one vmapped pass."""
+    bce = per_image(state, images, ("bce",), batch_size, batch_sharding, each_member)["bce"]
+    return jnp.mean(bce[:num_examples], axis=0)
 
 
 @jax.jit

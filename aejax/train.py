@@ -22,7 +22,6 @@ import time
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
@@ -244,10 +243,10 @@ class Trainer:
         for role, (images, n) in self.sets.items():
             if role not in names:
                 continue
-            # Every member in one vmapped pass: [N, K] (an ensemble) or [N] (eval_loss's).
-            bce = core.per_image(state, images, ("bce",), batch_sharding=self.batch_sharding,
-                                 each_member=bool(state.members))["bce"]  # fmt: skip
-            loss = np.asarray(jnp.mean(bce[:n], axis=0))  # as core.eval_loss computes it
+            # An ensemble's members in one vmapped pass: [K] losses; a single model's, [].
+            loss = np.asarray(core.eval_loss(state, images, num_examples=n,
+                                             batch_sharding=self.batch_sharding,
+                                             each_member=bool(state.members)))  # fmt: skip
             if state.members:
                 out[names[role]] = float(np.mean(loss))
                 out[f"{names[role]}_sd"] = float(np.std(loss, ddof=1))
