@@ -41,11 +41,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import ROOT, history, rgb32_data
+from common import ROOT, cpu_name, history, rgb32_data
 
 PEERS_DIR = ROOT / "experiments" / "peers"
 PEER_VENVS = Path(os.environ.get("PEER_VENVS", Path.home() / ".peer-venvs"))
-BATCH = {"dense": 256, "conv": 128, "conv-rgb32": 128, "dense-stream": 256, "dense-ensemble8": 256}
+BATCH = {"dense": 256, "conv": 128}  # per model: aejax's and the peers' default batch
 ARCH = {  # workload -> model
     "dense": "dense",
     "conv": "conv",
@@ -164,7 +164,7 @@ def bench_aejax(
     return {
         "job": job,
         "arch": workload,
-        "batch": BATCH[workload],
+        "batch": BATCH[ARCH[workload]],
         "epochs": epochs,
         "repeats": repeats,
         "args": extra,
@@ -198,7 +198,7 @@ def bench_peer(name: str, workload: str, epochs: int, repeats: int, data: dict) 
     return {
         "job": name,
         "arch": workload,
-        "batch": BATCH[workload],
+        "batch": BATCH[ARCH[workload]],
         "epochs": epochs,
         "repeats": repeats,
         "sec_per_epoch": spread(per_epoch),
@@ -211,19 +211,11 @@ def bench_peer(name: str, workload: str, epochs: int, repeats: int, data: dict) 
 
 
 def machine() -> dict:
-    cpu = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        platform.processor(),
-    )
     import jax  # after the jobs' own imports: this process runs no JAX work
 
     return {
         "job": "machine",
-        "cpu": cpu,
+        "cpu": cpu_name(),
         "cores": os.cpu_count(),
         "python": platform.python_version(),
         "jax": jax.__version__,

@@ -13,19 +13,10 @@ losses; the table shows the last epoch's test BCE of each.
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
-import subprocess
 import sys
 
-from common import summary, train, write_results
-
-
-def cpu_name() -> str:
-    for line in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines():
-        if line.startswith("Model name:"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor()
+from common import cpu_name, summary, train, write_results
 
 
 def main() -> int:
