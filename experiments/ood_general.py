@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 import numpy as np
 from common import OOD_RUNS, OTHER, rgb32_data, train, write_results
@@ -74,6 +75,17 @@ def families(dataset: str, test_images: np.ndarray) -> dict[str, dict[str, np.nd
         f"{other}-rot90": ood.synthetic("rot90", other_images),
     }
     return out
+
+
+def reported(workdir: Path, label: tuple[str, str], test_images, family_sets) -> dict:
+    """A run beside the selection, never part of it: its AUROCs against the test split on
+    every set, and the worst per family."""
+    sets = {"test": test_images, **{s: x for f in family_sets.values() for s, x in f.items()}}
+    named = {f: list(v) for f, v in family_sets.items()}
+    _, report = auroc_tables(score_sets(workdir, None, sets), named)
+    print(f"{label[0]} on {label[1]}: scored {len(sets)} sets", flush=True)
+    return {"arch": label[0], "dataset": label[1], "sets": named, "report_auroc": report,
+            "report_family": family_worst(report, named)}  # fmt: skip
 
 
 def rgb_families(test_images: np.ndarray) -> dict[str, dict[str, np.ndarray]]:
@@ -188,29 +200,16 @@ def main() -> int:
     ensembles = []
     for arch, dataset in ENSEMBLE_RUNS:  # the same sets (same seeds), an ensemble's scores
         test_images = data.load(dataset, "test")[0]
-        family_sets = families(dataset, test_images)
-        sets = {"test": test_images, **{s: x for f in family_sets.values() for s, x in f.items()}}
         workdir = OOD_RUNS / f"{arch}{MEMBERS}-{dataset}"
         train("--arch", arch, "--dataset", dataset, "--ensemble", str(MEMBERS), workdir=workdir)
-        named = {f: list(v) for f, v in family_sets.items()}
-        _, report = auroc_tables(score_sets(workdir, None, sets), named)
-        ensembles.append({
-            "arch": f"{arch}{MEMBERS}", "dataset": dataset, "sets": named,
-            "report_auroc": report, "report_family": family_worst(report, named),
-        })  # fmt: skip
-        print(f"{arch} x{MEMBERS} on {dataset}: scored {len(sets)} sets", flush=True)
+        label = (f"{arch}{MEMBERS}", dataset)
+        ensembles.append(reported(workdir, label, test_images, families(dataset, test_images)))
     # An RGB dataset, reported only: how the default chosen above holds on other images.
     npy = rgb32_data(OOD_RUNS / "data")[0]
     workdir = OOD_RUNS / f"{RGB_RUN[0]}-{RGB_RUN[1]}"
     train("--arch", RGB_RUN[0], "--dataset", str(npy), workdir=workdir)
     test_images = data.load(str(npy), "test")[0]
-    family_sets = rgb_families(test_images)
-    sets = {"test": test_images, **{s: x for f in family_sets.values() for s, x in f.items()}}
-    named = {f: list(v) for f, v in family_sets.items()}
-    _, report = auroc_tables(score_sets(workdir, None, sets), named)
-    rgb = {"arch": RGB_RUN[0], "dataset": RGB_RUN[1], "sets": named, "report_auroc": report,
-           "report_family": family_worst(report, named)}  # fmt: skip
-    print(f"{RGB_RUN[0]} on {RGB_RUN[1]}: scored {len(sets)} sets", flush=True)
+    rgb = reported(workdir, RGB_RUN, test_images, rgb_families(test_images))
     family_names = list(runs[0]["sets"])
     # Candidates: the scores every run has (lr and its combinations: the reference runs only).
     common = set.intersection(*(set(r["selection_family"]) for r in runs))
