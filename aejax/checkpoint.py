@@ -1,6 +1,8 @@
 """Orbax checkpoints of a :class:`~aejax.core.TrainState`, with the run's metadata beside it.
 
-One checkpoint per epoch under ``<workdir>/checkpoints/<epoch>/``, two items each:
+Checkpoints under ``<workdir>/checkpoints/<epoch>/``, at most one per epoch (training saves
+every epoch that ends ``min_interval_s`` after the previous save, and always the last one),
+two items each:
 
 * ``state``: the TrainState pytree (params, Adam state, step, rng);
 * ``meta``: JSON: the run's config (arch and model options included) and the per-epoch
@@ -59,17 +61,25 @@ class Checkpoints:
         max_to_keep: int = 3,
         background: bool | None = None,
         read_only: bool = False,
+        min_interval_s: int = 0,
     ):
         """``background``: return from :meth:`save` before the files are written (default:
-        unless JAX computes on the CPU)."""
+        unless JAX computes on the CPU). ``min_interval_s``: :meth:`save` skips a step that
+        comes sooner than this after the previous checkpoint (0: saves every step)."""
         self.directory = Path(directory).absolute()
         _ignore_late_orbax_callbacks()
         self.background = jax.default_backend() != "cpu" if background is None else background
+        # Orbax's policy decides on process 0 and tells the others: every process saves the
+        # same steps, whatever its clock says.
+        policy = ocp.checkpoint_managers.ContinuousCheckpointingPolicy(
+            minimum_interval_secs=min_interval_s
+        )
         options = ocp.CheckpointManagerOptions(
             max_to_keep=max_to_keep,
             read_only=read_only,
             create=not read_only,
             cleanup_tmp_directories=not read_only,
+            save_decision_policy=policy if min_interval_s > 0 else None,
         )
         try:
             self._manager = ocp.CheckpointManager(
@@ -93,19 +103,22 @@ class Checkpoints:
     def all_steps(self) -> list[int]:
         return sorted(self._manager.all_steps())
 
-    def save(self, step: int, state, meta: dict) -> None:
-        """Saves checkpoint ``step``; in the background, :meth:`close` or the next save waits
-        for it. A save that fails (disk full, permissions) leaves the earlier checkpoints as
-        they were and nothing half-written: its temporary directory is removed."""
+    def save(self, step: int, state, meta: dict, force: bool = False) -> bool:
+        """Saves checkpoint ``step`` (unless the interval skips it and not ``force``); in the
+        background, :meth:`close` or the next save waits for it. Returns whether it saved.
+        A save that fails (disk full, permissions) leaves the earlier checkpoints as they
+        were and nothing half-written: its temporary directory is removed."""
         try:
-            self._manager.save(
+            saved = self._manager.save(
                 step,
                 args=ocp.args.Composite(
                     state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)
                 ),
+                force=force,
             )
             if not self.background:
                 self._manager.wait_until_finished()
+            return saved
         except BaseException as e:  # noqa: BLE001 - TensorStore and Orbax raise their own types
             self._remove_unfinished(step)
             if isinstance(e, OSError) or not isinstance(e, Exception):

@@ -29,7 +29,7 @@ from flax import nnx, struct
 from jax.flatten_util import ravel_pytree
 from jax.sharding import PartitionSpec as P
 
-from aejax import losses, models
+from aejax import losses, models, xla
 from aejax.errors import AejaxError
 
 
@@ -98,10 +98,23 @@ def init_state(
       mutation_rate: train a background model on mutated images (:func:`mutated`).
       **model_options: the model's options, e.g. ``latent_dim=32``.
     """
+    frozen = tuple(sorted((k, _hashable(v)) for k, v in model_options.items()))
+    return _init_state(key, arch, tx or adam(lr), compute_dtype, mutation_rate, frozen)
+
+
+def _hashable(value):
+    """An option as a static argument of ``jit``: lists (JSON's tuples) as tuples."""
+    return tuple(map(_hashable, value)) if isinstance(value, list | tuple) else value
+
+
+# One compiled program, compiled for speed of compiling: flax's eager initialisation
+# dispatched ~20 single operations, each its own XLA program (0.5 s of compiling for the
+# dense net, 2.5 s for conv, on a first run); these arrays are computed once per run.
+@xla.quick_jit(static_argnums=(1, 2, 3, 4, 5))
+def _init_state(key, arch, tx, compute_dtype, mutation_rate, model_options) -> TrainState:
     init_key, train_key = jax.random.split(key)
-    model = models.create(arch, rngs=nnx.Rngs(params=init_key), **model_options)
+    model = models.create(arch, rngs=nnx.Rngs(params=init_key), **dict(model_options))
     graphdef, params = nnx.split(model, nnx.Param)
-    tx = tx or adam(lr)
     return TrainState(
         params=params,
         opt_state=tx.init(params),
@@ -378,8 +391,12 @@ def steps_per_call(steps: int, max_calls: int = 20, min_calls: int = 5) -> int:
 
 
 @jax.jit
-def _sum_metrics(chunk_sums: list[dict]) -> dict:
-    return jax.tree.map(lambda *v: jnp.sum(jnp.stack(v)), *chunk_sums)
+def _epoch_means(chunk_sums: list[dict]) -> dict:
+    """The epoch's metrics: each chunk's sums added up, divided by the examples' count (one
+    program: the division alone was another to compile)."""
+    totals = jax.tree.map(lambda *v: jnp.sum(jnp.stack(v)), *chunk_sums)
+    count = totals.pop("count")
+    return {name: total / count for name, total in totals.items()}
 
 
 def _replicated(sharding: jax.sharding.Sharding | None) -> jax.sharding.Sharding | None:
@@ -451,9 +468,7 @@ def train_epoch(
             chunk_sums[c - 1]["count"].block_until_ready()
         if on_progress is not None:
             on_progress((c + 1) * per_call, sums)
-    totals = _sum_metrics(chunk_sums)
-    count = totals.pop("count")
-    return state, {name: total / count for name, total in totals.items()}
+    return state, _epoch_means(chunk_sums)
 
 
 def _streamed_epoch(state, images_NxHxWxC, order_CxKxB, batch_sharding, on_progress):
@@ -473,9 +488,7 @@ def _streamed_epoch(state, images_NxHxWxC, order_CxKxB, batch_sharding, on_progr
                 chunk_sums[c - 1]["count"].block_until_ready()
             if on_progress is not None:
                 on_progress((c + 1) * order_CxKxB.shape[1], sums)
-    totals = _sum_metrics(chunk_sums)
-    count = totals.pop("count")
-    return state, {name: total / count for name, total in totals.items()}
+    return state, _epoch_means(chunk_sums)
 
 
 # What per_image can compute for each image; "code" is the flattened code [N, D].
@@ -660,7 +673,13 @@ def eval_loss(
     (Keras' ``val_loss`` for these models); with ``each_member``, an ensemble's ``[K]``, one
     per member, from one vmapped pass."""
     bce = per_image(state, images, ("bce",), batch_size, batch_sharding, each_member)["bce"]
-    return jnp.mean(bce[:num_examples], axis=0)
+    return _mean_of_first(bce, num_examples)
+
+
+@xla.quick_jit(static_argnums=1)
+def _mean_of_first(values_NxK, n: int | None):
+    # Jitted: eagerly the slice and the mean were programs of their own to compile.
+    return jnp.mean(values_NxK[:n], axis=0)
 
 
 @jax.jit

@@ -23,8 +23,9 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 
-from aejax import core, data, models
+from aejax import core, data, models, xla
 from aejax.checkpoint import Checkpoints
 from aejax.errors import AejaxError
 from aejax.parallel import Placement
@@ -213,9 +214,23 @@ def fresh_state(config: RunConfig) -> core.TrainState:
 
 
 def init_key(seed) -> jax.Array:
-    """The key a run with ``seed`` initialises its model from (the other half of the seed's
-    split shuffles the data)."""
-    return jax.random.split(jax.random.key(seed))[0]
+    """The key a run with ``seed`` (0 <= seed < 2**32) initialises its model from (the other
+    half of the seed's split shuffles the data)."""
+    return _keys(jnp.asarray(seed, jnp.uint32), 0)[0]
+
+
+def epoch_key(seed, epoch: int) -> jax.Array:
+    """The key that shuffles epoch ``epoch`` (1, 2, ...) of a run with ``seed``."""
+    return _keys(jnp.asarray(seed, jnp.uint32), epoch)[1]
+
+
+# A run's keys from one small jitted program (xla.quick_jit): eagerly, the seed, the split,
+# taking its halves and the fold were six programs to compile on a first run. The seed as
+# uint32 (the CLI's range): key(seed) as from the Python int.
+@xla.quick_jit
+def _keys(seed_u32: jax.Array, epoch) -> tuple[jax.Array, jax.Array]:
+    init, shuffle = jax.random.split(jax.random.key(seed_u32))
+    return init, jax.random.fold_in(shuffle, epoch)
 
 
 def abstract_state(config: RunConfig, placement: Placement | None = None) -> Any:

@@ -1,4 +1,4 @@
-"""``python -m aejax.train``: train an autoencoder, checkpoint every epoch, resume where it stopped.
+"""``python -m aejax.train``: train an autoencoder, checkpoint as it goes, resume where it stopped.
 
     python -m aejax.train --arch dense                 # the reference run: 15 epochs on MNIST
     python -m aejax.train --arch conv --epochs 3
@@ -14,18 +14,19 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import importlib
 import json
 import math
 import os
 import sys
+import threading
 import time
 from pathlib import Path
 
-import jax
 import numpy as np
 from tqdm import tqdm
 
-from aejax import board, cli, core, data, files, models, parallel
+from aejax import board, cli, core, data, files, models, parallel, xla
 from aejax.checkpoint import Checkpoints
 from aejax.data import folder
 from aejax.errors import AejaxError
@@ -36,6 +37,7 @@ from aejax.run import (
     check_resumes,
     default_workdir,
     device_defaults,
+    epoch_key,
     fresh_state,
     move_aside,
     put_split,
@@ -136,6 +138,14 @@ def _parser() -> argparse.ArgumentParser:
         help="start over; an existing run in the "
         "workdir is moved aside to <workdir>.<time>, not deleted",
     )
+    p.add_argument(
+        "--checkpoint-every",
+        type=cli.integer(0),
+        default=CHECKPOINT_EVERY,
+        metavar="SECONDS",
+        help="save an epoch's checkpoint only when this long has passed since the previous "
+        f"one; the last epoch is always saved (default {CHECKPOINT_EVERY}; 0: every epoch)",
+    )
     p.add_argument("--data-dir", help="TFDS data dir (default $TFDS_DATA_DIR)")
     cli.add_common_args(p)
     return p
@@ -173,6 +183,14 @@ def _check_finite(epoch: int, metrics: dict) -> None:
         )
 
 
+# Seconds from one checkpoint to the next, at least. An epoch that ends sooner after the
+# previous save is not saved (the last epoch always is): on CPU a save (Orbax writes and
+# syncs a dozen files) costs a third of a dense-net epoch (experiments/results/speed.md),
+# and an interrupted run resumes bit-identical from any epoch. Epochs longer than this are
+# all saved; after a kill, at most this much training (and the epoch under way) is redone.
+CHECKPOINT_EVERY = 5
+
+
 class PhaseClock:
     """Wall seconds per phase of a command, for ``timings.json``: where a run's time went."""
 
@@ -194,10 +212,14 @@ class Trainer:
 
     def __init__(self, config: RunConfig, workdir: Path, placement: Placement,
                  data_dir: str | None = None, stream: bool | None = None,
-                 clock: PhaseClock | None = None):  # fmt: skip
+                 clock: PhaseClock | None = None,
+                 checkpoint_every: int = CHECKPOINT_EVERY):  # fmt: skip
         """``stream``: read batches from the decoded copy on disk instead of holding the
-        splits on the devices (None: when the training split exceeds :func:`memory_budget`)."""
+        splits on the devices (None: when the training split exceeds :func:`memory_budget`).
+        ``checkpoint_every``: seconds from one checkpoint to the next at least (the last
+        epoch is always saved; 0: every epoch)."""
         self.clock = clock or PhaseClock()
+        self.checkpoint_every = checkpoint_every
         with self.clock("data"):
             self._load(config, workdir, placement, data_dir, stream)
 
@@ -224,7 +246,6 @@ class Trainer:
             }
         # One device: leave placement to XLA, as a user of the plain functions would.
         self.batch_sharding = placement.batch if placement.size > 1 else None
-        self.shuffle_key = jax.random.split(jax.random.key(config.seed))[1]
         self.board = board.Board(workdir)
 
     def initial_state(self, checkpoints: Checkpoints) -> tuple[core.TrainState, list[dict]]:
@@ -277,7 +298,7 @@ class Trainer:
         state, train_metrics = core.train_epoch(
             state,
             images,
-            jax.random.fold_in(self.shuffle_key, epoch),
+            epoch_key(self.config.seed, epoch),
             batch_size=batch_size,
             num_examples=n,
             batch_sharding=self.batch_sharding,
@@ -320,7 +341,9 @@ class Trainer:
             self.workdir.mkdir(parents=True, exist_ok=True)
             files.write_json(self.workdir / "config.json", dataclasses.asdict(self.config))
         # Every process saves and restores (Orbax coordinates them); only process 0 logs.
-        with Checkpoints(self.workdir / "checkpoints") as checkpoints:
+        with Checkpoints(
+            self.workdir / "checkpoints", min_interval_s=self.checkpoint_every
+        ) as checkpoints:
             with self.clock("initialisation"):
                 state, history = self.initial_state(checkpoints)
             self.clock.epochs_before = len(history)
@@ -349,6 +372,7 @@ class Trainer:
                             "history": history,
                             "format": CHECKPOINT_FORMAT,
                         },
+                        force=epoch == self.config.epochs,
                     )
                 with self.clock("records"):  # metrics.jsonl, TensorBoard
                     self.write_records(history)
@@ -364,9 +388,8 @@ class Trainer:
         if epoch % board.IMAGES_EVERY == 0 or epoch == self.config.epochs:
             # Every process computes it: the state spans all of them (a computation that
             # only process 0 entered would wait for the others forever).
-            first = parallel.to_numpy(self.sets["test"][0][:8])
-            recon = core.reconstruct(state, first)
-            grid = board.grid(first, parallel.to_numpy(recon))
+            first, recon = _first_reconstructed(state, self.sets["test"][0])
+            grid = board.grid(parallel.to_numpy(first), parallel.to_numpy(recon))
         if not self.is_main:
             return
         self.board.scalars(epoch, {  # an ensemble's per-member lists: in metrics.jsonl
@@ -375,6 +398,19 @@ class Trainer:
         })  # fmt: skip
         if grid is not None:
             self.board.images(epoch, "reconstructions/test", grid)
+
+
+def _first_reconstructed(state, images, k: int = 8):
+    """The first ``k`` images and their reconstructions: one program (slicing the device
+    array eagerly was another to compile), or ``k`` rows of a memory-mapped split."""
+    if isinstance(images, np.ndarray):
+        return images[:k], core.reconstruct(state, images[:k])
+    return _first_reconstructed_on_device(state, images, k)
+
+
+@xla.quick_jit(static_argnums=2)  # a few images once a run: its compile time is what counts
+def _first_reconstructed_on_device(state, images, k):
+    return images[:k], core.reconstruct(state, images[:k])
 
 
 def memory_budget() -> int:
@@ -394,13 +430,15 @@ def train_and_evaluate(
     data_dir: str | None = None,
     stream: bool | None = None,
     clock: PhaseClock | None = None,
+    checkpoint_every: int = CHECKPOINT_EVERY,
 ) -> tuple[core.TrainState, list[dict]]:
     """Trains ``config`` in ``workdir`` until epoch ``config.epochs``, resuming the run saved
     there (which must agree with ``config``, see :func:`aejax.run.resolve_config`); evaluates
     the test split after every epoch. Returns the final state and the history (one dict per
     epoch, as in ``metrics.jsonl``). ``placement``: the devices (default all); ``stream``:
     read batches from disk (None: when the data exceeds :func:`memory_budget`); the same
-    batches either way."""
+    batches either way. ``checkpoint_every``: seconds from one checkpoint to the next at
+    least (the last epoch is always saved; 0: every epoch)."""
     workdir = Path(workdir)
     placement = placement or Placement.create()
     main_process = parallel.is_main_process()
@@ -408,7 +446,10 @@ def train_and_evaluate(
     clock = clock or PhaseClock()
     with workdir_lock(workdir) if main_process else contextlib.nullcontext():
         check_resumes(config, workdir)
-        state, history = Trainer(config, workdir, placement, data_dir, stream, clock).fit()
+        if main_process:
+            _import_in_background("aejax.plots")
+        trainer = Trainer(config, workdir, placement, data_dir, stream, clock, checkpoint_every)
+        state, history = trainer.fit()
     if main_process and history:
         with clock("plots"):
             from aejax import plots  # matplotlib: imported when there is something to plot
@@ -416,6 +457,19 @@ def train_and_evaluate(
             title = f"{config.arch} on {config.dataset}"
             plots.loss_curve(history, workdir / "loss.png", title=title)
     return state, history
+
+
+def _import_in_background(module: str) -> None:
+    """Starts importing ``module`` in a thread: matplotlib's import (a third of a second, the
+    largest of the command's) then overlaps training, which leaves a core idle between its
+    dispatches. The import that uses it waits for this one (Python's module lock); an error
+    is left for that import to raise."""
+
+    def load():
+        with contextlib.suppress(Exception):
+            importlib.import_module(module)
+
+    threading.Thread(target=load, name=f"import {module}", daemon=True).start()
 
 
 def write_timings(workdir: Path, clock: PhaseClock, history: list[dict]) -> None:
@@ -487,7 +541,7 @@ def train_command(args: argparse.Namespace) -> int:
         workdir, config, placement = _setup(args)
     state, history = train_and_evaluate(
         config, workdir, placement=placement, data_dir=args.data_dir, stream=args.stream,
-        clock=clock,
+        clock=clock, checkpoint_every=args.checkpoint_every,
     )  # fmt: skip
     if not parallel.is_main_process():
         return 0
@@ -527,10 +581,7 @@ def main(argv: list[str] | None = None) -> int:
         lambda: train_command(args),
         verbose=args.verbose,
         compile_cache=args.compile_cache,
-        interrupted=(
-            "interrupted: every finished epoch is checkpointed; run the same command again to "
-            "resume"
-        ),
+        interrupted=("interrupted: run the same command again to resume from the last checkpoint"),
     )
 
 

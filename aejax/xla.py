@@ -14,8 +14,10 @@ The flags only touch XLA:CPU; GPU and TPU backends ignore them. A flag the user'
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from aejax import files
@@ -28,6 +30,37 @@ from aejax import files
 # - 512-bit vectors where the CPU has them (XLA prefers 256): the loss's exp and log over a
 #   256x784 batch are most of the dense net's elementwise work (a faster training pass).
 CPU_FLAGS = ("--xla_cpu_experimental_ynn_fusion_type=", "--xla_cpu_prefer_vector_width=512")
+
+# Compiler options for programs that run once per command on a few arrays (initialisation,
+# keys): LLVM's optimisation off. Their run time is microseconds either way and their
+# compile time is what a first run waits for (the jitted initialisation of the conv net:
+# 1.6 s at XLA's default level, 0.3 s so; experiments/results/speed.md). A field of XLA's
+# DebugOptions, common to every backend. The arrays do not change (LLVM reassociates no
+# float arithmetic without fast-math): tests/test_core.py compares with eager flax.
+QUICK_COMPILE = {"xla_backend_optimization_level": 0}
+
+
+def quick_jit(fn: Callable | None = None, **jit_options) -> Callable:
+    """``jax.jit(fn, **jit_options)`` compiled with :data:`QUICK_COMPILE` when called on its
+    own; inside another traced function (where JAX refuses compiler options) it is traced
+    into the caller's program like any jitted function."""
+    if fn is None:
+        return functools.partial(quick_jit, **jit_options)
+    import jax
+
+    quick = jax.jit(fn, compiler_options=QUICK_COMPILE, **jit_options)
+    nested = jax.jit(fn, **jit_options)
+
+    @functools.wraps(fn)
+    def call(*args, **kwargs):
+        try:
+            return quick(*args, **kwargs)
+        except ValueError as e:  # no public query for "am I being traced"; this is its answer
+            if "compiler_options" not in str(e):
+                raise
+            return nested(*args, **kwargs)
+
+    return call
 
 
 def with_flags(current: str, flags=CPU_FLAGS) -> str:

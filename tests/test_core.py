@@ -4,8 +4,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import nnx
 
-from aejax import core, data
+from aejax import core, data, models
 from tests.test_losses import numpy_bce
 
 
@@ -110,3 +111,27 @@ def test_state_is_a_pytree_that_jit_donates():
     new_state, _ = core.train_step(state, random_images(8))
     assert not np.array_equal(new_state.params["encoder"]["layers"][1]["kernel"][...], before)
     assert jax.tree.structure(new_state) == jax.tree.structure(state)
+
+
+@pytest.mark.parametrize("arch", ["dense", "conv", "sparse", "denoising", "vae"])
+def test_init_state_is_flax_eager_initialisation_bit_for_bit(arch):
+    # init_state runs as one program compiled with LLVM's optimisation off (a first run's
+    # compile time): the same arrays as flax's eager layer-by-layer initialisation.
+    key = jax.random.key(3)
+    state = core.init_state(arch, key)
+    init_key, train_key = jax.random.split(key)
+    eager = nnx.split(models.create(arch, rngs=nnx.Rngs(params=init_key)), nnx.Param)[1]
+    assert jax.tree.structure(state.params) == jax.tree.structure(eager)
+    for got, want in zip(jax.tree.leaves(state.params), jax.tree.leaves(eager), strict=True):
+        np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(state.rng, jax.random.key_data(train_key))
+    assert models.names() and set(models.names()) == {"dense", "conv", "sparse", "denoising", "vae"}
+
+
+def test_init_state_traces_into_a_callers_jit():
+    # JAX refuses compiler options on a nested jit: quick_jit is then traced like any other.
+    key = jax.random.key(4)
+    nested = jax.jit(lambda k: core.init_state("dense", k))(key)
+    alone = core.init_state("dense", key)
+    for a, b in zip(jax.tree.leaves(nested.params), jax.tree.leaves(alone.params), strict=True):
+        np.testing.assert_array_equal(a, b)

@@ -22,7 +22,8 @@ from tests.helpers import start_aejax, wait_for_checkpoint
 
 pytestmark = pytest.mark.slow  # subprocesses, training, 8-device compiles
 
-SMALL = ["--arch", "dense", "--holdout", "50000"]  # 10k training images an epoch
+# 10k training images an epoch; a checkpoint every epoch (these tests damage and count them)
+SMALL = ["--arch", "dense", "--holdout", "50000", "--checkpoint-every", "0"]
 
 
 def cli(tool, *args, **kwargs) -> subprocess.CompletedProcess:

@@ -31,7 +31,7 @@ def test_a_streamed_epoch_trains_the_same_steps_as_a_resident_one():
         np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-7)
 
 
-SMALL = ["--arch", "dense", "--holdout", "50000"]
+SMALL = ["--arch", "dense", "--holdout", "50000", "--checkpoint-every", "0"]  # every epoch saved
 
 
 def cli_train(*args, env=None):

@@ -18,7 +18,7 @@ from aejax import run, train
 from aejax.errors import AejaxError
 from tests.helpers import wait_for_checkpoint
 
-SMALL = ["--arch", "dense", "--holdout", "50000"]
+SMALL = ["--arch", "dense", "--holdout", "50000", "--checkpoint-every", "0"]  # every epoch saved
 
 # Orbax leaves an asyncio callback behind when a restore fails half-way (the damaged
 # checkpoint test); it fires after its event loop closed, during a later test. Harmless.
@@ -177,6 +177,24 @@ def test_same_seed_same_losses_and_sigkill_resume_is_bit_identical(tmp_path):
     final_straight, _, _ = run.restore(straight)
     for a, b in zip(jax.tree.leaves(final_killed), jax.tree.leaves(final_straight), strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_checkpoints_keep_their_interval_and_the_last_epoch(tmp_path):
+    # Epochs that end sooner than --checkpoint-every after the previous save are not saved;
+    # the last one always is, and a resumed run counts from the newest checkpoint's time.
+    def saved(workdir):
+        return sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
+
+    workdir, straight = tmp_path / "run", tmp_path / "straight"
+    hourly = [*SMALL[:-2], "--checkpoint-every", "3600", "--workdir", str(workdir)]
+    assert train.main([*hourly, "--epochs", "3"]) == 0
+    assert saved(workdir) == [1, 3]
+    assert [m["epoch"] for m in metrics(workdir)] == [1, 2, 3]
+    assert train.main([*hourly, "--epochs", "5"]) == 0
+    assert saved(workdir) == [1, 3, 5]
+    assert train.main([*SMALL, "--epochs", "5", "--workdir", str(straight)]) == 0
+    assert saved(straight) == [3, 4, 5]  # every epoch, the last 3 kept
+    assert losses(workdir) == losses(straight)
 
 
 def test_after_a_failed_restore_only_orbax_leftover_errors_are_dropped(monkeypatch):
