@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import jax
-import jax.numpy as jnp
+import numpy as np
 
 from aejax import core, data, models, xla
 from aejax.checkpoint import Checkpoints
@@ -216,12 +216,17 @@ def fresh_state(config: RunConfig) -> core.TrainState:
 def init_key(seed) -> jax.Array:
     """The key a run with ``seed`` (0 <= seed < 2**32) initialises its model from (the other
     half of the seed's split shuffles the data)."""
-    return _keys(jnp.asarray(seed, jnp.uint32), 0)[0]
+    return _keys(_uint32(seed), 0)[0]
 
 
 def epoch_key(seed, epoch: int) -> jax.Array:
     """The key that shuffles epoch ``epoch`` (1, 2, ...) of a run with ``seed``."""
-    return _keys(jnp.asarray(seed, jnp.uint32), epoch)[1]
+    return _keys(_uint32(seed), epoch)[1]
+
+
+def _uint32(seed):
+    # NumPy's conversion: jnp.asarray(seed, uint32) of a Python int is a program to compile.
+    return seed if isinstance(seed, jax.Array) else np.uint32(seed)
 
 
 # A run's keys from one small jitted program (xla.quick_jit): eagerly, the seed, the split,

@@ -135,3 +135,19 @@ def test_init_state_traces_into_a_callers_jit():
     alone = core.init_state("dense", key)
     for a, b in zip(jax.tree.leaves(nested.params), jax.tree.leaves(alone.params), strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("seed", [0, 2**31 + 5, 2**32 - 1])
+def test_run_keys_are_the_halves_of_the_seeds_split(seed):
+    from aejax import run
+
+    halves = jax.random.split(jax.random.key(seed))
+    np.testing.assert_array_equal(
+        jax.random.key_data(run.init_key(seed)), jax.random.key_data(halves[0])
+    )
+    np.testing.assert_array_equal(
+        jax.random.key_data(run.epoch_key(seed, 3)),
+        jax.random.key_data(jax.random.fold_in(halves[1], 3)),
+    )
+    many = jax.vmap(run.init_key)(jnp.asarray([seed, 7], jnp.uint32))
+    np.testing.assert_array_equal(jax.random.key_data(many[0]), jax.random.key_data(halves[0]))
