@@ -100,16 +100,14 @@ ffi::Error SumShiftsImpl(ffi::Buffer<ffi::F32> z, ffi::Span<const int64_t> oy,
 
 }  // namespace
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(StackShifts, StackShiftsImpl,
-                              ffi::Ffi::Bind()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Attr<ffi::Span<const int64_t>>("oy")
-                                  .Attr<ffi::Span<const int64_t>>("ox")
-                                  .Ret<ffi::Buffer<ffi::F32>>());
+// Both kernels take one [C, B, H, W] (or [T C, B, H, W]) array and the taps' offsets.
+static auto ShiftsBinding() {
+  return ffi::Ffi::Bind()
+      .Arg<ffi::Buffer<ffi::F32>>()
+      .Attr<ffi::Span<const int64_t>>("oy")
+      .Attr<ffi::Span<const int64_t>>("ox")
+      .Ret<ffi::Buffer<ffi::F32>>();
+}
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(SumShifts, SumShiftsImpl,
-                              ffi::Ffi::Bind()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Attr<ffi::Span<const int64_t>>("oy")
-                                  .Attr<ffi::Span<const int64_t>>("ox")
-                                  .Ret<ffi::Buffer<ffi::F32>>());
+XLA_FFI_DEFINE_HANDLER_SYMBOL(StackShifts, StackShiftsImpl, ShiftsBinding());
+XLA_FFI_DEFINE_HANDLER_SYMBOL(SumShifts, SumShiftsImpl, ShiftsBinding());
