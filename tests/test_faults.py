@@ -11,6 +11,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import jax
@@ -86,6 +87,7 @@ OPTION_CASES = [
     ("train", ["--holdout", "many"], ["--holdout", "integer"]),
     ("train", ["--arch", "resnet"], ["--arch", "dense"]),
     ("train", ["--model", "depth"], ["--model", "NAME=VALUE"]),
+    ("train", ["--checkpoint-every", "-1"], ["--checkpoint-every", ">= 0"]),
     ("eval", ["--threshold-percentile", "150"], ["--threshold-percentile", "[0, 100]"]),
     ("eval", ["--step", "0"], ["--step", "'latest'"]),
 ]
@@ -308,6 +310,29 @@ def test_an_interrupted_run_says_so_and_resumes_bit_identically(trained, tmp_pat
         assert result.returncode == 0, result.stderr
     assert epochs_done(workdir) == [1, 2, 3, 4, 5, 6]
     for a, b in zip(final_params(workdir), final_params(straight), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_run_killed_between_interval_checkpoints_resumes_bit_identically(trained, tmp_path):
+    # With the default --checkpoint-every (5 s), epoch 1 is saved and the next ones are not
+    # until 5 s have passed: a kill in between loses them, and the resumed run trains them
+    # again to the same bits as a run that saved every epoch (`trained`).
+    workdir = tmp_path / "run"
+    default_interval = SMALL[:-2]
+    assert "--checkpoint-every" not in default_interval
+    process = start_aejax("train", *default_interval, "--epochs", 1000, "--workdir", workdir)
+    wait_for_checkpoint(process, workdir, 1)
+    time.sleep(1)  # epochs beyond the checkpoint, none of them saved
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert sorted(p.name for p in (workdir / "checkpoints").iterdir()) == ["1"]
+    assert len(epochs_done(workdir)) > 2  # trained past it before the kill
+
+    result = cli("train", *default_interval, "--epochs", 3, "--workdir", workdir)
+    assert result.returncode == 0, result.stderr
+    assert "from epoch 1" in result.stderr
+    assert epochs_done(workdir) == [1, 2, 3]
+    for a, b in zip(final_params(workdir), final_params(trained), strict=True):
         np.testing.assert_array_equal(a, b)
 
 
