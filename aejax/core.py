@@ -108,8 +108,8 @@ def _hashable(value):
 
 
 # One compiled program, compiled for speed of compiling: flax's eager initialisation
-# dispatched ~20 single operations, each its own XLA program (0.5 s of compiling for the
-# dense net, 2.5 s for conv, on a first run); these arrays are computed once per run.
+# dispatches each operation as its own XLA program, and a first run waited for every one
+# to compile (experiments/results/speed.md); these arrays are computed once per run.
 @xla.quick_jit(static_argnums=(1, 2, 3, 4, 5))
 def _init_state(key, arch, tx, compute_dtype, mutation_rate, model_options) -> TrainState:
     init_key, train_key = jax.random.split(key)

@@ -185,9 +185,10 @@ def _check_finite(epoch: int, metrics: dict) -> None:
 
 # Seconds from one checkpoint to the next, at least. An epoch that ends sooner after the
 # previous save is not saved (the last epoch always is): on CPU a save (Orbax writes and
-# syncs a dozen files) costs a third of a dense-net epoch (experiments/results/speed.md),
-# and an interrupted run resumes bit-identical from any epoch. Epochs longer than this are
-# all saved; after a kill, at most this much training (and the epoch under way) is redone.
+# syncs a dozen files) costs a good part of a small net's epoch (experiments/results/
+# speed.md), and an interrupted run resumes bit-identical from any epoch. Epochs longer
+# than this are all saved; after a kill, at most this much training (and the epoch under
+# way) is redone.
 CHECKPOINT_EVERY = 5
 
 
@@ -460,10 +461,10 @@ def train_and_evaluate(
 
 
 def _import_in_background(module: str) -> None:
-    """Starts importing ``module`` in a thread: matplotlib's import (a third of a second, the
-    largest of the command's) then overlaps training, which leaves a core idle between its
-    dispatches. The import that uses it waits for this one (Python's module lock); an error
-    is left for that import to raise."""
+    """Starts importing ``module`` in a thread: matplotlib's import (the largest of the
+    command's, experiments/results/speed.md) then overlaps training, which leaves a core
+    idle between its dispatches. The import that uses it waits for this one (Python's
+    module lock); an error is left for that import to raise."""
 
     def load():
         with contextlib.suppress(Exception):

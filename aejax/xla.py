@@ -32,9 +32,9 @@ from aejax import files
 CPU_FLAGS = ("--xla_cpu_experimental_ynn_fusion_type=", "--xla_cpu_prefer_vector_width=512")
 
 # Compiler options for programs that run once per command on a few arrays (initialisation,
-# keys): LLVM's optimisation off. Their run time is microseconds either way and their
-# compile time is what a first run waits for (the jitted initialisation of the conv net:
-# 1.6 s at XLA's default level, 0.3 s so; experiments/results/speed.md). A field of XLA's
+# keys): LLVM's optimisation off. Their run time is negligible either way and their compile
+# time is what a first run waits for (the conv net's initialisation compiles several times
+# faster so: experiments/results/speed.md). A field of XLA's
 # DebugOptions, common to every backend. The arrays do not change (LLVM reassociates no
 # float arithmetic without fast-math): tests/test_core.py compares with eager flax.
 QUICK_COMPILE = {"xla_backend_optimization_level": 0}
