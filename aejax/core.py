@@ -365,12 +365,16 @@ def _train_fed_steps(state, batches_KxBxHxWxC, weight_KxB, count_K, batch_shardi
     return state, jax.tree.map(lambda v: jnp.sum(v, axis=0), sums)
 
 
-def _host_chunk(images_NxHxWxC: np.ndarray, idx_KxB: np.ndarray, batch_sharding):
+def _host_chunk(images_NxHxWxC: np.ndarray, idx_KxB: np.ndarray, batch_sharding, rows=None):
     """Chunk ``idx`` gathered on the host (rows of a memory-mapped file are read here) and
-    put on the device(s), as :func:`_gather` would give it."""
+    put on the device(s), as :func:`_gather` would give it. ``rows``: a buffer of
+    :func:`_aligned_empty` to gather into, which a CPU device then reads in place."""
     weight = (idx_KxB >= 0).astype(np.float32)
-    batch = np.take(images_NxHxWxC, np.maximum(idx_KxB, 0).ravel(), axis=0)
-    batch = batch.reshape(*idx_KxB.shape, *images_NxHxWxC.shape[1:])
+    index = np.maximum(idx_KxB, 0).ravel()
+    if rows is None:
+        rows = _aligned_empty((index.size, *images_NxHxWxC.shape[1:]), images_NxHxWxC.dtype)
+    np.take(images_NxHxWxC, index, axis=0, out=rows, mode="clip")  # "raise" would buffer
+    batch = rows.reshape(*idx_KxB.shape, *images_NxHxWxC.shape[1:])
     count = weight.sum(axis=-1)
     if batch_sharding is None:
         return jax.device_put((batch, weight, count))
@@ -378,6 +382,16 @@ def _host_chunk(images_NxHxWxC: np.ndarray, idx_KxB: np.ndarray, batch_sharding)
     split = jax.sharding.NamedSharding(batch_sharding.mesh, spec)
     return (jax.device_put(batch, split), jax.device_put(weight, split),
             jax.device_put(count, _replicated(batch_sharding)))  # fmt: skip
+
+
+def _aligned_empty(shape: tuple[int, ...], dtype) -> np.ndarray:
+    """An uninitialised array whose data starts on a 64-byte boundary. ``device_put`` of one
+    on CPU uses its memory in place; NumPy's own arrays (16-byte aligned) are copied, which
+    cost a streamed epoch more than gathering its rows (experiments/results/speed.md)."""
+    size = math.prod(shape) * np.dtype(dtype).itemsize
+    raw = np.empty(size + 64, np.uint8)
+    start = -raw.ctypes.data % 64
+    return raw[start : start + size].view(dtype).reshape(shape)
 
 
 def steps_per_call(steps: int, max_calls: int = 20, min_calls: int = 5) -> int:
@@ -471,23 +485,42 @@ def train_epoch(
     return state, _epoch_means(chunk_sums)
 
 
+# Host buffers a streamed epoch gathers into, in turn: one being filled, one that the device
+# reads, one whose chunk waits in the device's queue. Reused, not allocated per chunk: a
+# fresh buffer's pages fault in as the gather first writes them.
+HOST_BUFFERS = 3
+
+
 def _streamed_epoch(state, images_NxHxWxC, order_CxKxB, batch_sharding, on_progress):
     """:func:`train_epoch`'s loop over chunks fed from host memory (one chunk prefetched)."""
     throttle = _on_multi_device_cpu(batch_sharding)
+    chunks, per_call, batch_size = order_CxKxB.shape
+    shape = (per_call * batch_size, *images_NxHxWxC.shape[1:])
+    buffers = [
+        _aligned_empty(shape, images_NxHxWxC.dtype) for _ in range(min(chunks, HOST_BUFFERS))
+    ]
     chunk_sums = []
+
+    def read(c: int, done_with_buffer):
+        # The device may read a buffer in place: before filling it again, wait until the
+        # program that used it (chunk c - HOST_BUFFERS) has finished.
+        jax.block_until_ready(done_with_buffer)
+        rows = buffers[c % HOST_BUFFERS]
+        return _host_chunk(images_NxHxWxC, order_CxKxB[c], batch_sharding, rows)
+
     with concurrent.futures.ThreadPoolExecutor(1) as reader:
-        ahead = reader.submit(_host_chunk, images_NxHxWxC, order_CxKxB[0], batch_sharding)
-        for c in range(order_CxKxB.shape[0]):
+        ahead = reader.submit(read, 0, None)
+        for c in range(chunks):
             chunk = ahead.result()
-            if c + 1 < order_CxKxB.shape[0]:
-                ahead = reader.submit(_host_chunk, images_NxHxWxC, order_CxKxB[c + 1],
-                                      batch_sharding)  # fmt: skip
+            if c + 1 < chunks:
+                previous = c + 1 - HOST_BUFFERS
+                ahead = reader.submit(read, c + 1, chunk_sums[previous] if previous >= 0 else None)
             state, sums = _train_fed_steps(state, *chunk, batch_sharding)
             chunk_sums.append(sums)
             if throttle and c >= 1:
                 chunk_sums[c - 1]["count"].block_until_ready()
             if on_progress is not None:
-                on_progress((c + 1) * order_CxKxB.shape[1], sums)
+                on_progress((c + 1) * per_call, sums)
     return state, _epoch_means(chunk_sums)
 
 

@@ -31,6 +31,36 @@ def test_a_streamed_epoch_trains_the_same_steps_as_a_resident_one():
         np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-7)
 
 
+@pytest.mark.slow  # compiled epoch loops
+@pytest.mark.parametrize("devices", [1, 2])
+def test_reused_host_buffers_give_the_bits_of_fresh_ones(monkeypatch, devices):
+    # A streamed epoch gathers its chunks into HOST_BUFFERS buffers in turn, which the CPU
+    # device reads in place: refilling one before its chunk's steps ran would change them.
+    from aejax import parallel
+
+    images = data.open_rows("mnist", "train[:3000]")[0]
+    placement = parallel.Placement.create(devices)
+    sharding = placement.batch if devices > 1 else None
+    results = []
+    for buffers in (core.HOST_BUFFERS, 1000):  # reused / one per chunk
+        monkeypatch.setattr(core, "HOST_BUFFERS", buffers)
+        state = placement.replicate(core.init_state("dense", jax.random.key(0)))
+        for epoch in range(2):  # 6 chunks an epoch: each buffer refilled twice
+            state, metrics = core.train_epoch(state, images, jax.random.key(epoch),
+                                              batch_size=256, batch_sharding=sharding)  # fmt: skip
+        results.append([np.asarray(v) for v in jax.tree.leaves((state.params, metrics))])
+    for a, b in zip(*results, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_aligned_host_buffers_are_read_in_place_on_cpu():
+    rows = core._aligned_empty((100, 28, 28, 1), np.uint8)
+    assert rows.ctypes.data % 64 == 0 and rows.shape == (100, 28, 28, 1)
+    rows[...] = 7
+    # Why they are aligned: JAX then uses their memory instead of copying it.
+    assert jax.device_put(rows, jax.devices("cpu")[0]).unsafe_buffer_pointer() == rows.ctypes.data
+
+
 SMALL = ["--arch", "dense", "--holdout", "50000", "--checkpoint-every", "0"]  # every epoch saved
 
 
