@@ -402,15 +402,15 @@ class Trainer:
 
 
 def _first_reconstructed(state, images, k: int = 8):
-    """The first ``k`` images and their reconstructions: one program (slicing the device
-    array eagerly was another to compile), or ``k`` rows of a memory-mapped split."""
-    if isinstance(images, np.ndarray):
-        return images[:k], core.reconstruct(state, images[:k])
-    return _first_reconstructed_on_device(state, images, k)
+    """The first ``k`` images and their reconstructions, as one program (slicing the device
+    array eagerly was another to compile)."""
+    if isinstance(images, np.ndarray):  # a memory-mapped split: read k rows, not all
+        images = images[:k]
+    return _first_reconstructed_program(state, images, k)
 
 
 @xla.quick_jit(static_argnums=2)  # a few images once a run: its compile time is what counts
-def _first_reconstructed_on_device(state, images, k):
+def _first_reconstructed_program(state, images, k):
     return images[:k], core.reconstruct(state, images[:k])
 
 
@@ -582,7 +582,7 @@ def main(argv: list[str] | None = None) -> int:
         lambda: train_command(args),
         verbose=args.verbose,
         compile_cache=args.compile_cache,
-        interrupted=("interrupted: run the same command again to resume from the last checkpoint"),
+        interrupted="interrupted: run the same command again to resume from the last checkpoint",
     )
 
 
