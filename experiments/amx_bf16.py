@@ -58,31 +58,16 @@ best = min((lambda t: (a @ b, time.perf_counter() - t)[1])(time.perf_counter()) 
 print(json.dumps({"gflops": round(2 * n**3 / best / 1e9), "threads": torch.get_num_threads()}))
 """
 
-CONV_STEP = r"""
-import json, sys, time, jax, numpy as np
-from aejax import core
-dtype = sys.argv[1]
-state = core.init_state("conv", jax.random.key(0), compute_dtype=dtype)
-x = jax.device_put(np.random.default_rng(0).integers(0, 256, (128, 28, 28, 1), np.uint8))
-state, m = core.train_step(state, x)
-jax.block_until_ready(m)
-times = []
-for _ in range(30):
-    t = time.perf_counter()
-    state, m = core.train_step(state, x)
-    jax.block_until_ready(m)
-    times.append(time.perf_counter() - t)
-print(json.dumps({"ms_median": round(1000 * sorted(times)[15], 2), "loss": float(m["loss"])}))
-"""
+CONV_STEPS = Path(__file__).resolve().parent / "conv_steps.py"
 
 
-def run(python: str, code: str, dtype: str, flags: str | None) -> dict:
-    """One fresh process; its JSON line plus the oneDNN primitives it executed."""
+def run(command: list[str], flags: str | None) -> dict:
+    """``command`` in a fresh process; its JSON line plus the oneDNN primitives it executed."""
     env = {**os.environ, "ONEDNN_VERBOSE": "1", "PYTHONPATH": str(ROOT)}
     env.pop("XLA_FLAGS", None)
     if flags:
         env["XLA_FLAGS"] = flags
-    out = subprocess.run([python, "-c", code, dtype], capture_output=True, text=True, env=env)
+    out = subprocess.run(command, capture_output=True, text=True, env=env)
     lines = out.stdout.splitlines() + out.stderr.splitlines()
     result = next((json.loads(x) for x in reversed(lines) if x.startswith("{")), None)
     if result is None:  # the message XLA or oneDNN ended with
@@ -116,13 +101,17 @@ def main() -> int:
             if framework == "torch" and flags:
                 continue
             for dtype in ("float32", "bfloat16"):
-                r = run(python, code, dtype, flags)
+                r = run([python, "-c", code, dtype], flags)
                 rows.append({"what": "matmul 2048", "framework": framework, "flags": flags_name,
                              "dtype": dtype, **r})  # fmt: skip
                 print(json.dumps(rows[-1]), flush=True)
     for flags_name, flags in (("aejax", None), ("oneDNN", ONEDNN_FLAGS)):
         for dtype in ("float32", "bfloat16"):
-            r = run(sys.executable, CONV_STEP, dtype, flags)
+            spec = {"shape": [128, 28, 28, 1], "steps": 30, "init": {"compute_dtype": dtype}}
+            r = run([sys.executable, str(CONV_STEPS), json.dumps(spec)], flags)
+            if "times" in r:
+                times = sorted(r.pop("times"))
+                r["ms_median"] = round(1000 * times[len(times) // 2], 2)
             rows.append({"what": "conv train step, 128 images", "framework": "jax",
                          "flags": flags_name, "dtype": dtype, **r})  # fmt: skip
             print(json.dumps(rows[-1]), flush=True)

@@ -16,6 +16,7 @@ import os
 import statistics
 import subprocess
 import sys
+from pathlib import Path
 
 from common import cpu_name, write_results
 
@@ -26,35 +27,20 @@ CASES = [  # (H, W, C, model options)
     (30, 30, 1, {"depth": 1, "width": 16}),  # a side the backend's pooling leaves odd
 ]
 
-CHILD = r"""
-import json, sys, time
-import jax, numpy as np
-from aejax import core
-h, w, c, opts, steps = json.loads(sys.argv[1])
-state = core.init_state("conv", jax.random.key(0), channels=c, **opts)
-x = jax.device_put(np.random.default_rng(0).integers(0, 256, (128, h, w, c), np.uint8))
-state, m = core.train_step(state, x)  # compiles
-jax.block_until_ready(m)
-times = []
-for _ in range(steps):
-    t = time.perf_counter()
-    state, m = core.train_step(state, x)
-    jax.block_until_ready(m)
-    times.append(time.perf_counter() - t)
-print(json.dumps(times))
-"""
+CONV_STEPS = Path(__file__).resolve().parent / "conv_steps.py"
 
 
 def step_times(case, backend: str, steps: int) -> list[float]:
     h, w, c, opts = case
+    spec = {"shape": [128, h, w, c], "steps": steps, "init": opts}
     out = subprocess.run(
-        [sys.executable, "-c", CHILD, json.dumps([h, w, c, opts, steps])],
+        [sys.executable, str(CONV_STEPS), json.dumps(spec)],
         env={**os.environ, "AEJAX_BACKEND": backend},
         capture_output=True,
         text=True,
         check=True,
     )
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return json.loads(out.stdout.strip().splitlines()[-1])["times"]
 
 
 def main() -> int:

@@ -18,12 +18,12 @@ import gzip
 import json
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import jax
 import numpy as np
 from common import cpu_name, write_results
+from conv_steps import random_images, timed_steps
 
 from aejax import core
 
@@ -34,20 +34,11 @@ RUNTIME = ("$", "Thunk", "Pjit", "Execute", "ParseArguments", "Threadpool", "end
 
 def step_times_and_trace(batch: int, folder: Path) -> tuple[float, dict, dict]:
     state = core.init_state("conv", jax.random.key(0))
-    x = jax.device_put(np.random.default_rng(0).integers(0, 256, (batch, 28, 28, 1), np.uint8))
-    for _ in range(3):  # compiled and warm
-        state, m = core.train_step(state, x)
-        jax.block_until_ready(m)
-    walls = []
-    for _ in range(STEPS):  # untraced: the profiler slows the steps down
-        start = time.perf_counter()
-        state, m = core.train_step(state, x)
-        jax.block_until_ready(m)
-        walls.append(time.perf_counter() - start)
+    x = random_images((batch, 28, 28, 1))
+    state, _, _ = timed_steps(state, x, 3)  # compiled and warm
+    state, walls, _ = timed_steps(state, x, STEPS)  # untraced: the profiler slows steps down
     with jax.profiler.trace(str(folder), create_perfetto_trace=True):
-        for _ in range(STEPS):
-            state, m = core.train_step(state, x)
-            jax.block_until_ready(m)
+        timed_steps(state, x, STEPS)
     trace = next(folder.rglob("*perfetto_trace.json.gz"))
     events = json.load(gzip.open(trace))
     events = events["traceEvents"] if isinstance(events, dict) else events

@@ -29,6 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from common import cpu_name, write_results
+from conv_steps import random_images
 
 from aejax import core
 from aejax.backend import conv3x3
@@ -115,7 +116,7 @@ def main() -> int:
     p.add_argument("--rounds", type=int, default=7)
     p.add_argument("--calls", type=int, default=40)
     args = p.parse_args()
-    x = jax.device_put(np.random.default_rng(0).integers(0, 256, (args.batch, 28, 28, 1), np.uint8))
+    x = random_images((args.batch, 28, 28, 1))
     with tempfile.TemporaryDirectory() as folder:
         register(build(Path(folder)))
         steps, native_calls = {}, {}
