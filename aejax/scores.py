@@ -91,16 +91,49 @@ def mahalanobis(code_NxD: jax.Array, mean_D: jax.Array, precision_DxD: jax.Array
     return jnp.sum((centred @ precision_DxD) * centred, axis=1)
 
 
+@jax.jit
+def mahalanobis_low_rank(
+    code_NxD: jax.Array,
+    mean_D: jax.Array,
+    basis_DxR: jax.Array,
+    inverse_variance_R: jax.Array,
+    isotropic_precision: jax.Array,
+) -> jax.Array:
+    r"""Squared Mahalanobis distances ``[N]`` under a covariance that is
+    :math:`\sigma^2 I` plus a rank-:math:`R` part: :math:`\sum_r (v_r \cdot c)^2 / \lambda_r
+    + \|c - V V^\top c\|^2 / \sigma^2` for the centred code :math:`c`, the variances
+    :math:`\lambda_r` along the orthonormal columns of ``basis_DxR`` and :math:`\sigma^2`
+    across them. The residual is formed, not taken as :math:`\|c\|^2 - \|V^\top c\|^2`,
+    which would cancel in float32."""
+    centred = code_NxD - mean_D
+    along_NxR = centred @ basis_DxR
+    across_NxD = centred - along_NxR @ basis_DxR.T
+    return jnp.square(along_NxR) @ inverse_variance_R + isotropic_precision * jnp.sum(
+        jnp.square(across_NxD), axis=1
+    )
+
+
 def raw_scores(fitted: dict, terms: dict) -> dict[str, jax.Array]:
     """The raw scores from :func:`aejax.core.per_image`'s terms; ``fitted``: the arrays of
     :meth:`Stats.arrays` (traceable, float32)."""
     raw = {k: jnp.asarray(terms[k], jnp.float32) for k in FROM_TERMS}
     code = jnp.asarray(terms["code"], jnp.float32)
-    raw["latent"] = mahalanobis(code, fitted["latent_mean"], fitted["latent_precision"])
+    if "latent_precision" in fitted:
+        raw["latent"] = mahalanobis(code, fitted["latent_mean"], fitted["latent_precision"])
+    else:  # fewer training codes than dimensions: the Gaussian's low-rank form
+        raw["latent"] = mahalanobis_low_rank(
+            code,
+            fitted["latent_mean"],
+            fitted["latent_basis"],
+            fitted["latent_inverse_variance"],
+            fitted["latent_isotropic_precision"],
+        )
     # All N codes against the bank at once ([N, KNN_BANK] similarities): one computation for
     # any N, symbolic N included (the exported detector), so both give the same bits;
-    # Detector.detect feeds at most DETECT_ROWS images at a time to bound the memory.
-    raw["knn"] = _kth_distance(code, fitted["knn_bank"], KNN_K)
+    # Detector.detect feeds at most DETECT_ROWS images at a time to bound the memory. A bank
+    # smaller than KNN_K (a few dozen training images) gives the distance to its farthest.
+    bank = fitted["knn_bank"]
+    raw["knn"] = _kth_distance(code, bank, min(KNN_K, bank.shape[0]))
     return raw
 
 
@@ -129,19 +162,27 @@ class Stats:
     """What scoring needs from the training data, fitted once per checkpoint."""
 
     latent_mean: np.ndarray  # [D]
-    latent_precision: np.ndarray  # [D, D]
-    knn_bank: np.ndarray  # [KNN_BANK, D], training codes, L2-normalised
+    latent_precision: np.ndarray | None  # [D, D]; None: the low-rank form below instead
+    knn_bank: np.ndarray  # [min(KNN_BANK, training codes), D], training codes, normalised
     typicality: dict[str, tuple[float, float]]  # raw score -> (median, robust sd) of log s
     meta: dict  # where it was fitted: dataset, rows, checkpoint step, image shape
     holdout_scores: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)  # ALL
     threshold: dict | None = None  # aejax.thresholds.Threshold.to_dict(), set by eval
+    # Fewer training codes than dimensions (a few hundred images of one's own): the Gaussian
+    # as mahalanobis_low_rank takes it ("basis", "inverse_variance", "isotropic_precision").
+    latent_low_rank: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
 
     def arrays(self) -> dict[str, np.ndarray]:
         """The fitted statistics as float32 arrays, what :func:`every_score` takes."""
         loc_scale = np.array([self.typicality.get(k, (0.0, 1.0)) for k in RAW], np.float32)
+        gaussian = (
+            {"latent_precision": self.latent_precision}
+            if self.latent_precision is not None
+            else {f"latent_{k}": v for k, v in self.latent_low_rank.items()}
+        )
         return {
             "latent_mean": np.asarray(self.latent_mean, np.float32),
-            "latent_precision": np.asarray(self.latent_precision, np.float32),
+            **{k: np.asarray(v, np.float32) for k, v in gaussian.items()},
             "knn_bank": np.asarray(self.knn_bank, np.float32),
             "log_median": loc_scale[:, 0],
             "log_scale": loc_scale[:, 1],
@@ -157,6 +198,50 @@ class Stats:
         return {k: np.asarray(v) for k, v in _every_score(self.arrays(), terms).items()}
 
 
+def fit_gaussian(codes_NxD: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, dict, float]:
+    r"""Ledoit-Wolf's shrunk Gaussian of the codes: ``(mean, precision, low_rank, shrinkage)``.
+
+    With at least as many codes as dimensions, scikit-learn's ``LedoitWolf`` (a well-kept
+    estimator) gives the ``[D, D]`` precision and ``low_rank`` is empty. With fewer (a few
+    hundred images, a conv net's code of thousands of dimensions), the same estimate
+    :math:`(1 - s) S + s \mu I` is formed from the codes' ``[N, N]`` Gram matrix instead of
+    the ``[D, D]`` covariance that scikit-learn forms and inverts (gigabytes, minutes, for
+    a 256x256 image's code): the sample covariance :math:`S` has rank below N, so the
+    precision is ``low_rank`` (:func:`mahalanobis_low_rank`'s arrays) and ``precision``
+    None. Both give the same distances (tests/test_scores.py).
+    """
+    n, d = codes_NxD.shape
+    if n >= d:
+        from sklearn.covariance import LedoitWolf
+
+        gaussian = LedoitWolf(assume_centered=False).fit(codes_NxD)
+        return gaussian.location_, gaussian.precision_, {}, float(gaussian.shrinkage_)
+    mean = codes_NxD.mean(axis=0)
+    centred = codes_NxD - mean
+    gram = centred @ centred.T  # [N, N]
+    # ledoit_wolf_shrinkage's sums, from the Gram matrix: sum((X^T X)^2) = sum(G^2) and
+    # sum((X^2)^T X^2) = sum(diag(G)^2).
+    mu = np.trace(gram) / (n * d)
+    delta_ = np.sum(np.square(gram)) / n**2
+    beta = (np.sum(np.square(np.diag(gram))) / n - delta_) / (d * n)
+    delta = (delta_ - d * mu**2) / d
+    shrinkage = 0.0 if min(beta, delta) == 0 else min(beta, delta) / delta
+    eigenvalues, vectors = np.linalg.eigh(gram)  # G = U E U^T, so X = U sqrt(E) V^T
+    keep = eigenvalues > eigenvalues.max(initial=0.0) * n * np.finfo(np.float64).eps
+    basis = centred.T @ vectors[:, keep] / np.sqrt(eigenvalues[keep])  # [D, R] orthonormal
+    # Across the codes' span the variance is s * mu. Where that is 0 (no shrinkage, or codes
+    # with no spread at all: one training image) the covariance is singular: mu, else 1,
+    # keeps the distances finite.
+    across = shrinkage * mu or mu or 1.0
+    along = (1 - shrinkage) * eigenvalues[keep] / n + across
+    low_rank = {
+        "basis": basis,
+        "inverse_variance": 1 / along,
+        "isotropic_precision": np.float64(1 / across),
+    }
+    return mean, None, low_rank, float(shrinkage)
+
+
 def _robust_location_scale(values: np.ndarray) -> tuple[float, float]:
     logs = np.log(np.maximum(np.asarray(values, np.float64), 0) + _EPS)
     loc = float(np.median(logs))
@@ -168,17 +253,16 @@ def fit(train_terms: dict, holdout_terms: dict, meta: dict) -> Stats:
     """Fits the latent Gaussian on the training codes and the typicality statistics on the
     held-out images' raw scores, and keeps every score of the held-out images (p-values and
     thresholds are set on them)."""
-    from sklearn.covariance import LedoitWolf  # a well-kept shrinkage estimator
-
     codes = np.asarray(train_terms["code"], np.float64)
-    gaussian = LedoitWolf(assume_centered=False).fit(codes)
+    mean, precision, low_rank, shrinkage = fit_gaussian(codes)
     rows = np.random.default_rng(0).permutation(len(codes))[:KNN_BANK]  # a fixed sample
     stats = Stats(
-        latent_mean=gaussian.location_.astype(np.float32),
-        latent_precision=gaussian.precision_.astype(np.float32),
+        latent_mean=mean.astype(np.float32),
+        latent_precision=None if precision is None else precision.astype(np.float32),
+        latent_low_rank={k: np.asarray(v, np.float32) for k, v in low_rank.items()},
         knn_bank=np.asarray(_normalised(jnp.asarray(codes[np.sort(rows)], jnp.float32))),
         typicality={},
-        meta={**meta, "latent_shrinkage": float(gaussian.shrinkage_)},
+        meta={**meta, "latent_shrinkage": shrinkage},
     )
     held_out = stats.raw(holdout_terms)
     stats.typicality = {name: _robust_location_scale(v) for name, v in held_out.items()}
@@ -193,10 +277,15 @@ def stats_path(workdir: str | Path, step: int) -> Path:
 def save(stats: Stats, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with files.atomic_path(path) as tmp:
+        gaussian = (
+            {"latent_precision": stats.latent_precision}
+            if stats.latent_precision is not None
+            else {f"latent_low_rank/{k}": v for k, v in stats.latent_low_rank.items()}
+        )
         np.savez(
             tmp,
             latent_mean=stats.latent_mean,
-            latent_precision=stats.latent_precision,
+            **gaussian,
             knn_bank=stats.knn_bank,
             typicality=json.dumps(stats.typicality),
             meta=json.dumps(stats.meta),
@@ -213,21 +302,24 @@ def load(path: Path) -> Stats | None:
     with np.load(path) as f:
         typicality = {k: tuple(v) for k, v in json.loads(str(f["typicality"])).items()}
         holdout = {k.split("/", 1)[1]: f[k] for k in f.files if k.startswith("holdout/")}
+        low_rank = {k.split("/", 1)[1]: f[k] for k in f.files if k.startswith("latent_low_rank/")}
         if (
             set(typicality) != set(RAW)
             or set(holdout) != set(ALL)
             or "threshold" not in f
             or "knn_bank" not in f
+            or not ("latent_precision" in f or low_rank)
         ):
             return None
         return Stats(
-            f["latent_mean"],
-            f["latent_precision"],
-            f["knn_bank"],
-            typicality,
-            json.loads(str(f["meta"])),
-            holdout,
-            json.loads(str(f["threshold"])),
+            latent_mean=f["latent_mean"],
+            latent_precision=f["latent_precision"] if "latent_precision" in f else None,
+            latent_low_rank=low_rank,
+            knn_bank=f["knn_bank"],
+            typicality=typicality,
+            meta=json.loads(str(f["meta"])),
+            holdout_scores=holdout,
+            threshold=json.loads(str(f["threshold"])),
         )
 
 

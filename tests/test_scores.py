@@ -164,3 +164,52 @@ def test_a_background_model_trains_on_mutated_images():
     _, background_metrics = core.train_step(background, images)
     # Same parameters, same batch: only the mutated inputs make the losses differ.
     assert float(plain_metrics["loss"]) != pytest.approx(float(background_metrics["loss"]))
+
+
+@pytest.mark.parametrize("n, d", [(40, 120), (3, 50)])
+def test_fewer_codes_than_dimensions_give_ledoit_wolfs_distances_in_low_rank(n, d):
+    """A few hundred images of one's own and a conv net's code of thousands of dimensions:
+    the Gaussian is fitted from the codes' Gram matrix, never as a [D, D] matrix, and gives
+    scikit-learn's Ledoit-Wolf distances."""
+    from sklearn.covariance import LedoitWolf
+
+    rng = np.random.default_rng(9)
+    codes = rng.normal(size=(n, d)) @ rng.normal(size=(d, d)) * 0.3 + rng.normal(size=d)
+    mean, precision, low_rank, shrinkage = scores.fit_gaussian(codes)
+    assert precision is None and low_rank["basis"].shape == (d, n - 1)  # centred: rank n - 1
+    reference = LedoitWolf().fit(codes)
+    assert shrinkage == pytest.approx(reference.shrinkage_, rel=1e-9)
+    new = rng.normal(size=(25, d)) * 2 + codes.mean(0)
+    centred = np.concatenate([codes, new]) - reference.location_
+    expected = np.einsum("nd,de,ne->n", centred, reference.precision_, centred)
+    got = scores.mahalanobis_low_rank(
+        jnp.asarray(np.concatenate([codes, new]), jnp.float32),
+        jnp.asarray(mean, jnp.float32),
+        *(jnp.asarray(low_rank[k], jnp.float32)
+          for k in ("basis", "inverse_variance", "isotropic_precision")),
+    )  # fmt: skip
+    np.testing.assert_allclose(got, expected, rtol=1e-4)
+
+
+def test_a_few_dozen_training_images_still_give_every_score(tmp_path):
+    """Fewer training codes than KNN_K, than KNN_BANK and than code dimensions: every score
+    is finite, kNN is the distance to the farthest code, and the statistics save and load."""
+    rng = np.random.default_rng(10)
+    train, held_out = synthetic_terms(rng, 6), synthetic_terms(rng, 9)
+    for terms in (train, held_out):
+        terms["code"] = rng.normal(size=(len(terms["bce"]), 32)).astype(np.float32)
+    stats = scores.fit(train, held_out, {"dataset": "x"})
+    assert stats.knn_bank.shape == (6, 32) and stats.latent_precision is None
+    new = synthetic_terms(rng, 4)
+    new["code"] = rng.normal(size=(4, 32)).astype(np.float32)
+    got = stats.all_scores(new)
+    assert all(np.isfinite(v).all() for v in got.values()) and set(got) == set(scores.ALL)
+    unit = new["code"] / np.linalg.norm(new["code"], axis=1, keepdims=True)
+    farthest = np.linalg.norm(unit[:, None] - stats.knn_bank[None], axis=2).max(axis=1)
+    np.testing.assert_allclose(got["knn"], farthest, rtol=1e-5)
+    path = scores.stats_path(tmp_path, 3)
+    scores.save(stats, path)
+    loaded = scores.load(path)
+    assert loaded.latent_precision is None
+    for name, values in got.items():
+        np.testing.assert_array_equal(loaded.all_scores(new)[name], values)
