@@ -21,9 +21,7 @@ warning, and the newest readable one is used instead; nothing is ever deleted.
 from __future__ import annotations
 
 import datetime
-import errno
 import logging
-import os
 import shutil
 import sys
 from pathlib import Path
@@ -32,6 +30,7 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
+from aejax import files
 from aejax.errors import AejaxError
 
 TMP_SUFFIX = ".orbax-checkpoint-tmp"  # Orbax's name for a checkpoint still being written
@@ -88,7 +87,7 @@ class Checkpoints:
         except OSError:
             raise
         except Exception as e:  # noqa: BLE001 - Orbax wraps filesystem errors its own way
-            raise _as_os_error(e, self.directory) or AejaxError(
+            raise files.os_error_behind(e, self.directory) or AejaxError(
                 f"cannot open checkpoints in {self.directory} ({_first_line(e)})"
             ) from e
         # The writer's clean-up of an interrupted save runs in a background thread that
@@ -123,7 +122,7 @@ class Checkpoints:
             self._remove_unfinished(step)
             if isinstance(e, OSError) or not isinstance(e, Exception):
                 raise  # a filesystem error says it all; Ctrl-C / SIGTERM is not a failure
-            raise _as_os_error(e, self.directory) or AejaxError(
+            raise files.os_error_behind(e, self.directory) or AejaxError(
                 f"saving checkpoint {step} in {self.directory} failed ({_first_line(e)}); "
                 "the earlier checkpoints are intact: run the same command again to resume"
             ) from e
@@ -236,20 +235,6 @@ class Checkpoints:
 def _first_line(error: Exception) -> str:
     line = (str(error).strip().splitlines() or [type(error).__name__])[0]
     return line.split(". See full TensorStore details")[0][:160]
-
-
-def _as_os_error(error: Exception, path: Path) -> OSError | None:
-    """The filesystem error behind an Orbax/TensorStore exception, if its text names one."""
-    text = str(error)
-    for code, needles in (
-        (errno.ENOSPC, ("No space left", "RESOURCE_EXHAUSTED")),
-        (errno.EROFS, ("Read-only file system",)),
-        (errno.EACCES, ("Permission denied", "PERMISSION_DENIED")),
-        (errno.ENOTDIR, ("Not a directory",)),
-    ):
-        if any(n in text for n in needles):
-            return OSError(code, os.strerror(code), str(path))
-    return None
 
 
 def _ignore_late_orbax_callbacks() -> None:

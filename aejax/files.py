@@ -4,6 +4,7 @@ and where aejax keeps what it caches for the user."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 from collections.abc import Iterator
@@ -48,3 +49,18 @@ def user_cache_dir(*parts: str) -> Path:
     """``$XDG_CACHE_HOME/aejax/...`` (default ``~/.cache/aejax/...``): the one root of what
     aejax caches (raw downloads, decoded arrays, compiled programs)."""
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"), "aejax", *parts)
+
+
+def os_error_behind(error: Exception, path: str | Path) -> OSError | None:
+    """The filesystem error behind another library's exception (Orbax's, TensorStore's,
+    TensorFlow's), as an ``OSError`` about ``path``, if its text names one; None otherwise."""
+    text = str(error)
+    for code, needles in (
+        (errno.ENOSPC, ("No space left", "RESOURCE_EXHAUSTED", "ResourceExhausted")),
+        (errno.EROFS, ("Read-only file system",)),
+        (errno.EACCES, ("Permission denied", "PERMISSION_DENIED")),
+        (errno.ENOTDIR, ("Not a directory",)),
+    ):
+        if any(n in text for n in needles):
+            return OSError(code, os.strerror(code), str(path))
+    return None

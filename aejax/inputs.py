@@ -76,6 +76,7 @@ def npy_images(path: Path) -> np.ndarray:
             f"{path} has shape {list(array.shape)}: give images [N, H, W] or [N, H, W, C] "
             "with C 1, 3 or 4"
         )
+    folder.check_pixels(f"{path}[0]", *array.shape[1:3])  # as files are: each row an image
     return array
 
 

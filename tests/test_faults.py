@@ -191,6 +191,32 @@ def test_a_full_disk_loses_nothing_and_the_run_resumes(tmp_path):
             np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("room", ["40k", "80k"])  # full at the last write / at an earlier one
+def test_a_full_disk_while_a_folder_is_prepared_is_one_line_and_the_command_works_later(
+    tmp_path, room
+):
+    from PIL import Image
+
+    pictures = tmp_path / "pictures"
+    pictures.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(300):  # noise compresses badly: ~300 kB of PNGs for TFDS to store
+        Image.fromarray(rng.integers(0, 256, (24, 24, 3), np.uint8)).save(pictures / f"{i}.png")
+    command = ["--arch", "dense", "--dataset", pictures, "--epochs", 1,
+               "--workdir", tmp_path / "run"]  # fmt: skip
+    with tmpfs(tmp_path / "small", f"size={room}") as small:
+        line = assert_one_error(
+            cli("train", *command, "--data-dir", small), "no space left", "run the same command"
+        )
+        assert str(small / "aejax_folders") in line
+        # Nothing half-written is left to be taken for a prepared dataset.
+        assert not list(small.rglob("incomplete.*")) and not list(small.rglob("*.tfrecord*"))
+        assert not list(small.rglob("dataset_info.json"))
+        subprocess.run(["mount", "-o", "remount,size=8m", str(small)], check=True)
+        result = cli("train", *command, "--data-dir", small)
+        assert result.returncode == 0, result.stderr
+
+
 # --- damaged checkpoints -----------------------------------------------------------------
 
 

@@ -74,16 +74,20 @@ def save_batches(
     images_path, labels_path = _paths(version_dir, split)
     images_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = [p.with_name(f"{p.name}.{os.getpid()}.tmp") for p in (images_path, labels_path)]
-    images = np.lib.format.open_memmap(tmp[0], "w+", np.uint8, (n, *image_shape))
-    labels = np.lib.format.open_memmap(tmp[1], "w+", np.int32, (n,))
-    done = 0
-    for x, y in batches:
-        images[done : done + len(x)], labels[done : done + len(y)] = x, y
-        done += len(x)
-    if done != n:
-        raise ValueError(f"{split}: {done} rows, expected {n}")
-    images.flush()
-    labels.flush()
-    del images, labels
-    for t, path in zip(tmp, (images_path, labels_path), strict=True):
-        os.replace(t, path)
+    try:
+        images = np.lib.format.open_memmap(tmp[0], "w+", np.uint8, (n, *image_shape))
+        labels = np.lib.format.open_memmap(tmp[1], "w+", np.int32, (n,))
+        done = 0
+        for x, y in batches:
+            images[done : done + len(x)], labels[done : done + len(y)] = x, y
+            done += len(x)
+        if done != n:
+            raise ValueError(f"{split}: {done} rows, expected {n}")
+        images.flush()
+        labels.flush()
+        del images, labels
+        for t, path in zip(tmp, (images_path, labels_path), strict=True):
+            os.replace(t, path)
+    finally:  # a failed write (a full disk) leaves no half-written copy behind
+        for t in tmp:
+            t.unlink(missing_ok=True)

@@ -32,6 +32,7 @@ import contextlib
 import hashlib
 import io
 import os
+import shutil
 import struct
 from collections.abc import Iterator
 from pathlib import Path
@@ -40,6 +41,7 @@ import numpy as np
 
 from aejax.data._tf import tfds
 from aejax.errors import AejaxError
+from aejax.files import os_error_behind
 
 EXTENSIONS = (".png", ".jpg", ".jpeg")
 SPLITS = ("train", "test")
@@ -133,21 +135,62 @@ def _fingerprint(root: Path, layout: dict, image_size, channels) -> str:
     return digest.hexdigest()[:16]
 
 
+# The most pixels an image file may have: Pillow's decompression-bomb limit (about 89
+# megapixels, a 358 MB RGBA decode), as a hard limit where Pillow only warns below twice it.
+# Files come from wherever users point aejax, and a small PNG can decode to gigabytes; a
+# legitimate photo (a 48-megapixel camera's) stays below it. Checked from the header, before
+# anything is decoded.
+MAX_PIXELS = 89_478_485
+
+
+def check_pixels(path, height: int, width: int) -> None:
+    """One error naming ``path`` when an image of ``height x width`` is over
+    :data:`MAX_PIXELS`."""
+    if height * width > MAX_PIXELS:
+        raise _too_large(path, f"{width}x{height} ({height * width / 1e6:.0f} megapixels)")
+
+
+def _too_large(path, size: str = "") -> AejaxError:
+    return AejaxError(
+        f"{path} is an image of {size or 'more pixels'}, over the {MAX_PIXELS / 1e6:.1f} "
+        "megapixels aejax decodes (Pillow's decompression-bomb limit): shrink it or remove "
+        "it, then run the same command again"
+    )
+
+
 def open_image(path: Path, decode: bool = True, source=None) -> "PIL.Image.Image":  # noqa: F821, UP037
     """The image file at ``path`` (read from ``source``, its bytes, when given), decoded
-    (else only its header read: size and mode), or one error naming it."""
+    (else only its header read: size and mode), or one error naming it; an image over
+    :data:`MAX_PIXELS` is refused before it is decoded."""
+    import warnings
+
     from PIL import Image, UnidentifiedImageError
 
     try:
-        image = Image.open(path if source is None else source)
-        if decode:
-            image.load()
-        return image
+        with warnings.catch_warnings():  # Pillow's bomb warning: refused like its error
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(path if source is None else source)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        size = _png_size(path)
+        if size is not None:  # its size, named
+            check_pixels(path, *size)
+        raise _too_large(path) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise AejaxError(
-            f"cannot read {path} as an image ({type(e).__name__}: {e}): remove "
-            "or replace it, then run the same command again"
-        ) from None
+        raise _unreadable(path, e) from None
+    check_pixels(path, image.height, image.width)
+    if decode:
+        try:
+            image.load()
+        except (OSError, SyntaxError, ValueError) as e:
+            raise _unreadable(path, e) from None
+    return image
+
+
+def _unreadable(path, error: Exception) -> AejaxError:
+    return AejaxError(
+        f"cannot read {path} as an image ({type(error).__name__}: {error}): remove "
+        "or replace it, then run the same command again"
+    )
 
 
 def _header(path: Path) -> tuple[tuple[int, int], bool]:
@@ -158,11 +201,25 @@ def _header(path: Path) -> tuple[tuple[int, int], bool]:
         head = f.read(26)
     if len(head) == 26 and head[:8] == _PNG_SIGNATURE and head[12:16] == b"IHDR":
         width, height = struct.unpack(">II", head[16:24])
+        check_pixels(path, height, width)
         # Colour types 2 (RGB), 3 (palette) and 6 (RGBA) are colour, as Pillow's modes
         # RGB, P and RGBA are; 0 (grey) and 4 (grey + alpha) are not.
         return (height, width), head[25] in (2, 3, 6)
     with open_image(path, decode=False) as image:
         return (image.height, image.width), image.mode not in GREY_MODES
+
+
+def _png_size(path) -> tuple[int, int] | None:
+    """``(height, width)`` from a PNG file's header, None for anything else."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(24)
+    except (OSError, TypeError):  # TypeError: not a path (bytes given as source)
+        return None
+    if len(head) == 24 and head[:8] == _PNG_SIGNATURE and head[12:16] == b"IHDR":
+        width, height = struct.unpack(">II", head[16:24])
+        return height, width
+    return None
 
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -322,17 +379,30 @@ def _prepared_dir(root, data_dir: str, image_size, channels: int | None) -> Path
         }
     )
     # TFDS prints "Downloading and preparing ..." (print, not logging): not what happens here.
-    with contextlib.redirect_stdout(io.StringIO()):
-        lib.dataset_builders.store_as_tfds_dataset(
-            name=name,
-            version=VERSION,
-            features=features,
-            data_dir=base,
-            split_datasets={
-                split: _encoded(files, size, channels, labels, array)
-                for split, files in layout.items()
-            },
-            description=f"aejax: the images under {root}",
-            disable_shuffling=True,
-        )
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            lib.dataset_builders.store_as_tfds_dataset(
+                name=name,
+                version=VERSION,
+                features=features,
+                data_dir=base,
+                split_datasets={
+                    split: _encoded(files, size, channels, labels, array)
+                    for split, files in layout.items()
+                },
+                description=f"aejax: the images under {root}",
+                disable_shuffling=True,
+            )
+    except Exception as e:
+        # TFDS writes into incomplete.* and renames it when done, so a failed preparation is
+        # never taken for a finished one; what it wrote is removed, and a full disk (which
+        # TFDS reports as TensorFlow's ResourceExhaustedError) is one line like any other.
+        for unfinished in (base / name).glob("incomplete.*"):
+            shutil.rmtree(unfinished, ignore_errors=True)
+        if isinstance(e, AejaxError):
+            raise
+        behind = e if isinstance(e, OSError) else os_error_behind(e, base / name)
+        if behind is None:
+            raise
+        raise OSError(behind.errno, behind.strerror, behind.filename or str(base / name)) from None
     return version_dir

@@ -1,0 +1,106 @@
+"""Image files users point aejax at are untrusted: a small file that decodes to hundreds of
+megapixels (a decompression bomb) is one error naming it, decided from its header, in
+bounded memory, wherever it comes in (a --dataset folder, aejax.score's inputs, a .npy)."""
+
+import struct
+import subprocess
+import sys
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from aejax import data, inputs
+from aejax.data import folder
+from aejax.errors import AejaxError
+
+
+def _chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+def bomb_png(path, width: int = 20_000, height: int = 10_000):
+    """A real, valid greyscale PNG of ``width x height`` black pixels: 200 megapixels in
+    ~200 kB, compressed row by row so that making it never holds the image."""
+    compressor, idat, row = zlib.compressobj(9), bytearray(), bytes(width + 1)
+    for _ in range(height):
+        idat += compressor.compress(row)
+    idat += compressor.flush()
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", header) + _chunk(b"IDAT", bytes(idat))
+        + _chunk(b"IEND", b"")
+    )  # fmt: skip
+    return path
+
+
+def bmp_header_named_jpg(path, width: int, height: int):
+    """A BMP file that declares ``width x height`` 8-bit pixels and holds none, named .jpg:
+    Pillow goes by the content, and its size is known only to Pillow's own header parser."""
+    info = struct.pack("<IiiHHIIiiII", 40, width, height, 1, 8, 0, 0, 2835, 2835, 256, 0)
+    offset = 14 + len(info) + 1024
+    path.write_bytes(b"BM" + struct.pack("<IHHI", offset, 0, 0, offset) + info + bytes(1024))
+    return path
+
+
+@pytest.fixture(scope="module")
+def bomb(tmp_path_factory):
+    return bomb_png(tmp_path_factory.mktemp("bomb") / "bomb.png")
+
+
+def test_a_bomb_in_a_dataset_folder_is_one_error_naming_it(bomb, tmp_path):
+    root = tmp_path / "pictures"
+    root.mkdir()
+    for i in range(5):
+        Image.new("RGB", (16, 16), (i * 40, 0, 0)).save(root / f"{i}.png")
+    (root / "huge.png").write_bytes(bomb.read_bytes())
+    with pytest.raises(AejaxError, match=r"huge\.png is an image of 20000x10000 \(200 mega"):
+        data.load(str(root), "train", str(tmp_path / "tfds"), image_size=[16, 16])
+
+
+@pytest.mark.parametrize("size", [(20_000, 10_000), (10_000, 10_000)])
+def test_a_bomb_given_to_score_is_refused_whatever_its_format(bomb, tmp_path, size):
+    # 200 megapixels: Pillow's own error; 100: only its warning, refused all the same.
+    disguised = bmp_header_named_jpg(tmp_path / "photo.jpg", *size)
+    for path in (bomb, disguised):
+        with pytest.raises(AejaxError, match=f"{path.name} is an image of .*, over the 89.5 m"):
+            inputs.read([path], (28, 28, 1))
+
+
+def test_the_limit_is_pillows_and_an_image_at_it_is_read(tmp_path):
+    assert folder.MAX_PIXELS == Image.MAX_IMAGE_PIXELS  # Pillow's default, made a hard limit
+    folder.check_pixels("ok.png", 9_459, 9_459)  # 89.47 megapixels: under it
+    with pytest.raises(AejaxError, match="9460x9460"):
+        folder.check_pixels("big.png", 9_460, 9_460)
+
+
+def test_an_npy_of_bomb_sized_images_is_refused_before_a_row_is_read(tmp_path):
+    path = tmp_path / "huge.npy"
+    header = np.lib.format  # a header that declares [2, 10000, 10000], with no data behind it
+    with open(path, "wb") as f:
+        header.write_array_header_1_0(
+            f, {"descr": "|u1", "fortran_order": False, "shape": (2, 10_000, 10_000)}
+        )
+        f.truncate(f.tell() + 2 * 10_000 * 10_000)  # sparse: no memory, no disk
+    with pytest.raises(AejaxError, match=r"huge\.npy\[0\] is an image of 10000x10000"):
+        inputs.read([path], (28, 28, 1))
+
+
+def test_deciding_takes_bounded_memory(bomb):
+    """Refusing the 200-megapixel bomb reads its header only: the process stays far below
+    the 200 MB (grey) to 600 MB (RGB) that decoding it would take."""
+    # The process's own peak (VmHWM: ru_maxrss would count the parent's, kept across exec).
+    child = (
+        "from pathlib import Path\n"
+        "from aejax import inputs\n"
+        "from aejax.errors import AejaxError\n"
+        "try:\n"
+        f"    inputs.read([{str(bomb)!r}], (28, 28, 3))\n"
+        "except AejaxError:\n"
+        "    status = Path('/proc/self/status').read_text().splitlines()\n"
+        "    print([line.split()[1] for line in status if line.startswith('VmHWM')][0])\n"
+    )
+    out = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.strip(), out.stderr
+    assert int(out.stdout) < 150_000  # kB: the interpreter, NumPy and Pillow
