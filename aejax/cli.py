@@ -4,6 +4,7 @@ turning every expected failure into one ``error:`` line and exit code 2."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import errno
 import logging
 import math
@@ -36,47 +37,60 @@ class ArgumentParser(argparse.ArgumentParser):
         sys.exit(2)
 
 
-def integer(minimum: int, maximum: int | None = None) -> Callable[[str], int]:
-    """An argparse ``type``: an integer in ``[minimum, maximum]``, the range in its error."""
-    valid = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
+@dataclasses.dataclass(frozen=True)
+class Numeric:
+    """An argparse ``type``, and the option's declaration: a number (``integral``: an
+    integer) in an interval, ``None`` unbounded; ``words`` it also takes, parsed to None
+    (``latest``). Its error names the interval. ``--help`` and the tests read it."""
 
-    def parse(text: str) -> int:
+    integral: bool
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+    words: tuple[str, ...] = ()
+    noun: str = ""  # what the number is, for its error ("an epoch number")
+
+    def interval(self) -> str:
+        """E.g. ``an integer >= 1``, ``a number in (0, 1)``."""
+        kind = self.noun or ("an integer" if self.integral else "a number")
+        if self.high is None:
+            return f"{kind} {'>' if self.low_open else '>='} {self.low:g}"
+        return (
+            f"{kind} in {'(' if self.low_open else '['}{self.low:g}, "
+            f"{self.high:g}{')' if self.high_open else ']'}"
+        )
+
+    def __call__(self, text: str) -> int | float | None:
+        if text in self.words:
+            return None
+        valid = self.interval() + "".join(f" or {w!r}" for w in self.words)
         try:
-            value = int(text)
+            value = int(text) if self.integral else float(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"takes an integer {valid}, not {text!r}") from None
-        if value < minimum or (maximum is not None and value > maximum):
-            raise argparse.ArgumentTypeError(f"must be an integer {valid}, not {value}")
+            raise argparse.ArgumentTypeError(f"takes {valid}, not {text!r}") from None
+        inside = (
+            math.isfinite(value)
+            and (self.low is None or (value > self.low if self.low_open else value >= self.low))
+            and (self.high is None or (value < self.high if self.high_open else value <= self.high))
+        )
+        if not inside:
+            raise argparse.ArgumentTypeError(f"must be {valid}, not {text}")
         return value
 
-    return parse
+
+def integer(
+    minimum: int, maximum: int | None = None, words: tuple[str, ...] = (), noun: str = ""
+) -> Numeric:
+    """An argparse ``type``: an integer in ``[minimum, maximum]``, the range in its error."""
+    return Numeric(True, minimum, maximum, words=words, noun=noun)
 
 
 def number(
     low: float, high: float | None = None, *, low_open: bool = False, high_open: bool = False
-) -> Callable[[str], float]:
+) -> Numeric:
     """An argparse ``type``: a finite float in the interval given, the interval in its error."""
-    interval = f"{'(' if low_open else '['}{low:g}, " + (
-        "inf)" if high is None else f"{high:g}{')' if high_open else ']'}"
-    )
-
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(
-                f"takes a number in {interval}, not {text!r}"
-            ) from None
-        inside = (
-            math.isfinite(value)
-            and (value > low if low_open else value >= low)
-            and (high is None or (value < high if high_open else value <= high))
-        )
-        if not inside:
-            raise argparse.ArgumentTypeError(f"must be a number in {interval}, not {text}")
-        return value
-
-    return parse
+    return Numeric(False, low, high, low_open, high_open)
 
 
 def add_common_args(parser: argparse.ArgumentParser) -> None:

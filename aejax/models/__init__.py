@@ -7,12 +7,14 @@ A new architecture is one small module in this package that decorates its class 
 import importlib
 import inspect
 import pkgutil
+import typing
 from collections.abc import Callable
 
 from flax import nnx
 
 from aejax.errors import AejaxError
 from aejax.models.base import Autoencoder
+from aejax.models.options import Option, Range
 
 _REGISTRY: dict[str, type[Autoencoder]] = {}
 
@@ -36,14 +38,51 @@ def names() -> list[str]:
     return sorted(_discover())
 
 
+def declared(arch: str) -> dict[str, Option]:
+    """The options ``arch`` takes, as its ``__init__`` declares them: each one's kind,
+    default and range (:mod:`aejax.models.options`)."""
+    cls = get(arch)
+    hints = typing.get_type_hints(cls.__init__, include_extras=True)
+    out = {}
+    for p in inspect.signature(cls.__init__).parameters.values():
+        if p.kind != p.POSITIONAL_OR_KEYWORD or p.name == "self":
+            continue
+        hint = hints.get(p.name)
+        ranges = [m for m in getattr(hint, "__metadata__", ()) if isinstance(m, Range)]
+        if not ranges:
+            raise TypeError(f"{cls.__name__}'s option {p.name} has no declared range")
+        kind = typing.get_origin(hint.__origin__) or hint.__origin__
+        out[p.name] = Option(p.name, kind, p.default, ranges[0])
+    return out
+
+
 def options(arch: str) -> dict:
     """The keyword options ``arch`` takes, with their defaults (``latent_dim``, ...)."""
-    signature = inspect.signature(get(arch).__init__)
-    return {
-        p.name: p.default
-        for p in signature.parameters.values()
-        if p.kind == p.POSITIONAL_OR_KEYWORD and p.name != "self"
-    }
+    return {name: option.default for name, option in declared(arch).items()}
+
+
+def check_options(arch: str, given: dict) -> dict:
+    """``given`` model options checked against ``arch``'s declarations (:func:`declared`):
+    as the model takes them, or one error naming the option and what it takes."""
+    options_of = declared(arch)
+    unknown = set(given) - set(options_of)
+    if unknown:
+        raise AejaxError(
+            f"--arch {arch} takes no option(s) {', '.join(sorted(unknown))}; "
+            f"its options: {', '.join(options_of)}"
+        )
+    return {name: options_of[name].check(value, arch) for name, value in given.items()}
+
+
+def describe_options() -> str:
+    """Every architecture's options, a line each (what ``--help`` lists)."""
+    return "\n".join(
+        f"  {arch}: "
+        + ", ".join(
+            f"{o.name}={o.default_text()} ({o.describe()})" for o in declared(arch).values()
+        )
+        for arch in names()
+    )
 
 
 def get(arch: str) -> type[Autoencoder]:
@@ -54,11 +93,5 @@ def get(arch: str) -> type[Autoencoder]:
 
 
 def create(arch: str, *, rngs: nnx.Rngs, **opts) -> Autoencoder:
-    """An initialised ``arch`` model; ``opts`` override its defaults (see :func:`options`)."""
-    unknown = set(opts) - set(options(arch))
-    if unknown:
-        raise AejaxError(
-            f"--arch {arch} takes no option(s) {', '.join(sorted(unknown))}; "
-            f"its options: {', '.join(options(arch))}"
-        )
-    return get(arch)(**opts, rngs=rngs)
+    """An initialised ``arch`` model; ``opts`` override its defaults (see :func:`declared`)."""
+    return get(arch)(**check_options(arch, opts), rngs=rngs)

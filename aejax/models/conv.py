@@ -12,10 +12,10 @@ from itertools import pairwise
 
 from flax import nnx
 
-from aejax.errors import AejaxError
 from aejax.models import register
 from aejax.models.base import Autoencoder, bias_init, kernel_init
 from aejax.models.layers import MaxPool, UpSample
+from aejax.models.options import PositiveInt
 
 
 @register("conv")
@@ -24,18 +24,17 @@ class Conv(Autoencoder):
     eval_batch_size = 256  # its activations stay in cache (faster than 1000s on 2 devices)
     splits_well_on_cpu = True  # experiments/results/cpu_devices.md
 
-    def __init__(self, latent_dim: int = 15, width: int = 30, channels: int = 1,
-                 depth: int = 2, *, rngs: nnx.Rngs):  # fmt: skip
+    def __init__(self, latent_dim: PositiveInt = 15, width: PositiveInt = 30,
+                 channels: PositiveInt = 1, depth: PositiveInt = 2, *, rngs: nnx.Rngs):  # fmt: skip
         """``depth`` poolings by 2 (the tutorial's 2: a 28x28 image has a 7x7 code; images
         need sides divisible by ``2**depth``), the first ``depth - 1`` to ``width``
         channels, the last to ``latent_dim``; the decoder mirrors it."""
-        if depth < 1:
-            raise AejaxError(f"conv takes depth >= 1, not {depth}")
 
         def conv(cin, cout):
             return nnx.Conv(cin, cout, (3, 3), padding="SAME", kernel_init=kernel_init,
                             bias_init=bias_init, rngs=rngs)  # fmt: skip
 
+        self.depth = depth  # what an image's sides must be divisible by: 2**depth
         # The tutorial's (depth 2): 1 -> 30 -> 15 down, 15 -> 15 -> 30 -> 1 up.
         down = [channels] + [width] * (depth - 1) + [latent_dim]
         up = [latent_dim, *down[::-1][:-1]]

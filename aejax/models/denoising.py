@@ -13,17 +13,18 @@ from flax import nnx
 from aejax.losses import bce_per_example
 from aejax.models import register
 from aejax.models.conv import Conv
+from aejax.models.options import NonNegative, PositiveInt
 
 
 @register("denoising")
 class Denoising(Conv):
     def __init__(
         self,
-        latent_dim: int = 15,
-        width: int = 30,
-        channels: int = 1,
-        depth: int = 2,
-        noise: float = 0.5,
+        latent_dim: PositiveInt = 15,
+        width: PositiveInt = 30,
+        channels: PositiveInt = 1,
+        depth: PositiveInt = 2,
+        noise: NonNegative = 0.5,
         *,
         rngs: nnx.Rngs,
     ):

@@ -7,11 +7,14 @@ from flax import nnx
 from aejax.models import register
 from aejax.models.base import Autoencoder, bias_init, kernel_init
 from aejax.models.layers import Flatten, Reshape
+from aejax.models.options import PositiveInt, Shape
 
 
 @register("dense")
 class Dense(Autoencoder):
-    def __init__(self, latent_dim: int = 15, image_shape=(28, 28, 1), *, rngs: nnx.Rngs):
+    def __init__(
+        self, latent_dim: PositiveInt = 15, image_shape: Shape = (28, 28, 1), *, rngs: nnx.Rngs
+    ):
         self.image_shape = tuple(image_shape)
         pixels = math.prod(self.image_shape)
         dense = dict(kernel_init=kernel_init, bias_init=bias_init, rngs=rngs)

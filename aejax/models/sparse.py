@@ -13,12 +13,18 @@ from flax import nnx
 from aejax.losses import bce_per_example
 from aejax.models import register
 from aejax.models.dense import Dense
+from aejax.models.options import NonNegative, PositiveInt, Shape
 
 
 @register("sparse")
 class Sparse(Dense):
     def __init__(
-        self, latent_dim: int = 15, image_shape=(28, 28, 1), l1: float = 1e-4, *, rngs: nnx.Rngs
+        self,
+        latent_dim: PositiveInt = 15,
+        image_shape: Shape = (28, 28, 1),
+        l1: NonNegative = 1e-4,
+        *,
+        rngs: nnx.Rngs,
     ):
         super().__init__(latent_dim, image_shape, rngs=rngs)
         self.l1 = l1

@@ -23,12 +23,18 @@ from flax import nnx
 from aejax.losses import bce_per_example
 from aejax.models import register
 from aejax.models.base import Autoencoder, bias_init, kernel_init
+from aejax.models.options import PositiveInt, Shape
 
 
 @register("vae")
 class VAE(Autoencoder):
     def __init__(
-        self, latent_dim: int = 15, hidden: int = 64, image_shape=(28, 28, 1), *, rngs: nnx.Rngs
+        self,
+        latent_dim: PositiveInt = 15,
+        hidden: PositiveInt = 64,
+        image_shape: Shape = (28, 28, 1),
+        *,
+        rngs: nnx.Rngs,
     ):
         self.image_shape = tuple(image_shape)
         pixels = math.prod(self.image_shape)
