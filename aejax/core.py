@@ -185,11 +185,14 @@ def check_image_shape(state: TrainState, shape: tuple[int, ...]) -> None:
     if out != tuple(shape):
         dims = "x".join(map(str, shape))
         got = "x".join(map(str, out)) if isinstance(out, tuple) else out
-        raise AejaxError(
-            f"this model turns {dims} images into {got}: give --image-size H W "
-            "that its pooling divides evenly (conv and denoising: multiples of "
-            "2**depth, 4 by default), or model options that match the data"
+        depth = getattr(state.model, "depth", None)  # a pooling model's: sides / 2**depth
+        why = (
+            f"its depth {depth} pools {depth} times by 2, so H and W must be multiples of "
+            f"{2**depth}: give --image-size H W of such sides, or a smaller --model depth"
+            if depth
+            else "give --image-size H W that its layers take, or model options that match the data"
         )
+        raise AejaxError(f"this model turns {dims} images into {got}: {why}")
 
 
 def to_float(images: jax.Array) -> jax.Array:

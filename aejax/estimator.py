@@ -16,7 +16,8 @@ threshold with :func:`aejax.eval.fit_detector`, into a run directory (``workdir`
 would: the run *is* the saved detector, and the CLIs (``aejax.eval``, ``aejax.score``,
 ``aejax.export``) work on it. An array is first saved into the run directory as
 ``train_images.npy`` and read from there like ``--dataset PATH.npy`` (its rows are split into
-train and test by hash; the last ``holdout`` training rows set the threshold).
+train and test by hash; the last ``holdout`` training rows set the threshold: by default a
+fifth of them, at most 1000, as ``python -m aejax.train`` holds out).
 
 ``contamination`` keeps PyOD's meaning, the fraction of anomalies in the *training* data: the
 threshold flags that fraction of the held-out training images (the ``100 (1 - C)``-th
@@ -45,7 +46,7 @@ class AutoencoderDetector:
         batch_size: int = 0,
         lr: float = 1e-3,
         seed: int = 0,
-        holdout: int = 1000,
+        holdout: int | None = None,
         score: str = scores.DEFAULT,
         threshold_percentile: float | None = None,
         target_fpr: float | None = None,
@@ -105,11 +106,17 @@ class AutoencoderDetector:
             "batch_size": self.batch_size,
             "lr": self.lr,
             "seed": self.seed,
-            "holdout": self.holdout,
             "model": self.model,
         }
-        shape = None if run.saved_config(workdir) else data.image_shape(dataset, self.data_dir)
-        config = run.resolve_config(given, workdir, image_shape=shape)
+        if self.holdout is not None:  # else sized from the data (new run) or the saved run's
+            given["holdout"] = self.holdout
+        facts = (None, None)
+        if run.saved_config(workdir) is None:  # a new run: shaped and sized by the data
+            facts = (
+                data.image_shape(dataset, self.data_dir),
+                data.num_examples(dataset, "train", self.data_dir),
+            )
+        config = run.resolve_config(given, workdir, *facts)
         train.train_and_evaluate(config, workdir, data_dir=self.data_dir)
         evaluation.fit_detector(
             workdir,

@@ -79,7 +79,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--step",
-        type=_step,
+        type=cli.integer(1, words=("latest",), noun="an epoch number"),
         default="latest",
         help="checkpoint (epoch) to evaluate (default latest)",
     )
@@ -107,12 +107,17 @@ def _parser() -> argparse.ArgumentParser:
 
 @dataclasses.dataclass
 class ScoredSet:
-    name: str
+    name: str  # as given: a TFDS name, a synthetic set's, a folder's path
     split: str
     images: np.ndarray  # uint8, on the host
     labels: np.ndarray
     terms: dict  # aejax.core.per_image, as numpy
     scores: dict = dataclasses.field(default_factory=dict)  # every score in scores.ALL
+
+    @property
+    def label(self) -> str:
+        """Its name in tables, titles and legends (a folder's: its last component)."""
+        return data.display_name(self.name)
 
 
 class Scorer:
@@ -226,7 +231,9 @@ def fit_detector(
     workdir = Path(workdir)
     placement = placement or Placement.create()
     state, config, meta = run.restore(workdir, step, placement)
-    _, _, stats, step = _statistics(state, config, meta, workdir, placement, data_dir)
+    _, _, stats, step = _statistics(
+        state, config, meta, workdir, placement, data_dir, threshold_policy=threshold
+    )
     set_threshold(stats, score, threshold, scores.stats_path(workdir, step))
     return stats
 
@@ -239,17 +246,26 @@ def _statistics(
     placement: Placement,
     data_dir: str | None,
     refit: bool = False,
+    threshold_policy: tuple[str, float] | None = None,
 ) -> tuple[Scorer, ScoredSet, scores.Stats, int]:
     """``(scorer, held-out set, statistics, step)`` of a restored checkpoint: its held-out
-    slice scored, and the statistics loaded from beside it or fitted."""
+    slice scored, and the statistics loaded from beside it or fitted; first, an error if
+    the held-out slice cannot support ``threshold_policy``."""
     ranges = config.row_ranges(
         data.num_examples(config.dataset, "train", data_dir, **config.data_options())
     )
     if "holdout" not in ranges:
         raise AejaxError(
-            "this run trained on its whole train split (--holdout 0), so nothing is held out "
-            "to set the threshold on: train with --holdout 1000"
+            "this run trained on its whole train split (--holdout 0, or fewer than 5 "
+            "training images), so nothing is held out to set the threshold on: train again "
+            "with --holdout N (N >= 1; more images give a tighter FPR bound), on more images"
         )
+    if threshold_policy is not None:  # a threshold the held-out count cannot set: say so now
+        _, start, stop = ranges["holdout"]
+        try:
+            thresholds.check_supported(*threshold_policy, stop - start)
+        except ValueError as e:
+            raise AejaxError(str(e)) from None
     scorer = Scorer(state, placement, data_dir, config.data_options())
     holdout = scorer.tfds_set(config.dataset, *ranges["holdout"], role="holdout")
     step = meta["history"][-1]["epoch"]  # the checkpoint's own epoch
@@ -321,7 +337,7 @@ def _evaluate(
     for name in ood_names:  # all names checked before any work
         ood.check_name(name, data_dir, shape)
     scorer, holdout, stats, step = _statistics(
-        state, config, meta, workdir, placement, data_dir, refit
+        state, config, meta, workdir, placement, data_dir, refit, threshold_policy
     )
     test = scorer.tfds_set(config.dataset, "test")
     outs = []
@@ -345,6 +361,7 @@ def _evaluate(
         "threshold_rule": rule.to_dict(),
         "in_distribution": {
             "dataset": config.dataset,
+            "name": test.label,
             # As training computes its val_loss (core.eval_loss), so the two agree.
             "test_bce": float(jax.numpy.mean(test.terms["bce"])),
             "training_reported_test_bce": meta["history"][-1]["val_loss"],
@@ -357,6 +374,7 @@ def _evaluate(
         },
         "ood": {
             out.name: {
+                "name": out.label,
                 **metrics.ood_metrics(test.scores[kind], out.scores[kind]),
                 "detection_rate": metrics.flagged_fraction(out.scores[kind], threshold),
                 "n": len(out.labels),
@@ -401,8 +419,10 @@ def write_board(result: Evaluation, out_dir: Path) -> None:
     kind, step = result.report["score"], result.report["checkpoint_step"]
     events = board.Board(workdir)
     sets = [result.test, result.holdout, *result.outs]
-    events.histograms(step, {f"eval/{kind}/{s.name}-{s.split}": s.scores[kind] for s in sets})
-    events.scalars(step, {f"eval/auroc/{n}": m["auroc"] for n, m in result.report["ood"].items()})
+    events.histograms(step, {f"eval/{kind}/{s.label}-{s.split}": s.scores[kind] for s in sets})
+    events.scalars(
+        step, {f"eval/auroc/{m['name']}": m["auroc"] for m in result.report["ood"].values()}
+    )
     with Image.open(out_dir / "roc.png") as roc:
         events.images(step, "eval/roc", np.asarray(roc.convert("RGB"), np.float32) / 255)
     events.close()
@@ -427,11 +447,9 @@ def write_scores_csv(path: Path, sets: list[ScoredSet], kind: str) -> None:
 
 
 def file_stem(dataset: str) -> str:
-    """A file-name part for a set: a folder's last component, a TFDS name's slashes as '-'
+    """A file-name part for a set: its :func:`aejax.data.display_name`, slashes as '-'
     (``emnist/letters``)."""
-    if folder.is_folder(dataset):
-        return Path(dataset).name.removesuffix(".npy")
-    return dataset.replace("/", "-")
+    return data.display_name(dataset).replace("/", "-")
 
 
 def write_figures(
@@ -445,7 +463,7 @@ def write_figures(
             s.images[:10] / 255.0,
             recon,
             out_dir / f"reconstructions_{file_stem(s.name)}.png",
-            title=f"{s.name}: inputs (top), reconstructions",
+            title=f"{s.label}: inputs (top), reconstructions",
         )
         files.append(path.name)
     for s in outs:
@@ -453,21 +471,21 @@ def write_figures(
             test.scores[kind],
             s.scores[kind],
             out_dir / f"hist_{file_stem(s.name)}.png",
-            in_name=test.name,
-            out_name=s.name,
+            in_name=test.label,
+            out_name=s.label,
             score=kind,
             threshold=threshold,
         )
         files.append(path.name)
     curves = {
-        s.name: (*metrics.roc(test.scores[kind], s.scores[kind]), report["ood"][s.name]["auroc"])
+        s.label: (*metrics.roc(test.scores[kind], s.scores[kind]), report["ood"][s.name]["auroc"])
         for s in outs
     }
     files.append(
         plots.roc_curves(
             curves,
             out_dir / "roc.png",
-            title=f"{report['config']['arch']} on {test.name}, {kind} score",
+            title=f"{report['config']['arch']} on {test.label}, {kind} score",
         ).name
     )
     return files
@@ -476,19 +494,19 @@ def write_figures(
 def format_table(report: dict, workdir: Path) -> str:
     ind = report["in_distribution"]
     lines = [
-        f"{report['config']['arch']} on {ind['dataset']}, checkpoint {report['checkpoint_step']}"
+        f"{report['config']['arch']} on {ind['name']}, checkpoint {report['checkpoint_step']}"
         f" ({workdir}; {report['devices']}); score: {report['score']}; positive class: OOD",
-        f"{ind['dataset']} test BCE {ind['test_bce']:.4f} (training reported "
+        f"{ind['name']} test BCE {ind['test_bce']:.4f} (training reported "
         f"{ind['training_reported_test_bce']:.4f})",
         f"threshold {thresholds.Threshold.from_dict(report['threshold_rule']).describe()}",
-        f"it flags {ind['test_flagged']:.1%} of {ind['dataset']} test (the FPR achieved)",
+        f"it flags {ind['test_flagged']:.1%} of {ind['name']} test (the FPR achieved)",
         f"{'OOD set':<16}{'AUROC':>8}{'AUPR-out':>10}{'AUPR-in':>9}{'FPR@95TPR':>11}"
         f"{'detected':>10}   AUROC with bce / mse",
     ]
     for name, m in report["ood"].items():
         by = report["auroc_by_score"][name]
         lines.append(
-            f"{name:<16}{m['auroc']:>8.4f}{m['aupr_out']:>10.4f}{m['aupr_in']:>9.4f}"
+            f"{m['name']:<16}{m['auroc']:>8.4f}{m['aupr_out']:>10.4f}{m['aupr_in']:>9.4f}"
             f"{m['fpr_at_95_tpr']:>11.4f}{m['detection_rate']:>10.1%}   "
             f"{by['bce']:.4f} / {by['mse']:.4f}"
         )
@@ -535,18 +553,6 @@ def placement_for(device_options: dict, workdirs: list[Path]) -> Placement:
     archs = [c.arch for c in map(run.peek_config, workdirs) if c is not None]
     splits_well = any(models.get(a).splits_well_on_cpu for a in archs if a in models.names())
     return cli.setup_devices(**device_options, splits_well=splits_well, batch_size=256)
-
-
-def _step(text: str) -> int | None:
-    """``--step``: an epoch number, or ``latest`` (None)."""
-    if text == "latest":
-        return None
-    try:
-        return cli.integer(1)(text)
-    except argparse.ArgumentTypeError:
-        raise argparse.ArgumentTypeError(
-            f"takes an epoch number >= 1 or 'latest', not {text!r}"
-        ) from None
 
 
 def _default_ood(in_dataset: str) -> list[str]:

@@ -89,8 +89,13 @@ def score_histogram(
     if log_x:
         ax.set_xscale("log")
     ax.set(xlabel=f"{score} score (higher = more anomalous)", ylabel="fraction of images")
-    ax.legend()
+    _legend_outside(ax)
     return _save(fig, path)
+
+
+def _legend_outside(ax) -> None:
+    """The legend right of the axes, never over the data (the figure grows to hold it)."""
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1), borderaxespad=0, fontsize="small")
 
 
 def roc_curves(
@@ -108,7 +113,7 @@ def roc_curves(
         xlim=(0, 1),
         ylim=(0, 1.01),
     )
-    ax.legend(loc="lower right", fontsize="small")
+    _legend_outside(ax)
     return _save(fig, path)
 
 

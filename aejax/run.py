@@ -47,7 +47,9 @@ class RunConfig:
     batch_size: int = 0  # 0: the architecture's reference batch size (dense 256, conv 128)
     lr: float = 1e-3
     seed: int = 0
-    holdout: int = 1000  # last examples of the train split, held out (thresholds, statistics)
+    # The last examples of the train split, held out (thresholds, statistics); None: a fifth
+    # of the split, at most HOLDOUT (default_holdout), resolved once the split's size is known.
+    holdout: int | None = None
     compute_dtype: str = "float32"  # or "bfloat16": mixed-precision training
     mutation_rate: float = 0.0  # > 0: a background model on mutated images (core.mutated)
     ensemble: int = 0  # > 1: this many members trained together (seeds seed, seed + 1, ...)
@@ -56,19 +58,38 @@ class RunConfig:
     image_size: list[int] | None = None
     channels: int | None = None
 
-    def resolved(self, image_shape: tuple[int, int, int] | None = None) -> RunConfig:
+    def resolved(
+        self, image_shape: tuple[int, int, int] | None = None, n_train: int | None = None
+    ) -> RunConfig:
         """Fills in the architecture's defaults, so the saved config says what was used;
         ``image_shape``, the data's ``(H, W, C)``, sets the model's shape options (those of
-        ``image_shape`` and ``channels`` it has) unless they were given."""
+        ``image_shape`` and ``channels`` it has) unless they were given; ``n_train``, the size
+        of the data's train split, sets the held-out slice unless it was given."""
         batch_size = self.batch_size or models.get(self.arch).default_batch_size
+        holdout = self.holdout
+        if holdout is None and n_train is not None:
+            holdout = default_holdout(n_train)
         defaults = models.options(self.arch)
+        given = models.check_options(self.arch, self.model)
         if image_shape is not None:
             from_data = {"image_shape": list(image_shape), "channels": image_shape[-1]}
-            defaults.update({k: v for k, v in from_data.items() if k in defaults})
-        model = {**defaults, **self.model}
+            from_data = {k: v for k, v in from_data.items() if k in defaults}
+            for name, value in from_data.items():
+                if name in given and given[name] != value:
+                    raise AejaxError(
+                        f"--model {name}={json.dumps(given[name])} contradicts the data "
+                        f"({self.dataset}: {'x'.join(map(str, image_shape))} images): drop "
+                        "it, the model takes its shape from the data"
+                    )
+            defaults.update(from_data)
+        model = {**defaults, **given}
         image_size = list(self.image_size) if self.image_size else None
         return dataclasses.replace(
-            self, batch_size=batch_size, model=_jsonable(model), image_size=image_size
+            self,
+            batch_size=batch_size,
+            holdout=holdout,
+            model=_jsonable(model),
+            image_size=image_size,
         )
 
     def data_options(self) -> dict:
@@ -86,6 +107,8 @@ class RunConfig:
     def row_ranges(self, n_train: int) -> dict[str, tuple[str, int, int]]:
         """``{role: (tfds_split, start, stop)}`` for the rows trained on and held out, given
         the size of the dataset's train split."""
+        if self.holdout is None:
+            return self.resolved(n_train=n_train).row_ranges(n_train)
         if not 0 <= self.holdout < n_train:
             raise AejaxError(
                 f"--holdout {self.holdout} must be in [0, {n_train}): the train "
@@ -104,14 +127,28 @@ class RunConfig:
         return cls(**{k: v for k, v in d.items() if k in names})
 
 
+HOLDOUT = 1000  # the most images a run holds out by default (what MNIST's reference runs did)
+
+
+def default_holdout(n_train: int) -> int:
+    """How many of a train split's ``n_train`` images a run holds out unless told: a fifth,
+    at most :data:`HOLDOUT`. Enough for a threshold at the 95th percentile from a few dozen
+    images on (its FPR bound is printed with it), and never all of a small folder.
+
+    >>> default_holdout(60_000), default_holdout(270), default_holdout(4)
+    (1000, 54, 0)
+    """
+    return min(HOLDOUT, n_train // 5)
+
+
 def _jsonable(value):
     return json.loads(json.dumps(value))  # tuples -> lists, as they come back from JSON
 
 
 def default_workdir(arch: str, dataset: str) -> Path:
-    """``runs/<arch>-<dataset>`` (a folder dataset: its last path component)."""
-    name = Path(dataset).name if os.path.isdir(dataset) else dataset.replace("/", "-")
-    return RUNS_DIR / f"{arch}-{name}"
+    """``runs/<arch>-<dataset>``: a folder by its last path component, a ``.npy`` file by its
+    stem, a TFDS name's slashes as ``-`` (:func:`aejax.data.display_name`)."""
+    return RUNS_DIR / f"{arch}-{data.display_name(dataset).replace('/', '-')}"
 
 
 LOCK_FILE = ".lock"
@@ -151,17 +188,22 @@ def move_aside(workdir: Path) -> Path:
 
 
 def resolve_config(
-    given: dict, workdir: Path, image_shape: tuple[int, int, int] | None = None
+    given: dict,
+    workdir: Path,
+    image_shape: tuple[int, int, int] | None = None,
+    n_train: int | None = None,
 ) -> RunConfig:
     """The config of a training command: the fields ``given`` (``model``: model options)
     over those of the run saved in ``workdir`` if there is one (it resumes), else over the
     defaults; a new run's model takes ``image_shape`` (the data's) where it has a shape
-    option. Reads only; an option that clashes with the saved run is an error."""
+    option, and its held-out slice is sized from ``n_train`` (the train split's size) unless
+    given. Reads only; an option that clashes with the saved run is an error."""
     given = dict(given)
     model_given = given.pop("model", {})
     saved = saved_config(workdir)
     if saved is None:
-        return dataclasses.replace(RunConfig(), **given, model=model_given).resolved(image_shape)
+        config = dataclasses.replace(RunConfig(), **given, model=model_given)
+        return config.resolved(image_shape, n_train)
     if given.get("arch", saved.arch) != saved.arch:
         raise AejaxError(
             f"{workdir} holds a {saved.arch} run, not {given['arch']}: use "

@@ -126,18 +126,44 @@ def at_target_fpr(held_out, fpr: float, *, score: str) -> Threshold:
     """
     held_out = np.sort(_checked(held_out))
     n = held_out.size
-    if not 0 < fpr < 1:
-        raise ValueError(f"target FPR {fpr} is not in (0, 1)")
-    j = max(1, math.ceil((n + 1) * (1 - fpr) - 1e-9))  # the epsilon: (n+1)(1-F) is often whole
-    if j > n:
-        raise ValueError(
-            f"{n} held-out images cannot set a threshold for FPR {fpr:g}: the smallest "
-            f"target they support is {1 / (n + 1):.2g}; hold out more images (--holdout)"
-        )
+    j = _target_rank(fpr, n)
     value = float(held_out[j - 1])
     expected, bound = fpr_promise(held_out, value)
     return Threshold(score, value, "target-fpr", fpr, n,
                      expected_fpr=expected, fpr_bound=bound)  # fmt: skip
+
+
+def _target_rank(fpr: float, n: int) -> int:
+    """:func:`at_target_fpr`'s :math:`j` for ``n`` held-out scores, or the error saying
+    that ``n`` cannot support ``fpr``."""
+    if not 0 < fpr < 1:
+        raise ValueError(f"target FPR {fpr} is not in (0, 1)")
+    j = max(1, math.ceil((n + 1) * (1 - fpr) - 1e-9))  # the epsilon: (n+1)(1-F) is often whole
+    if j > n:
+        smallest = _round_up(1 / (n + 1))
+        raise ValueError(
+            f"{n} held-out images cannot set a threshold for FPR {fpr:g}: the smallest target "
+            f"they support is {smallest:g}; ask for {smallest:g} or more, or hold out more "
+            "images (aejax.train --holdout)"
+        )
+    return j
+
+
+def check_supported(policy: str, parameter: float, n: int) -> None:
+    """Raises :func:`on_held_out`'s ``ValueError`` now, before any score is computed, when
+    ``n`` held-out scores cannot support ``policy`` (a target FPR below ``1 / (n + 1)``)."""
+    if policy == "target-fpr":
+        _target_rank(parameter, n)
+
+
+def _round_up(x: float, digits: int = 2) -> float:
+    """``x`` rounded up to ``digits`` significant digits (a bound that still holds).
+
+    >>> _round_up(1 / 55)
+    0.019
+    """
+    scale = 10 ** (digits - 1 - math.floor(math.log10(x)))
+    return math.ceil(x * scale - 1e-9) / scale
 
 
 def at_contamination(scores, contamination: float, *, score: str) -> Threshold:

@@ -53,6 +53,8 @@ def _parser() -> argparse.ArgumentParser:
         prog="python -m aejax.train",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="model options (--model NAME=VALUE), by --arch, with their defaults:\n"
+        + models.describe_options(),
     )
     # Defaults are None so that "not given" can be told from "given": on resume, what is not
     # given comes from the run being resumed (RunConfig's defaults for a new run).
@@ -88,9 +90,8 @@ def _parser() -> argparse.ArgumentParser:
         type=_model_option,
         default=[],
         metavar="NAME=VALUE",
-        help="a model option (repeatable), e.g. --model "
-        "depth=3 --model width=64 for conv on 64x64 images; the options of each "
-        "--arch: python -c 'from aejax import models; print(models.options(\"conv\"))'",
+        help="a model option (repeatable), e.g. --model depth=3 --model width=64 for conv "
+        "on 64x64 images; each --arch's options are listed below",
     )
     p.add_argument(
         "--lr", type=cli.number(0, low_open=True), help="Adam learning rate (default 1e-3)"
@@ -99,9 +100,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--holdout",
         type=cli.integer(0),
-        help="examples at the end of the train "
-        "split kept out of training, for eval's thresholds and statistics "
-        "(default 1000)",
+        help="examples at the end of the train split kept out of training, for eval's "
+        "thresholds and statistics (default: a fifth of the split, at most 1000)",
     )
     p.add_argument(
         "--compute-dtype",
@@ -230,6 +230,13 @@ class Trainer:
         self.is_main = parallel.is_main_process()
         options = config.data_options()
         ranges = config.row_ranges(data.num_examples(config.dataset, "train", data_dir, **options))
+        try:
+            data.num_examples(config.dataset, "test", data_dir, **options)
+        except data.UnknownSplit:
+            raise AejaxError(
+                f"{config.dataset} has no test split to report the test BCE on: a folder needs "
+                "2 images at least (about a tenth go to test), an ImageFolder a test/ folder"
+            ) from None
         ranges["test"] = ("test", None, None)
         if stream is None:
             shape = data.image_shape(config.dataset, data_dir, **options)
@@ -248,6 +255,15 @@ class Trainer:
         # One device: leave placement to XLA, as a user of the plain functions would.
         self.batch_sharding = placement.batch if placement.size > 1 else None
         self.board = board.Board(workdir)
+
+    def described_rows(self) -> str:
+        """E.g. "216 training images, 54 more held out (--holdout) for eval's threshold"."""
+        n_train = self.sets["train"][1]
+        held_out = self.sets["holdout"][1] if "holdout" in self.sets else 0
+        return (
+            f"{n_train} training images, {held_out} more held out (--holdout) for eval's "
+            "threshold and statistics"
+        )
 
     def initial_state(self, checkpoints: Checkpoints) -> tuple[core.TrainState, list[dict]]:
         if checkpoints.latest_step() is None:
@@ -352,10 +368,12 @@ class Trainer:
                 doing = (
                     f"resuming {self.workdir} from epoch {len(history)}"
                     if history
-                    else f"training {self.config.arch} on {self.config.dataset} in {self.workdir}"
+                    else f"training {self.config.arch} on {data.display_name(self.config.dataset)}"
+                    f" in {self.workdir}"
                 )
                 source = ", streaming batches from disk" if self.streaming else ""
-                print(f"{doing}, on {cli.describe(self.placement)}{source}", file=sys.stderr)
+                print(f"{doing}, on {cli.describe(self.placement)}{source}; "
+                      f"{self.described_rows()}", file=sys.stderr)  # fmt: skip
             self.write_records(history)  # drops lines of epochs that never got a checkpoint
             for epoch in range(len(history) + 1, self.config.epochs + 1):
                 state, metrics = self.run_epoch(state, epoch)
@@ -445,6 +463,9 @@ def train_and_evaluate(
     main_process = parallel.is_main_process()
     # Process 0 holds the workdir; the others write through Orbax, which it coordinates.
     clock = clock or PhaseClock()
+    if config.holdout is None:  # sized from the train split, as the command sizes it
+        n_train = data.num_examples(config.dataset, "train", data_dir, **config.data_options())
+        config = config.resolved(n_train=n_train)
     with workdir_lock(workdir) if main_process else contextlib.nullcontext():
         check_resumes(config, workdir)
         if main_process:
@@ -455,7 +476,7 @@ def train_and_evaluate(
         with clock("plots"):
             from aejax import plots  # matplotlib: imported when there is something to plot
 
-            title = f"{config.arch} on {config.dataset}"
+            title = f"{config.arch} on {data.display_name(config.dataset)}"
             plots.loss_curve(history, workdir / "loss.png", title=title)
     return state, history
 
@@ -527,11 +548,14 @@ def _given(args: argparse.Namespace) -> dict:
     return given
 
 
-def _data_shape(given: dict, data_dir: str | None) -> tuple[int, int, int] | None:
-    """The shape of the images of the dataset the command names (or the default's); a folder
-    is prepared here, once. A new run's model is shaped by it."""
+def _data_facts(given: dict, data_dir: str | None) -> tuple[tuple[int, int, int], int]:
+    """The shape of the images of the dataset the command names (or the default's) and the
+    size of its train split; a folder is prepared here, once. A new run's model is shaped by
+    them, and its held-out slice sized."""
     options = {k: given[k] for k in ("image_size", "channels") if k in given}
-    return data.image_shape(given.get("dataset", RunConfig.dataset), data_dir, **options)
+    dataset = given.get("dataset", RunConfig.dataset)
+    shape = data.image_shape(dataset, data_dir, **options)
+    return shape, data.num_examples(dataset, "train", data_dir, **options)
 
 
 def train_command(args: argparse.Namespace) -> int:
@@ -550,7 +574,7 @@ def train_command(args: argparse.Namespace) -> int:
     seconds = np.median([h["epoch_seconds"] for h in history])
     spread = f" ± {last['val_loss_sd']:.4f} over {state.members} members" if state.members else ""
     print(
-        f"{config.arch} on {config.dataset}: {last['epoch']} epochs, "
+        f"{config.arch} on {data.display_name(config.dataset)}: {last['epoch']} epochs, "
         f"{core.param_count(state):,} params, test BCE {last['val_loss']:.4f}{spread}"
         f", median {seconds:.2f} s/epoch; run in {workdir}"
     )
@@ -564,6 +588,7 @@ def _setup(args: argparse.Namespace):
         given.get("arch", RunConfig.arch), given.get("dataset", RunConfig.dataset)
     )
     arch, batch_size = device_defaults(given, None if args.fresh else workdir)
+    models.check_options(arch, given["model"])  # before any work: one line if it is wrong
     placement = cli.setup_devices(
         **cli.device_options(args),
         splits_well=models.get(arch).splits_well_on_cpu,
@@ -572,8 +597,8 @@ def _setup(args: argparse.Namespace):
     if args.fresh and workdir.exists() and parallel.is_main_process():
         print(f"--fresh: moved the previous run to {move_aside(workdir)}", file=sys.stderr)
     # A new run's model takes the data's shape; a resumed run has it in its saved config.
-    shape = None if saved_config(workdir) else _data_shape(given, args.data_dir)
-    return workdir, resolve_config(given, workdir, image_shape=shape), placement
+    facts = (None, None) if saved_config(workdir) else _data_facts(given, args.data_dir)
+    return workdir, resolve_config(given, workdir, *facts), placement
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -30,7 +30,9 @@ REPORT_FIELDS = {
     "devices",
     "files",
 }
-OOD_FIELDS = {"auroc", "aupr_out", "aupr_in", "fpr_at_95_tpr", "detection_rate", "n", "mean_score"}
+OOD_FIELDS = {
+    "name", "auroc", "aupr_out", "aupr_in", "fpr_at_95_tpr", "detection_rate", "n", "mean_score"
+}  # fmt: skip
 
 
 @pytest.fixture(scope="module")

@@ -5,40 +5,15 @@ import json
 
 import numpy as np
 import pytest
-from PIL import Image, ImageDraw
+from PIL import Image
 
 from aejax import data, train
 from aejax import eval as eval_cli
 from aejax.data import folder
 from aejax.errors import AejaxError
+from tests.helpers import shapes, write_images
 
 pytestmark = pytest.mark.slow  # prepares datasets with TensorFlow, trains through the CLI
-
-
-def shapes(rng, size: int, mode: str) -> Image.Image:
-    """A procedurally drawn picture: a few filled ellipses and rectangles on a dark field."""
-    image = Image.new("RGB", (size, size), tuple(int(v) for v in rng.integers(0, 60, 3)))
-    draw = ImageDraw.Draw(image)
-    for _ in range(3):
-        corner = rng.integers(0, size // 2, 2)
-        box = [*map(int, corner), *map(int, corner + rng.integers(4, size // 2, 2))]
-        colour = tuple(int(v) for v in rng.integers(80, 256, 3))
-        (draw.ellipse if rng.random() < 0.5 else draw.rectangle)(box, fill=colour)
-    return image.convert(mode)
-
-
-def write_images(
-    root, n: int, size: int = 32, mode: str = "RGB", seed: int = 0, layout: str = "flat"
-):
-    rng = np.random.default_rng(seed)
-    for i in range(n):
-        if layout == "flat":
-            path = root / f"sub{i % 3}" / f"img{i:04d}.png"  # a tree, not only one level
-        else:  # ImageFolder: split/label/file
-            path = root / ("test" if i % 5 == 0 else "train") / f"class{i % 2}" / f"{i}.png"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        shapes(rng, size, mode).save(path)
-    return root
 
 
 @pytest.fixture(scope="module")

@@ -66,8 +66,13 @@ def test_p_values_are_uniform_in_distribution_and_match_the_target_fpr_decision(
 
 
 def test_a_target_the_held_out_count_cannot_support_is_refused():
-    with pytest.raises(ValueError, match="smallest target they support is 0.0099"):
+    # 1/101 = 0.0099009...: the target named is rounded up, so that asking for it works.
+    with pytest.raises(ValueError, match="smallest target they support is 0.01; ask for 0.01"):
         thresholds.at_target_fpr(np.arange(100.0), 0.005, score="s")
+    assert thresholds.at_target_fpr(np.arange(100.0), 0.01, score="s").value == 99.0
+    with pytest.raises(ValueError, match="smallest target they support is 0.019"):
+        thresholds.check_supported("target-fpr", 0.01, 54)  # before any score is computed
+    thresholds.check_supported("target-fpr", 0.019, 54)
     with pytest.raises(ValueError, match="finite"):
         thresholds.at_percentile([1.0, np.nan], 95, score="s")
 

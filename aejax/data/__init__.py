@@ -28,6 +28,24 @@ from aejax.data._tf import tfds
 from aejax.errors import AejaxError
 
 
+class UnknownSplit(AejaxError):
+    """A split the dataset does not have."""
+
+
+def display_name(name: str) -> str:
+    """How dataset ``name`` is named in titles, legends, tables, file and run names: a folder
+    or ``.npy`` file by its last component (a ``.npy`` file without its suffix), a TFDS name
+    as it is (``emnist/letters``). Reports keep the whole path beside it.
+
+    >>> display_name("mnist"), display_name("emnist/letters")
+    ('mnist', 'emnist/letters')
+    """
+    if not folder.is_folder(name):
+        return name
+    path = Path(name)
+    return path.stem if path.suffix.lower() == ".npy" else path.resolve().name
+
+
 def default_data_dir() -> str:
     return os.environ.get("TFDS_DATA_DIR") or os.path.expanduser("~/tensorflow_datasets")
 
@@ -112,7 +130,7 @@ def _read_tfds(b, split: str) -> tuple[np.ndarray, np.ndarray]:
     try:
         batch = tfds().as_numpy(b.as_dataset(split=split, batch_size=-1, shuffle_files=False))
     except (ValueError, KeyError) as e:
-        raise AejaxError(
+        raise UnknownSplit(
             f"bad split {split!r} for {b.name!r} (splits: {', '.join(b.info.splits)}): {e}"
         ) from None
     return batch["image"], _labels(batch)
@@ -178,7 +196,7 @@ def num_examples(name: str, split: str, data_dir: str | None = None, **prepare_k
     try:
         return b.info.splits[split].num_examples
     except (ValueError, KeyError) as e:
-        raise AejaxError(
+        raise UnknownSplit(
             f"bad split {split!r} for {name!r} (splits: {', '.join(b.info.splits)}): {e}"
         ) from None
 

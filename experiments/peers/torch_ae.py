@@ -6,7 +6,9 @@ python torch_ae.py --arch conv --data rgb32.npz --channels-last   # other images
 python torch_ae.py --arch dense --stream        # batches read from uint8 .npy files on disk
 python torch_ae.py --arch dense --ensemble 8    # 8 members in one vmapped step
 
-A copy of ../shared/bench/peers/torch_ae.py with three additions, each what aejax does too:
+A copy of ../shared/bench/peers/torch_ae.py with four additions, each what aejax does too:
+--depth and --width: the conv net scaled for larger images as aejax's --model depth=,width=
+(the defaults, 2 and 30, are the tutorial's net);
 --data: uint8 images [N, H, W, C] from an .npz holding "train" and "test" (what aejax trains
 on from the same rows); the conv net's last layer then has C channels (Keras' example has 1).
 --stream: the uint8 images are written to .npy files first (untimed) and every batch is read
@@ -35,6 +37,8 @@ p.add_argument("--channels-last", action="store_true", help="conv only: NHWC mem
 p.add_argument("--data", help=".npz of uint8 [N, H, W, C] 'train' and 'test' (default: MNIST)")
 p.add_argument("--stream", action="store_true", help="read each batch from uint8 .npy memory maps")
 p.add_argument("--ensemble", type=int, default=1, help="K members in one vmapped step")
+p.add_argument("--depth", type=int, default=2, help="conv: poolings by 2 (aejax --model depth)")
+p.add_argument("--width", type=int, default=30, help="conv: channels (aejax --model width)")
 a = p.parse_args()
 batch = a.batch or (256 if a.arch == "dense" else 128)
 
@@ -80,9 +84,16 @@ def make_model():
     c = lambda i, o: nn.Conv2d(i, o, 3, padding=1)  # == Keras padding="same" for 3x3
     pool = lambda: nn.MaxPool2d(2, ceil_mode=True)  # == Keras MaxPooling2D(2, padding="same")
     up = lambda: nn.Upsample(scale_factor=2, mode="nearest")  # == Keras UpSampling2D(2)
-    return nn.Sequential(c(ch, 30), nn.ReLU(), pool(), c(30, 15), nn.ReLU(), pool(),
-                         c(15, 15), nn.ReLU(), up(), c(15, 30), nn.ReLU(), up(),
-                         c(30, ch), nn.Sigmoid())
+    # aejax's conv (--depth, --width): the tutorial's net at depth 2, width 30, i.e.
+    # c(ch, 30) relu pool c(30, 15) relu pool c(15, 15) relu up c(15, 30) relu up c(30, ch).
+    down = [ch] + [a.width] * (a.depth - 1) + [15]
+    up_channels = [15, *down[::-1][:-1]]
+    layers = []
+    for i, o in zip(down, down[1:]):
+        layers += [c(i, o), nn.ReLU(), pool()]
+    for i, o in zip(up_channels, up_channels[1:]):
+        layers += [c(i, o), nn.ReLU(), up()]
+    return nn.Sequential(*layers, c(up_channels[-1], ch), nn.Sigmoid())
 
 
 def keras_init(model):
@@ -162,5 +173,5 @@ print(json.dumps({
     "threads": torch.get_num_threads(), "torch": torch.__version__,
     "init": "torch" if a.torch_init else "keras", "channels_last": cl,
     "train_images": len(x_train), "image_shape": list(uint8[0].shape[1:]),
-    "stream": a.stream, "ensemble": a.ensemble,
+    "stream": a.stream, "ensemble": a.ensemble, "depth": a.depth, "width": a.width,
 }))
