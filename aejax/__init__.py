@@ -9,8 +9,11 @@ The training core is pure and jitted::
     state = init_state("dense", jax.random.key(0))
     state, metrics = train_epoch(state, jax.device_put(images), jax.random.key(1))
 
-``aejax.score`` is the command-line tool (``python -m aejax.score``); the per-image scores
-are :func:`aejax.core.per_image`'s, and :class:`aejax.Detector` scores new images with a run.
+The commands (``python -m aejax.train``, ``eval``, ``score``, ``export``, ``data``) each parse
+their options and call one library function: :func:`aejax.training.train_and_evaluate`,
+:func:`aejax.evaluation.evaluate`, :class:`aejax.Detector`, :mod:`aejax.exporting`,
+:func:`aejax.data.source`. The per-image terms are :func:`aejax.core.per_image`'s, the OOD
+scores :mod:`aejax.ood`'s.
 
 Names are imported on first use (PEP 562), so ``import aejax.data`` does not load JAX, and
 nothing here starts a JAX backend before the CLIs have chosen the devices. Importing aejax
@@ -38,6 +41,10 @@ _EXPORTS = {
     "per_image": "aejax.core",
     "ood_metrics": "aejax.metrics",
     "restore": "aejax.run",
+    "RunConfig": "aejax.config",
+    "train_and_evaluate": "aejax.training",
+    "EvalConfig": "aejax.evaluation",
+    "evaluate": "aejax.evaluation",
     "AejaxError": "aejax.errors",
 }
 

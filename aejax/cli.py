@@ -9,20 +9,18 @@ import errno
 import logging
 import math
 import os
-import signal
 import sys
-import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
+from aejax import interrupts
 from aejax.errors import AejaxError
-
-_IMPORTED = time.perf_counter()
+from aejax.interrupts import Interrupted
 
 if TYPE_CHECKING:
-    from aejax import parallel
+    from aejax import parallel, thresholds
 
 # JAX is imported inside the functions that need it: `python -m aejax.data` parses and
 # reports errors through this module without loading JAX.
@@ -163,7 +161,7 @@ def add_detector_args(parser: argparse.ArgumentParser, *, contamination: bool) -
     """The options of a tool that uses a run as a detector (``aejax.score``,
     ``aejax.export``): which run and checkpoint, which score, which threshold."""
 
-    from aejax import scores
+    from aejax import ood
 
     parser.add_argument(
         "--workdir",
@@ -173,101 +171,42 @@ def add_detector_args(parser: argparse.ArgumentParser, *, contamination: bool) -
     parser.add_argument("--step", type=integer(1), help="checkpoint (epoch; default latest)")
     parser.add_argument(
         "--score",
-        choices=scores.ALL,
+        choices=ood.names(),
         help="score to decide on (default: the run's; its threshold set by the run's policy)",
     )
     add_threshold_args(parser, contamination=contamination)
 
 
-def threshold_policy(args: argparse.Namespace) -> tuple[str, float] | None:
-    """``(policy, parameter)`` that :func:`add_threshold_args` parsed, None if none given."""
-    for policy in ("threshold_percentile", "target_fpr", "contamination"):
-        value = getattr(args, policy, None)
+def threshold_policy(args: argparse.Namespace) -> thresholds.Policy | None:
+    """The threshold policy :func:`add_threshold_args` parsed, None if none given."""
+    from aejax import thresholds
+
+    for option in ("threshold_percentile", "target_fpr", "contamination"):
+        value = getattr(args, option, None)
         if value is not None:
-            return policy.replace("threshold_", "").replace("_", "-"), value
+            return thresholds.Policy(option.replace("threshold_", "").replace("_", "-"), value)
     return None
 
 
-DEVICE_OPTIONS = (
-    "devices",
-    "cpu_devices",
-    "coordinator_address",
-    "num_processes",
-    "process_id",
-    "distributed",
-)
-
-
-def device_options(args: argparse.Namespace) -> dict:
-    """The device options :func:`add_common_args` parsed, as :func:`setup_devices` takes them."""
-    return {name: getattr(args, name) for name in DEVICE_OPTIONS}
-
-
-def setup_devices(
-    *,
-    devices: int | None = None,
-    cpu_devices: int | None = None,
-    coordinator_address: str | None = None,
-    num_processes: int | None = None,
-    process_id: int | None = None,
-    distributed: bool = False,
-    splits_well: bool = False,
-    batch_size: int = 256,
-) -> parallel.Placement:
-    """Configures JAX (before anything starts a backend) and returns the devices to use:
-    ``devices`` of them (default all), the CPU split into ``cpu_devices`` host devices
-    (default: one per core where the model ``splits_well`` for this ``batch_size``), in a
-    multi-process job if the other options say so."""
-    import jax
-
+def devices(args: argparse.Namespace) -> parallel.Devices:
+    """The device options :func:`add_common_args` parsed."""
     from aejax import parallel
 
-    wanted = cpu_devices or parallel.default_cpu_devices(splits_well, batch_size)
-    if (
-        cpu_devices
-        and parallel.started()
-        and jax.devices()[0].platform == "cpu"
-        and jax.local_device_count() != cpu_devices
-    ):
-        raise AejaxError(
-            f"--cpu-devices {cpu_devices}: JAX already started with "
-            f"{jax.local_device_count()} CPU devices in this process"
-        )
-    parallel.configure(
-        cpu_devices=wanted,
-        coordinator_address=coordinator_address,
-        num_processes=num_processes,
-        process_id=process_id,
-        distributed=distributed,
+    return parallel.Devices(
+        devices=args.devices,
+        cpu_devices=args.cpu_devices,
+        coordinator_address=args.coordinator_address,
+        num_processes=args.num_processes,
+        process_id=args.process_id,
+        distributed=args.distributed,
     )
-    return parallel.Placement.create(devices)
-
-
-def describe(placement: parallel.Placement) -> str:
-    """E.g. '2 CPU devices' or '16 TPU devices in 4 processes'."""
-    import jax
-
-    platform = placement.mesh.devices.flat[0].platform.upper()
-    processes = f" in {jax.process_count()} processes" if jax.process_count() > 1 else ""
-    return f"{placement.size} {platform} device{'s' if placement.size > 1 else ''}{processes}"
-
-
-def seconds_since_start() -> float:
-    """Wall seconds since this process started (Linux's /proc; elsewhere since aejax.cli
-    was imported)."""
-    try:
-        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
-        uptime = float(Path("/proc/uptime").read_text().split()[0])
-        return uptime - ticks / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError):
-        return time.perf_counter() - _IMPORTED
 
 
 def exit_process(code: int) -> NoReturn:
     """Ends a command's process with ``code``: the atexit handlers run and the streams are
     flushed, then the process exits without the interpreter tearing down every object
-    (XLA's client and buffers, Orbax's and TensorStore's state), which took ~0.45 s, a
-    twelfth of the dense command (experiments/results/speed.md), and saves nothing: every
+    (XLA's client and buffers, Orbax's and TensorStore's state), a measurable part of the
+    dense command (experiments/results/speed.md), which saves nothing: every
     file is written and closed before a command returns. Only for a command's ``__main__``:
     a Python caller of ``main()`` keeps its process."""
     import atexit
@@ -314,52 +253,6 @@ def explain_os_error(error: OSError) -> str:
     return f"cannot write {path}: {fix}"
 
 
-class Interrupted(BaseException):
-    """SIGTERM, turned into an exception so that the same clean-up runs as for Ctrl-C.
-
-    A ``BaseException``, like ``KeyboardInterrupt``: library code that catches ``Exception``
-    (Orbax's save, aejax's own error mapping) must not turn it into an ordinary failure."""
-
-
-_SIGNALLED: type[BaseException] | None = None  # what the last signal raised, if one came
-
-
-def _on_signal(signum, frame):
-    global _SIGNALLED
-    _SIGNALLED = Interrupted if signum == signal.SIGTERM else KeyboardInterrupt
-    raise _SIGNALLED
-
-
-def check_interrupted() -> None:
-    """Raises the signal's exception again if it was lost: Python drops (and reports as
-    "unraisable") an exception raised while a garbage-collection callback or ``__del__``
-    runs, JAX has one, and the command would go on as if nothing had happened. Long loops
-    call this often."""
-    if _SIGNALLED is not None:
-        raise _SIGNALLED
-
-
-def _quiet_lost_signals() -> None:
-    """Installs (once) a ``sys.unraisablehook`` that drops the report of a lost signal
-    exception (the next :func:`check_interrupted` raises it again) and passes everything
-    else to the hook before it. Left installed, like aejax.checkpoint's: a hook that a command
-    restored on its way out would also remove the hooks installed after it."""
-    global _quiet_installed
-    if _quiet_installed:
-        return
-    previous = sys.unraisablehook
-
-    def hook(unraisable):
-        if unraisable.exc_type not in (Interrupted, KeyboardInterrupt):
-            previous(unraisable)
-
-    sys.unraisablehook = hook
-    _quiet_installed = True
-
-
-_quiet_installed = False
-
-
 def run_command(
     body: Callable[[], int],
     *,
@@ -382,14 +275,8 @@ def run_command(
     if not verbose:  # the same reads, collected before they ran: "coroutine ... never awaited"
         for message in (r"coroutine .* was never awaited", r"Enable tracemalloc"):
             warnings.filterwarnings("ignore", message=message, category=RuntimeWarning)
-    from aejax.data import folder
-
-    global _SIGNALLED
-    _SIGNALLED = None
-    previous = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
-    _quiet_lost_signals()
     try:
-        with folder.walked_once():  # a folder dataset is fingerprinted once per command
+        with interrupts.handled():
             return body()
     except AejaxError as e:
         return fail(e)
@@ -400,6 +287,3 @@ def run_command(
         sys.stderr.write(f"{chr(10) if sys.stderr.isatty() else ''}{interrupted}\n")
         sys.stderr.flush()
         return 143 if isinstance(e, Interrupted) else 130
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)

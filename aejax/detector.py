@@ -22,21 +22,23 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from aejax import core, losses, run, scores, thresholds
+from aejax import core, losses, ood, run, thresholds
+from aejax.config import RunConfig
 from aejax.errors import AejaxError
 from aejax.parallel import Placement
 
 
-def decide(fitted: dict, terms: dict, kind: str) -> dict[str, jax.Array]:
+def decide(fitted: dict, terms: dict, score: str) -> dict[str, jax.Array]:
     """From :func:`aejax.core.image_terms`' terms and the detector's fitted arrays
-    (:meth:`Detector.fitted`): ``score`` (score ``kind``), ``p_value``, ``ood`` (score above
-    the threshold) and every score of :data:`aejax.scores.ALL`. Traceable, float32."""
-    every = scores.every_score(fitted, terms)
-    score = every[kind]
+    (:meth:`Detector.fitted`): ``score`` (the values of score ``score``), ``p_value``,
+    ``ood`` (score above the threshold) and every score of :func:`aejax.ood.names`.
+    Traceable, float32."""
+    every = ood.every_score(fitted["scores"], terms)
+    value = every[score]
     return {
-        "score": score,
-        "p_value": thresholds.p_values(fitted["holdout"], score),
-        "ood": score > fitted["threshold"],
+        "score": value,
+        "p_value": thresholds.p_values(fitted["holdout"], value),
+        "ood": value > fitted["threshold"],
         **every,
     }
 
@@ -46,10 +48,10 @@ def decide(fitted: dict, terms: dict, kind: str) -> dict[str, jax.Array]:
 DETECT_ROWS = 8192
 
 
-@functools.partial(jax.jit, static_argnames=("kind", "batch_sharding"))
-def _detect(state, fitted, images_NxHxWxC, kind, batch_sharding=None):
+@functools.partial(jax.jit, static_argnames=("score", "batch_sharding"))
+def _detect(state, fitted, images_NxHxWxC, score, batch_sharding=None):
     terms = core.per_image(state, images_NxHxWxC, batch_sharding=batch_sharding)
-    return decide(fitted, terms, kind)
+    return decide(fitted, terms, score)
 
 
 def anomaly_maps(model, images_BxHxWxC: jax.Array) -> dict[str, jax.Array]:
@@ -66,10 +68,21 @@ def anomaly_maps(model, images_BxHxWxC: jax.Array) -> dict[str, jax.Array]:
 @jax.jit
 def _maps(state, images_NxHxWxC):
     def maps(x):  # an ensemble's: its members' reconstructions and anomalies averaged
-        one = core._over_members(lambda s: anomaly_maps(s.model, x))(state)
+        one = core.over_members(lambda s: anomaly_maps(s.model, x))(state)
         return jax.tree.map(lambda v: jnp.mean(v, axis=0), one) if state.members else one
 
     return core.batched(maps, images_NxHxWxC, state.model.eval_batch_size)
+
+
+def _threshold(stats: ood.Stats, policy: thresholds.Policy, score: str, scored=None):
+    """The one place a detector's threshold is set: ``policy`` on ``score``'s held-out values
+    (and ``scored``, for a contamination policy)."""
+    if score not in ood.names():
+        raise AejaxError(f"unknown score {score!r}: choose from {', '.join(ood.names())}")
+    try:
+        return policy.threshold(stats.holdout_scores[score], score=score, scored=scored)
+    except ValueError as e:
+        raise AejaxError(str(e)) from None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,9 +90,9 @@ class Detector:
     """A run's checkpoint with its fitted statistics and threshold."""
 
     state: core.TrainState
-    stats: scores.Stats
+    stats: ood.Stats
     threshold: thresholds.Threshold
-    config: run.RunConfig
+    config: RunConfig
     step: int
     workdir: Path
 
@@ -92,12 +105,12 @@ class Detector:
         workdir = Path(workdir)
         state, config, meta = run.restore(workdir, step, placement)
         step = meta["history"][-1]["epoch"]
-        stats = scores.load(scores.stats_path(workdir, step))
+        stats = ood.load(ood.stats_path(workdir, step))
         if stats is None or stats.threshold is None or "image_shape" not in stats.meta:
             raise AejaxError(
-                f"checkpoint {step} of {workdir} has no fitted statistics: run "
-                f"`python -m aejax.eval --workdir {workdir}` once (it fits them on the "
-                "training data and sets the threshold), then score"
+                f"checkpoint {step} of {workdir} has no fitted statistics (or ones an older "
+                f"aejax fitted): run `python -m aejax.eval --workdir {workdir}` once (it "
+                "fits them on the training data and sets the threshold), then score"
             )
         threshold = thresholds.Threshold.from_dict(stats.threshold)
         return cls(state, stats, threshold, config, step, workdir)
@@ -107,45 +120,32 @@ class Detector:
         """``(H, W, C)`` of the images the model takes."""
         return tuple(self.stats.meta["image_shape"])
 
-    @property
-    def kind(self) -> str:
-        """The score the threshold is on: the run's score."""
-        return self.threshold.score
+    @classmethod
+    def set_by(
+        cls, state, stats: ood.Stats, config: RunConfig, step: int, workdir: Path,
+        policy: thresholds.Policy, score: str,
+    ) -> Detector:  # fmt: skip
+        """A detector whose threshold ``policy`` sets on score ``score``'s held-out values."""
+        threshold = _threshold(stats, policy, score)
+        return cls(state, stats, threshold, config, step, Path(workdir))
 
     def with_threshold(
-        self, policy: str | None = None, parameter: float | None = None, kind: str | None = None
+        self, policy: thresholds.Policy | None = None, score: str | None = None, scored=None
     ) -> Detector:
-        """This detector with its threshold set anew on the held-out scores: ``policy``
-        ``percentile`` or ``target-fpr`` (default: the run's), on score ``kind`` (default:
-        the run's)."""
-        kind = kind or self.kind
-        if kind not in scores.ALL:
-            raise AejaxError(f"unknown score {kind!r}: choose from {', '.join(scores.ALL)}")
-        policy = policy or self.threshold.policy
-        if parameter is None:
-            parameter = self.threshold.parameter
-        try:
-            threshold = thresholds.on_held_out(
-                policy, parameter, self.stats.holdout_scores[kind], score=kind
-            )
-        except ValueError as e:
-            raise AejaxError(str(e)) from None
+        """This detector with its threshold set anew by ``policy`` (default: the run's) on
+        score ``score`` (default: the run's), from the held-out scores (and ``scored``, the
+        scores of the images being scored, for a contamination policy:
+        :meth:`aejax.thresholds.Policy.threshold`)."""
+        policy = policy or thresholds.Policy(self.threshold.policy, self.threshold.parameter)
+        threshold = _threshold(self.stats, policy, score or self.threshold.score, scored)
         return dataclasses.replace(self, threshold=threshold)
 
-    def with_options(self, kind: str | None, policy: tuple[str, float] | None) -> Detector:
-        """This detector as a tool's ``--score`` and threshold options ask: unchanged when
-        neither is given; a contamination threshold is set later, on the scored images."""
-        held_out_policy = policy if policy and policy[0] != "contamination" else (None, None)
-        if kind is None and held_out_policy[0] is None:
-            return self
-        return self.with_threshold(*held_out_policy, kind=kind)
-
-    def fitted(self) -> dict[str, np.ndarray]:
+    def fitted(self) -> dict:
         """What :func:`decide` takes: the statistics' arrays, the held-out scores of the
         detector's score and the threshold, all float32."""
         return {
-            **self.stats.arrays(),
-            "holdout": np.sort(self.stats.holdout_scores[self.kind]).astype(np.float32),
+            "scores": self.stats.arrays(),
+            "holdout": np.sort(self.stats.holdout_scores[self.threshold.score]).astype(np.float32),
             "threshold": np.float32(self.threshold.value),
         }
 
@@ -166,7 +166,11 @@ class Detector:
         fitted, n = self.fitted(), len(images_NxHxWxC)
         parts = [
             _detect(
-                self.state, fitted, images_NxHxWxC[i : i + DETECT_ROWS], self.kind, batch_sharding
+                self.state,
+                fitted,
+                images_NxHxWxC[i : i + DETECT_ROWS],
+                self.threshold.score,
+                batch_sharding,
             )  # fmt: skip
             for i in range(0, max(n, 1), DETECT_ROWS)
         ]

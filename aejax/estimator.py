@@ -10,14 +10,15 @@
     det.p_value(new_images), det.maps(new_images)
     det = AutoencoderDetector.load(det.workdir_)   # later, or in another process
 
-``fit`` trains with :func:`aejax.train.train_and_evaluate` and fits the statistics and the
-threshold with :func:`aejax.eval.fit_detector`, into a run directory (``workdir``; default
+``fit`` trains with :func:`aejax.training.train_and_evaluate` and fits the statistics and the
+threshold with :func:`aejax.evaluation.fit_detector`, into a run directory (``workdir``; default
 ``runs/<arch>-<data>``), exactly as ``python -m aejax.train`` then ``python -m aejax.eval``
 would: the run *is* the saved detector, and the CLIs (``aejax.eval``, ``aejax.score``,
-``aejax.export``) work on it. An array is first saved into the run directory as
-``train_images.npy`` and read from there like ``--dataset PATH.npy`` (its rows are split into
-train and test by hash; the last ``holdout`` training rows set the threshold: by default a
-fifth of them, at most 1000, as ``python -m aejax.train`` holds out).
+``aejax.export``) work on it. An array is saved into the run directory as ``train_images.npy``
+(the run's data: refitting its statistics reads it again) and read from there, memory-mapped,
+as ``--dataset PATH.npy`` is (:mod:`aejax.data.sources.npy`: rows split into train and test
+by hash; the last ``holdout`` training rows set the threshold, by default a fifth of them, at
+most 1000, as ``python -m aejax.train`` holds out).
 
 ``contamination`` keeps PyOD's meaning, the fraction of anomalies in the *training* data: the
 threshold flags that fraction of the held-out training images (the ``100 (1 - C)``-th
@@ -31,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from aejax import scores
+from aejax import ood, thresholds
 from aejax.errors import AejaxError
 
 
@@ -47,7 +48,7 @@ class AutoencoderDetector:
         lr: float = 1e-3,
         seed: int = 0,
         holdout: int | None = None,
-        score: str = scores.DEFAULT,
+        score: str = ood.DEFAULT,
         threshold_percentile: float | None = None,
         target_fpr: float | None = None,
         contamination: float | None = None,
@@ -61,29 +62,26 @@ class AutoencoderDetector:
                 "give at most one of threshold_percentile, target_fpr and contamination"
             )
         self.arch, self.epochs, self.batch_size, self.lr = arch, epochs, batch_size, lr
-        self.seed, self.holdout, self.score_name = seed, holdout, score
+        self.seed, self.holdout, self.score = seed, holdout, score
         self.threshold_percentile, self.target_fpr = threshold_percentile, target_fpr
         self.contamination, self.workdir, self.data_dir = contamination, workdir, data_dir
         self.model = dict(model or {})
 
-    def threshold_policy(self) -> tuple[str, float]:
-        """``(policy, parameter)`` for :func:`aejax.thresholds.on_held_out`."""
+    def threshold_policy(self) -> thresholds.Policy:
+        """The threshold policy the options give (:class:`aejax.thresholds.Policy`; a
+        contamination C flags that fraction of the held-out training images)."""
         if self.target_fpr is not None:
-            return "target-fpr", self.target_fpr
+            return thresholds.Policy("target-fpr", self.target_fpr)
         if self.contamination is not None:
-            if not 0 < self.contamination < 1:
-                raise AejaxError(f"contamination {self.contamination} is not in (0, 1)")
-            return "percentile", 100 * (1 - self.contamination)
-        return (
-            "percentile",
-            95.0 if self.threshold_percentile is None else self.threshold_percentile,
-        )
+            return thresholds.Policy("contamination", self.contamination)
+        if self.threshold_percentile is not None:
+            return thresholds.Policy("percentile", self.threshold_percentile)
+        return thresholds.DEFAULT_POLICY
 
     def fit(self, X: np.ndarray | str | Path) -> AutoencoderDetector:
         """Trains on ``X`` (uint8 images ``[N, H, W]`` / ``[N, H, W, C]``, a TFDS dataset's
         name or a folder of images) and fits the scores and threshold. Returns ``self``."""
-        from aejax import data, run, train
-        from aejax import eval as evaluation
+        from aejax import data, evaluation, run, training
 
         if isinstance(X, str | Path):
             dataset = str(X)
@@ -110,28 +108,22 @@ class AutoencoderDetector:
         }
         if self.holdout is not None:  # else sized from the data (new run) or the saved run's
             given["holdout"] = self.holdout
+        source = data.source(dataset, self.data_dir)
+        given["dataset"] = source.name
         facts = (None, None)
         if run.saved_config(workdir) is None:  # a new run: shaped and sized by the data
-            facts = (
-                data.image_shape(dataset, self.data_dir),
-                data.num_examples(dataset, "train", self.data_dir),
-            )
+            facts = source.image_shape(), source.num_examples("train")
         config = run.resolve_config(given, workdir, *facts)
-        train.train_and_evaluate(config, workdir, data_dir=self.data_dir)
-        evaluation.fit_detector(
-            workdir,
-            score=self.score_name,
-            threshold=self.threshold_policy(),
-            data_dir=self.data_dir,
+        training.train_and_evaluate(config, workdir, data_dir=self.data_dir, source=source)
+        detector = evaluation.fit_detector(
+            workdir, score=self.score, threshold=self.threshold_policy(), data_dir=self.data_dir
         )
-        return self._loaded(workdir)
+        return self._with(detector)
 
-    def _loaded(self, workdir: Path) -> AutoencoderDetector:
-        from aejax.detector import Detector
-
-        self.detector_ = Detector.load(workdir)
-        self.workdir_ = Path(workdir)
-        self.threshold_ = self.detector_.threshold
+    def _with(self, detector) -> AutoencoderDetector:
+        self.detector_ = detector
+        self.workdir_ = Path(detector.workdir)
+        self.threshold_ = detector.threshold
         return self
 
     @classmethod
@@ -148,11 +140,11 @@ class AutoencoderDetector:
             lr=config.lr,
             seed=config.seed,
             holdout=config.holdout,
-            score=found.kind,
+            score=found.threshold.score,
             workdir=workdir,
             model=config.model,
         )
-        return det._loaded(Path(workdir))
+        return det._with(found)
 
     def _images(self, X) -> np.ndarray:
         """``X`` as ``[N, H, W, C]``, once the detector is fitted."""
@@ -168,10 +160,6 @@ class AutoencoderDetector:
     def decision_function(self, X) -> np.ndarray:
         """The score of each image ``[N]`` (higher: more anomalous), PyOD's name for it."""
         return self._detect(X)["score"]
-
-    def score(self, X) -> np.ndarray:
-        """Same as :meth:`decision_function`."""
-        return self.decision_function(X)
 
     def predict(self, X) -> np.ndarray:
         """1 for an image flagged as OOD, else 0 (PyOD's labels), int ``[N]``."""

@@ -8,7 +8,7 @@ Each input is one of
   without pickles.
 
 Every image becomes uint8 ``[H, W, C]`` of the run's shape through
-:func:`aejax.data.folder.convert`, the function that prepared a folder's training images:
+:func:`aejax.data.images.convert`, the function that prepared a folder's training images:
 Pillow's conversion to grey or RGB, then a bilinear resize. The rule for images of another
 size or channel count: *converted, with a warning*, unless the run's own preprocessing did
 the same (a folder run converts every file to its channels; ``--image-size`` resized them),
@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from aejax.data import folder
+from aejax.data import images as decoding
 from aejax.errors import AejaxError
 
 
@@ -42,47 +42,9 @@ def _shape_text(shape) -> str:
     return "x".join(map(str, shape))
 
 
-def conformed(array_HxWxC: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
-    """``array_HxWxC`` as it is when it has ``shape``, else converted (as image files are)."""
-    if tuple(array_HxWxC.shape) == tuple(shape):
-        return array_HxWxC
-    return _from_array(array_HxWxC, shape)
-
-
-def _from_array(array_HxWxC: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
-    from PIL import Image
-
-    channels = array_HxWxC.shape[-1]
-    mode = {1: "L", 3: "RGB", 4: "RGBA"}[channels]
-    image = Image.fromarray(array_HxWxC[..., 0] if channels == 1 else array_HxWxC, mode)
-    return folder.convert(image, shape[:2], shape[2])
-
-
-def npy_images(path: Path) -> np.ndarray:
-    """The uint8 images ``[N, H, W, C]`` of a ``.npy`` file (memory-mapped), checked."""
-    try:
-        array = np.load(path, allow_pickle=False, mmap_mode="r")
-    except (OSError, ValueError) as e:
-        raise AejaxError(f"cannot read {path} as a .npy array ({e})") from None
-    if array.dtype != np.uint8:
-        raise AejaxError(
-            f"{path} holds {array.dtype} values: give uint8 images (0..255), e.g. "
-            "np.round(x * 255).astype(np.uint8) for floats in [0, 1]"
-        )
-    if array.ndim == 3:
-        array = array[..., None]
-    if array.ndim != 4 or array.shape[-1] not in (1, 3, 4) or 0 in array.shape[1:]:
-        raise AejaxError(
-            f"{path} has shape {list(array.shape)}: give images [N, H, W] or [N, H, W, C] "
-            "with C 1, 3 or 4"
-        )
-    folder.check_pixels(f"{path}[0]", *array.shape[1:3])  # as files are: each row an image
-    return array
-
-
 def _files_of(path: Path) -> list[Path]:
     if path.is_dir():
-        found = folder.image_files(path)
+        found = decoding.image_files(path)
         if not found:
             raise AejaxError(
                 f"{path} holds no PNG/JPEG images: give image files, folders of them, or "
@@ -91,7 +53,7 @@ def _files_of(path: Path) -> list[Path]:
         return found
     if not path.exists():
         raise AejaxError(f"{path} does not exist")
-    if path.suffix.lower() not in (*folder.EXTENSIONS, ".npy"):
+    if path.suffix.lower() not in (*decoding.EXTENSIONS, ".npy"):
         raise AejaxError(
             f"{path} is not a PNG/JPEG image or a .npy array: give image files, folders "
             "of them, or .npy arrays"
@@ -125,16 +87,16 @@ def read(
     for given in paths:
         for path in _files_of(Path(given)):
             if path.suffix.lower() == ".npy":
-                array = npy_images(path)
+                array = decoding.read_npy(path)
                 for i in range(len(array)):
                     row = np.asarray(array[i])
-                    add(f"{path}[{i}]", row.shape, lambda row=row: conformed(row, shape))
+                    add(f"{path}[{i}]", row.shape, lambda row=row: decoding.conformed(row, shape))
             else:
-                with folder.open_image(path) as image:
+                with decoding.open_image(path) as image:
                     add(
                         str(path),
                         (image.height, image.width, len(image.getbands())),
-                        lambda image=image: folder.convert(image, shape[:2], shape[2]),
+                        lambda image=image: decoding.convert(image, shape[:2], shape[2]),
                         same_mode=image.mode == {1: "L", 3: "RGB"}.get(shape[2]),
                     )
     if not images:

@@ -35,7 +35,7 @@ def bce_per_example(logits: jax.Array, targets: jax.Array) -> jax.Array:
     # both are within 8e-8 of the exact value (the log only loses relative accuracy on terms
     # below that); the gradient, 1 / (1 + e), is the same expression either way.
     # Flat, [B, H*W*C]: XLA:CPU leaves a loop over [B, 28, 28, 1] (an innermost axis of 1)
-    # unvectorised, and the loss's exp, shared with its gradient, ran 1.5x slower so.
+    # unvectorised, and the loss's exp, shared with its gradient, ran slower so.
     z, x = _flat(logits), _flat(targets)
     return _mean_per_example(jnp.maximum(z, 0) - z * x + jnp.log(1 + jnp.exp(-jnp.abs(z))))
 

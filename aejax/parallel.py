@@ -69,6 +69,52 @@ def configure(
         )
 
 
+@dataclasses.dataclass(frozen=True)
+class Devices:
+    """Which devices a command uses: the first ``devices`` (default all), the CPU split into
+    ``cpu_devices`` host devices (default: :func:`default_cpu_devices`), and the
+    multi-process job to join (:func:`configure`)."""
+
+    devices: int | None = None
+    cpu_devices: int | None = None
+    coordinator_address: str | None = None
+    num_processes: int | None = None
+    process_id: int | None = None
+    distributed: bool = False
+
+
+def setup(devices: Devices, *, splits_well: bool, batch_size: int) -> Placement:
+    """Configures JAX (before anything starts a backend) and returns the devices to use:
+    the CPU split into one host device per core where the model ``splits_well`` for this
+    ``batch_size``, unless ``devices`` says otherwise."""
+    wanted = devices.cpu_devices or default_cpu_devices(splits_well, batch_size)
+    if (
+        devices.cpu_devices
+        and started()
+        and jax.devices()[0].platform == "cpu"
+        and jax.local_device_count() != devices.cpu_devices
+    ):
+        raise AejaxError(
+            f"--cpu-devices {devices.cpu_devices}: JAX already started with "
+            f"{jax.local_device_count()} CPU devices in this process"
+        )
+    configure(
+        cpu_devices=wanted,
+        coordinator_address=devices.coordinator_address,
+        num_processes=devices.num_processes,
+        process_id=devices.process_id,
+        distributed=devices.distributed,
+    )
+    return Placement.create(devices.devices)
+
+
+def describe(placement: Placement) -> str:
+    """E.g. '2 CPU devices' or '16 TPU devices in 4 processes'."""
+    platform = placement.mesh.devices.flat[0].platform.upper()
+    processes = f" in {jax.process_count()} processes" if jax.process_count() > 1 else ""
+    return f"{placement.size} {platform} device{'s' if placement.size > 1 else ''}{processes}"
+
+
 def started() -> bool:
     """Whether this process already started a JAX backend (devices can no longer change)."""
     return xla.backend_started()

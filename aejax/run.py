@@ -1,4 +1,4 @@
-"""A training run on disk: its config, its workdir layout, and restoring its checkpoints.
+"""A training run on disk: its workdir, its lock, its saved config and restoring it.
 
 ::
 
@@ -20,13 +20,10 @@ import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import jax
-import numpy as np
-
-from aejax import core, data, models, xla
+from aejax import core, data, models, run_state
 from aejax.checkpoint import Checkpoints
+from aejax.config import RunConfig, batch_size
 from aejax.errors import AejaxError
 from aejax.parallel import Placement
 
@@ -35,114 +32,6 @@ RUNS_DIR = Path("runs")
 # flax layers (aejax.models). Earlier formats were only written by unreleased versions, so
 # they are refused with a clear error rather than converted.
 CHECKPOINT_FORMAT = 3
-
-
-@dataclasses.dataclass(frozen=True)
-class RunConfig:
-    """What defines a training run. Defaults reproduce the reference runs."""
-
-    arch: str = "dense"
-    dataset: str = "mnist"
-    epochs: int = 15
-    batch_size: int = 0  # 0: the architecture's reference batch size (dense 256, conv 128)
-    lr: float = 1e-3
-    seed: int = 0
-    # The last examples of the train split, held out (thresholds, statistics); None: a fifth
-    # of the split, at most HOLDOUT (default_holdout), resolved once the split's size is known.
-    holdout: int | None = None
-    compute_dtype: str = "float32"  # or "bfloat16": mixed-precision training
-    mutation_rate: float = 0.0  # > 0: a background model on mutated images (core.mutated)
-    ensemble: int = 0  # > 1: this many members trained together (seeds seed, seed + 1, ...)
-    model: dict = dataclasses.field(default_factory=dict)  # model options, e.g. latent_dim
-    # A folder dataset's preprocessing (aejax.data.folder): resize to [H, W], convert to C.
-    image_size: list[int] | None = None
-    channels: int | None = None
-
-    def resolved(
-        self, image_shape: tuple[int, int, int] | None = None, n_train: int | None = None
-    ) -> RunConfig:
-        """Fills in the architecture's defaults, so the saved config says what was used;
-        ``image_shape``, the data's ``(H, W, C)``, sets the model's shape options (those of
-        ``image_shape`` and ``channels`` it has) unless they were given; ``n_train``, the size
-        of the data's train split, sets the held-out slice unless it was given."""
-        batch_size = self.batch_size or models.get(self.arch).default_batch_size
-        holdout = self.holdout
-        if holdout is None and n_train is not None:
-            holdout = default_holdout(n_train)
-        defaults = models.options(self.arch)
-        given = models.check_options(self.arch, self.model)
-        if image_shape is not None:
-            from_data = {"image_shape": list(image_shape), "channels": image_shape[-1]}
-            from_data = {k: v for k, v in from_data.items() if k in defaults}
-            for name, value in from_data.items():
-                if name in given and given[name] != value:
-                    raise AejaxError(
-                        f"--model {name}={json.dumps(given[name])} contradicts the data "
-                        f"({self.dataset}: {'x'.join(map(str, image_shape))} images): drop "
-                        "it, the model takes its shape from the data"
-                    )
-            defaults.update(from_data)
-        model = {**defaults, **given}
-        image_size = list(self.image_size) if self.image_size else None
-        return dataclasses.replace(
-            self,
-            batch_size=batch_size,
-            holdout=holdout,
-            model=_jsonable(model),
-            image_size=image_size,
-        )
-
-    def data_options(self) -> dict:
-        """What :mod:`aejax.data` needs besides the dataset's name to read its images."""
-        return {
-            k: v
-            for k, v in (("image_size", self.image_size), ("channels", self.channels))
-            if v is not None
-        }
-
-    # Everything but `epochs` shapes the trajectory; a resumed run must agree on all of it.
-    def trajectory(self) -> dict:
-        return {k: v for k, v in dataclasses.asdict(self).items() if k != "epochs"}
-
-    def row_ranges(self, n_train: int) -> dict[str, tuple[str, int, int]]:
-        """``{role: (tfds_split, start, stop)}`` for the rows trained on and held out, given
-        the size of the dataset's train split."""
-        if self.holdout is None:
-            return self.resolved(n_train=n_train).row_ranges(n_train)
-        if not 0 <= self.holdout < n_train:
-            raise AejaxError(
-                f"--holdout {self.holdout} must be in [0, {n_train}): the train "
-                f"split of {self.dataset} has {n_train} images, and at least one "
-                "must be left to train on"
-            )
-        cut = n_train - self.holdout
-        ranges = {"train": ("train", 0, cut)}
-        if self.holdout:
-            ranges["holdout"] = ("train", cut, n_train)
-        return ranges
-
-    @classmethod
-    def from_dict(cls, d: dict) -> RunConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
-
-
-HOLDOUT = 1000  # the most images a run holds out by default (what MNIST's reference runs did)
-
-
-def default_holdout(n_train: int) -> int:
-    """How many of a train split's ``n_train`` images a run holds out unless told: a fifth,
-    at most :data:`HOLDOUT`. Enough for a threshold at the 95th percentile from a few dozen
-    images on (its FPR bound is printed with it), and never all of a small folder.
-
-    >>> default_holdout(60_000), default_holdout(270), default_holdout(4)
-    (1000, 54, 0)
-    """
-    return min(HOLDOUT, n_train // 5)
-
-
-def _jsonable(value):
-    return json.loads(json.dumps(value))  # tuples -> lists, as they come back from JSON
 
 
 def default_workdir(arch: str, dataset: str) -> Path:
@@ -241,57 +130,7 @@ def device_defaults(given: dict, workdir: Path | None) -> tuple[str, int]:
     peeked = peek_config(workdir) if workdir is not None else None
     arch = given.get("arch") or (peeked.arch if peeked else RunConfig.arch)
     batch = given.get("batch_size") or (peeked.batch_size if peeked and peeked.arch == arch else 0)
-    return arch, batch or models.get(arch).default_batch_size
-
-
-def fresh_state(config: RunConfig) -> core.TrainState:
-    """``config``'s untrained state: initialised from ``split(key(seed))[0]``; with
-    ``ensemble K``, member ``i`` as a single run with seed ``seed + i`` would be."""
-    options = dict(lr=config.lr, compute_dtype=config.compute_dtype,
-                   mutation_rate=config.mutation_rate, **config.model)  # fmt: skip
-    if not config.ensemble:
-        return core.init_state(config.arch, init_key(config.seed), **options)
-    keys = jax.vmap(init_key)(jax.numpy.arange(config.ensemble, dtype="uint32") + config.seed)
-    return core.init_ensemble(config.arch, keys, **options)
-
-
-def init_key(seed) -> jax.Array:
-    """The key a run with ``seed`` (0 <= seed < 2**32) initialises its model from (the other
-    half of the seed's split shuffles the data)."""
-    return _keys(_uint32(seed), 0)[0]
-
-
-def epoch_key(seed, epoch: int) -> jax.Array:
-    """The key that shuffles epoch ``epoch`` (1, 2, ...) of a run with ``seed``."""
-    return _keys(_uint32(seed), epoch)[1]
-
-
-def _uint32(seed):
-    # NumPy's conversion: jnp.asarray(seed, uint32) of a Python int is a program to compile.
-    return seed if isinstance(seed, jax.Array) else np.uint32(seed)
-
-
-# A run's keys from one small jitted program (xla.quick_jit): eagerly, the seed, the split,
-# taking its halves and the fold were six programs to compile on a first run. The seed as
-# uint32 (the CLI's range): key(seed) as from the Python int.
-@xla.quick_jit
-def _keys(seed_u32: jax.Array, epoch) -> tuple[jax.Array, jax.Array]:
-    init, shuffle = jax.random.split(jax.random.key(seed_u32))
-    return init, jax.random.fold_in(shuffle, epoch)
-
-
-def abstract_state(config: RunConfig, placement: Placement | None = None) -> Any:
-    """The shapes and dtypes (and, with a placement, replicated shardings) of ``config``'s
-    TrainState, without computing it."""
-    shapes = jax.eval_shape(lambda: fresh_state(config))
-    # Without a placement: one device, whatever devices saved it (a checkpoint keeps its
-    # writer's shardings).
-    sharding = (
-        placement.replicated
-        if placement is not None
-        else jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-    )
-    return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), shapes)
+    return arch, batch_size(arch, batch)
 
 
 def restore_state(
@@ -308,29 +147,7 @@ def restore_state(
             f"(format {written or 'before 3'}; this one reads {CHECKPOINT_FORMAT}): train "
             "again, with --fresh to keep the old run aside"
         )
-    return checkpoints.restore(step, abstract_state(config, placement))
-
-
-def put_split(
-    placement: Placement,
-    dataset: str,
-    split: str,
-    start: int | None = None,
-    stop: int | None = None,
-    data_dir: str | None = None,
-    **data_options,
-) -> tuple[jax.Array, int]:
-    """Rows ``[start, stop)`` of a TFDS split (default all), sharded over the placement's
-    devices; each process reads only its own devices' rows. Returns ``(images, n)``, the
-    array padded past its ``n`` real rows to a whole number of rows per device."""
-    start = start or 0
-    stop = data.num_examples(dataset, split, data_dir, **data_options) if stop is None else stop
-    shape = data.image_shape(dataset, data_dir, **data_options)
-
-    def load_rows(a, b):
-        return data.load(dataset, f"{split}[{start + a}:{start + b}]", data_dir, **data_options)[0]
-
-    return placement.put_rows(stop - start, load_rows, row_shape=shape), stop - start
+    return checkpoints.restore(step, run_state.abstract_state(config, placement))
 
 
 def peek_config(workdir: Path) -> RunConfig | None:

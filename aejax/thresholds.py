@@ -149,13 +149,6 @@ def _target_rank(fpr: float, n: int) -> int:
     return j
 
 
-def check_supported(policy: str, parameter: float, n: int) -> None:
-    """Raises :func:`on_held_out`'s ``ValueError`` now, before any score is computed, when
-    ``n`` held-out scores cannot support ``policy`` (a target FPR below ``1 / (n + 1)``)."""
-    if policy == "target-fpr":
-        _target_rank(parameter, n)
-
-
 def _round_up(x: float, digits: int = 2) -> float:
     """``x`` rounded up to ``digits`` significant digits (a bound that still holds).
 
@@ -177,15 +170,44 @@ def at_contamination(scores, contamination: float, *, score: str) -> Threshold:
                      reference="scored")  # fmt: skip
 
 
-def on_held_out(policy: str, parameter: float, held_out, *, score: str) -> Threshold:
-    """The threshold ``policy`` (``percentile`` or ``target-fpr``) sets on held-out scores."""
-    if policy == "percentile":
-        return at_percentile(held_out, parameter, score=score)
-    if policy == "target-fpr":
-        return at_target_fpr(held_out, parameter, score=score)
-    raise ValueError(
-        f"a threshold on held-out scores is set by percentile or target-fpr, not {policy!r}"
-    )
+@dataclasses.dataclass(frozen=True)
+class Policy:
+    """How a threshold is set: ``percentile`` P of the held-out scores, ``target-fpr`` F on
+    them, or ``contamination`` C. Contamination is PyOD's idiom and keeps its two meanings:
+    with the scores of the images being scored, their top C is flagged
+    (:func:`at_contamination`); without them, C is the fraction of anomalies in the training
+    data, and the threshold is the held-out scores' ``100 (1 - C)``-th percentile."""
+
+    name: str  # one of POLICIES
+    parameter: float
+
+    def __post_init__(self):
+        if self.name not in POLICIES:
+            raise ValueError(f"a threshold is set by {', '.join(POLICIES)}, not {self.name!r}")
+
+    def check_supported(self, n: int) -> None:
+        """Raises :meth:`threshold`'s ``ValueError`` now, before any score is computed, when
+        ``n`` held-out scores cannot support this policy (a target FPR below
+        ``1 / (n + 1)``)."""
+        if self.name == "target-fpr":
+            _target_rank(self.parameter, n)
+
+    def threshold(self, held_out, *, score: str, scored=None) -> Threshold:
+        """The threshold on score ``score`` this policy sets from the held-out images'
+        scores (and, for ``contamination``, the scored images' where given): the one place
+        a policy becomes a threshold."""
+        if self.name == "percentile":
+            return at_percentile(held_out, self.parameter, score=score)
+        if self.name == "target-fpr":
+            return at_target_fpr(held_out, self.parameter, score=score)
+        if scored is not None:
+            return at_contamination(scored, self.parameter, score=score)
+        if not 0 < self.parameter < 1:
+            raise ValueError(f"contamination {self.parameter} is not in (0, 1)")
+        return at_percentile(held_out, 100 * (1 - self.parameter), score=score)
+
+
+DEFAULT_POLICY = Policy("percentile", 95.0)
 
 
 def p_values(held_out_sorted, scores) -> jax.Array:

@@ -84,7 +84,7 @@ def rgb32_data(folder: Path) -> tuple[Path, Path]:
     from PIL import Image
     from sklearn.datasets import load_sample_images
 
-    from aejax.data import folder as aejax_folder
+    from aejax.data.sources.base import split_by_hash
 
     photos = [Image.fromarray(p) for p in load_sample_images().images]
     rng = np.random.default_rng(RGB32["seed"])
@@ -96,7 +96,6 @@ def rgb32_data(folder: Path) -> tuple[Path, Path]:
         crop = photo.resize((32, 32), Image.BILINEAR, box=(x, y, x + side, y + side))
         images[i] = np.asarray(crop)[:, ::-1] if rng.random() < 0.5 else np.asarray(crop)
     np.save(npy, images)
-    layout = aejax_folder._split_by_hash(list(range(len(images))), str)  # aejax's own rule
-    rows = {split: [i for i, _ in layout[split]] for split in ("train", "test")}
+    rows = split_by_hash(list(range(len(images))), str)  # aejax's own rule
     np.savez(npz, **{split: images[r] for split, r in rows.items()})
     return npy, npz

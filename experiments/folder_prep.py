@@ -5,7 +5,7 @@
 Writes N small PNGs (32x32 RGB, procedurally drawn) into a temporary folder, then times, one
 after the other on the same (page-cached) files: reading every file's bytes; reading and
 decoding each with Pillow (the floor for any per-file decoder in Python); and aejax's
-preparation of the folder into a TFDS dataset (``aejax.data.folder.prepared_dir``: walk,
+preparation of the folder into a TFDS dataset (``aejax.data.source(FOLDER).prepare()``: walk,
 fingerprint, decode, encode, write). The ratio says what preparation costs beyond decoding.
 """
 
@@ -45,13 +45,14 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--files", type=int, default=100_000)
     args = p.parse_args()
-    from aejax.data import folder
+    from aejax import data
+    from aejax.data import images
 
     with tempfile.TemporaryDirectory() as tmp:
         root, data_dir = Path(tmp) / "images", Path(tmp) / "tfds"
         root.mkdir()
         write_seconds = timed(lambda: write_files(root, args.files))
-        files = folder.image_files(root)
+        files = images.image_files(root)
         size = sum(f.stat().st_size for f in files)
         read = timed(lambda: [f.read_bytes() for f in files])
 
@@ -61,8 +62,8 @@ def main() -> int:
                     np.asarray(image.convert("RGB"))
 
         decode_seconds = timed(decode)
-        prepare = timed(lambda: folder.prepared_dir(root, str(data_dir)))
-        again = timed(lambda: folder.prepared_dir(root, str(data_dir)))  # found: walk only
+        prepare = timed(lambda: data.source(str(root), str(data_dir)).prepare())
+        again = timed(lambda: data.source(str(root), str(data_dir)).prepare())  # walk only
     row = {
         "files": args.files,
         "megabytes": round(size / 1e6, 1),

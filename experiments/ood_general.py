@@ -6,13 +6,13 @@ For one run of every architecture aejax ships (dense and conv, the reference mod
 sparse, denoising and vae; 15 epochs, default options, trained on MNIST and on
 Fashion-MNIST; ``runs/ood/``, trained here when missing) this scores the
 held-out training images, the test split and every set of every family:
-:data:`aejax.ood.FAMILIES` (noise, constant, transformed, drawn, photos, digits) plus
+:data:`aejax.ood.synthetic.FAMILIES` (noise, constant, transformed, drawn, photos, digits) plus
 ``dataset``: the other reference dataset, inverted and turned 90 degrees (2,000 images per
-set). Scores: every score of :data:`aejax.scores.ALL` (``knn`` among them: distance to the
+set). Scores: every score of :func:`aejax.ood.names` (``knn`` among them: distance to the
 10th nearest of 5,000 normalised training codes, Sun et al. 2022); ``complexity`` (Serrà
 et al. 2020: the reconstruction's bits per pixel minus the PNG coder's,
-:func:`aejax.scores.png_bits`, host side); ``lr``, Ren et al.'s likelihood ratio
-(:func:`aejax.scores.likelihood_ratio`) against a background model trained with
+:func:`scores_extra.png_bits`, host side); ``lr``, Ren et al.'s likelihood ratio
+(:func:`scores_extra.likelihood_ratio`) against a background model trained with
 ``--mutation-rate 0.2`` (``runs/ood/*-mutated``, for the reference models; trained here when
 missing); their two-sided
 typicality (``typ-complexity``, ``typ-lr``), and combinations of the typicality scores
@@ -24,7 +24,7 @@ The protocol: for each family F, the score is *chosen* by the best worst-case AU
 held-out in-distribution images against the sets of every other family, over all ten runs
 (one default for every model), then *reported* on F against the test split. The table's
 worst row is what a default chosen this way can promise on a family nobody tuned it on.
-:func:`aejax.ood.leave_one_family_out` sees only the selection table with F's columns
+:func:`protocol.leave_one_family_out` sees only the selection table with F's columns
 removed; tests/test_ood.py checks that changing F's numbers cannot change F's choice.
 """
 
@@ -35,11 +35,12 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import protocol
+import scores_extra
 from common import OOD_RUNS, OTHER, rgb32_data, train, write_results
 
-from aejax import core, data, metrics, ood, run, scores
-from aejax import eval as eval_cli
-from aejax.detector import Detector
+from aejax import core, data, evaluation, metrics, ood, run
+from aejax.ood import synthetic
 
 REFERENCE = ("dense", "conv")  # the reference models; lr's background runs are theirs
 ARCHS = (*REFERENCE, "sparse", "denoising", "vae")  # every architecture aejax ships
@@ -64,15 +65,16 @@ COMBINED = {
 def families(dataset: str, test_images: np.ndarray) -> dict[str, dict[str, np.ndarray]]:
     like = test_images[:SET_SIZE]
     out = {
-        f: {name: ood.synthetic(name, like) for name in names} for f, names in ood.FAMILIES.items()
+        f: {name: synthetic.synthetic(name, like) for name in names}
+        for f, names in synthetic.FAMILIES.items()
     }
     other = OTHER[dataset]
     other_images = data.load(other, "test")[0][:SET_SIZE]
     out["dataset"] = {
         other: other_images,
         # The same transforms as the in-distribution sets of the "transformed" family.
-        f"{other}-inverted": ood.synthetic("inverted", other_images),
-        f"{other}-rot90": ood.synthetic("rot90", other_images),
+        f"{other}-inverted": synthetic.synthetic("inverted", other_images),
+        f"{other}-rot90": synthetic.synthetic("rot90", other_images),
     }
     return out
 
@@ -95,7 +97,8 @@ def rgb_families(test_images: np.ndarray) -> dict[str, dict[str, np.ndarray]]:
 
     like = test_images[:SET_SIZE]
     out = {
-        f: {name: ood.synthetic(name, like) for name in names} for f, names in ood.FAMILIES.items()
+        f: {name: synthetic.synthetic(name, like) for name in names}
+        for f, names in synthetic.FAMILIES.items()
     }
 
     def as_rgb32(images_Nx28x28x1):
@@ -121,8 +124,7 @@ def score_sets(
 ) -> dict[str, dict[str, np.ndarray]]:
     """``{set: {score: [N]}}`` for the run in ``workdir`` (with the background model in
     ``background_dir`` for ``lr``); sets ``holdout`` and ``test`` are its own."""
-    eval_cli.fit_detector(workdir)  # the statistics of this aejax's scores (knn's bank)
-    detector = Detector.load(workdir)
+    detector = evaluation.fit_detector(workdir)  # the statistics of this aejax's scores
     background = run.restore(background_dir)[0] if background_dir else None
     config = detector.config
     _, start, stop = config.row_ranges(data.num_examples(config.dataset, "train"))["holdout"]
@@ -131,10 +133,10 @@ def score_sets(
     for name, images in sets.items():
         terms = {k: np.asarray(v) for k, v in core.per_image(detector.state, images).items()}
         every = detector.stats.all_scores(terms)
-        every["complexity"] = terms["bce"] / np.log(2) - scores.png_bits(images)
+        every["complexity"] = terms["bce"] / np.log(2) - scores_extra.png_bits(images)
         if background is not None:
             background_terms = core.per_image(background, images, ("bce",))
-            every["lr"] = np.asarray(scores.likelihood_ratio(terms, background_terms))
+            every["lr"] = np.asarray(scores_extra.likelihood_ratio(terms, background_terms))
         out[name] = every
     for name in out:
         for raw in ("complexity", "lr"):  # may be negative: typicality of s, not of log s
@@ -216,12 +218,12 @@ def main() -> int:
     selection_by_run = [
         {k: v for k, v in r["selection_family"].items() if k in common} for r in runs
     ]
-    lofo = ood.leave_one_family_out(selection_by_run, family_names)
-    default = ood.choose_score(selection_by_run, family_names)
+    lofo = protocol.leave_one_family_out(selection_by_run, family_names)
+    default = protocol.choose_score(selection_by_run, family_names)
     result = {
         "lofo_choice": lofo,
         "all_families_choice": default,
-        "current_default": scores.DEFAULT,
+        "current_default": ood.DEFAULT,
         "runs": runs,
         "ensembles": ensembles,
         "rgb": rgb,

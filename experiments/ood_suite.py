@@ -9,7 +9,7 @@ synthetic sets (``common.SYNTHETIC_SETS``). Writes experiments/results/ood_suite
 (``ood_suite_<archs>.*`` for other architectures): every score's AUROC on every set, and the
 first protocol for choosing a default score (the best worst-case AUROC of the held-out
 training images against the synthetic sets), which chose ``typ-rss``; today's default,
-:data:`aejax.scores.DEFAULT`, is chosen by ``experiments/ood_general.py``.
+:data:`aejax.ood.DEFAULT`, is chosen by ``experiments/ood_general.py``.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 from common import OOD_RUNS, OTHER, RESULTS, SYNTHETIC_SETS, train
 
-from aejax import files, metrics, scores
-from aejax.eval import EvalConfig, evaluate
+from aejax import files, metrics, ood
+from aejax.evaluation import EvalConfig, evaluate
 
 ARCHS = ["dense", "conv"]  # the reference models; --archs for others
 
@@ -33,7 +33,7 @@ def evaluate_model(workdir: Path, dataset: str) -> dict:
     selection = {  # held-out in-distribution images vs each synthetic set, every score
         out.name: {
             name: metrics.ood_metrics(holdout.scores[name], out.scores[name])["auroc"]
-            for name in scores.ALL
+            for name in ood.names()
         }
         for out in result.outs
         if out.name in SYNTHETIC_SETS
@@ -65,12 +65,10 @@ def main(argv: list[str] | None = None) -> int:
             train("--arch", arch, "--dataset", dataset, "--epochs", args.epochs, workdir=workdir)
             results.append(evaluate_model(workdir, dataset))
             worst = min(m["auroc"] for m in results[-1]["default"].values())
-            print(
-                f"{arch} on {dataset}: worst AUROC under {scores.DEFAULT} {worst:.4f}", flush=True
-            )
+            print(f"{arch} on {dataset}: worst AUROC under {ood.DEFAULT} {worst:.4f}", flush=True)
     name = suite_name(args.archs)
     args.out.mkdir(parents=True, exist_ok=True)
-    files.write_json(args.out / f"{name}.json", {"default": scores.DEFAULT, "models": results})
+    files.write_json(args.out / f"{name}.json", {"default": ood.DEFAULT, "models": results})
     files.write_text(args.out / f"{name}.md", suite_markdown(results, args.archs))
     print(f"wrote {args.out / name}.md and {args.out / name}.json")
     return 0
@@ -91,11 +89,11 @@ def suite_markdown(results: list[dict], archs: list[str] = ARCHS) -> str:
         "",
         f"Written by `{command}`. AUROC with OOD as the positive class; "
         "in-distribution = the model's own test split (10k), each OOD set 10k images. "
-        f"Default score: `{scores.DEFAULT}` (see aejax/scores.py).",
+        f"Default score: `{ood.DEFAULT}` (see aejax/ood/).",
         "",
         "## How the default was chosen",
         "",
-        f"`{scores.DEFAULT}` is chosen by leave-one-family-out over seven families of OOD "
+        f"`{ood.DEFAULT}` is chosen by leave-one-family-out over seven families of OOD "
         "sets (ood_general.md), on every architecture. The earlier default, `typ-rss`, "
         "was chosen here: on the 1,000 held-out training images against the six synthetic "
         "sets, per model, by the worst of these "
@@ -105,7 +103,7 @@ def suite_markdown(results: list[dict], archs: list[str] = ARCHS) -> str:
         "| score | worst | mean |",
         "|---|---|---|",
     ]
-    for name in scores.ALL:
+    for name in ood.names():
         values = [r["selection_auroc"][s][name] for r in results for s in r["selection_auroc"]]
         lines.append(f"| `{name}` | {min(values):.4f} | {np.mean(values):.4f} |")
     lines += [
@@ -121,10 +119,10 @@ def suite_markdown(results: list[dict], archs: list[str] = ARCHS) -> str:
         other = OTHER[r["dataset"]]
         # elbo is bce for a model without a prior on its code: shown only where it differs.
         has_prior = any(by["elbo"] != by["bce"] for by in r["auroc"].values())
-        shown = ("bce", "mse", *(["elbo"] if has_prior else []), "typ-rss", "knn", scores.DEFAULT)
+        shown = ("bce", "mse", *(["elbo"] if has_prior else []), "typ-rss", "knn", ood.DEFAULT)
         for name in dict.fromkeys(shown):  # the earlier default beside today's
             row = [r["auroc"][other][name], *(r["auroc"][s][name] for s in sets[1:])]
-            bold = "**" if name == scores.DEFAULT else ""
+            bold = "**" if name == ood.DEFAULT else ""
             lines.append(
                 f"| {r['arch']} | {r['dataset']} | {r['test_bce']:.4f} | "
                 f"{bold}`{name}`{bold} | "

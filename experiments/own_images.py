@@ -68,7 +68,7 @@ def timed(command: list[str], env: dict) -> tuple[float, int, str]:
 def peer_data(folder: Path, workdir: Path, data_dir: str, out: Path) -> Path:
     """The rows the aejax run trained and tested on, for the peer (``.npz`` of uint8)."""
     from aejax import data
-    from aejax.run import RunConfig
+    from aejax.config import RunConfig
 
     config = RunConfig.from_dict(json.loads((workdir / "config.json").read_text()))
     n_train = data.num_examples(str(folder), "train", data_dir)

@@ -1,5 +1,6 @@
 """What several test modules do alike."""
 
+import importlib
 import subprocess
 import sys
 import time
@@ -50,3 +51,12 @@ def write_images(
         path.parent.mkdir(parents=True, exist_ok=True)
         shapes(rng, size, mode).save(path)
     return root
+
+
+def experiments_module(name: str):
+    """A module of experiments/ (the protocol, scores not adopted), imported as the scripts
+    there import each other."""
+    folder = str(Path(__file__).resolve().parent.parent / "experiments")
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    return importlib.import_module(name)

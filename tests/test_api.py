@@ -13,7 +13,8 @@ import sys
 import numpy as np
 import pytest
 
-from aejax import scores
+from aejax import ood
+from aejax.ood import knn, typicality
 
 pytestmark = pytest.mark.slow  # subprocesses that train
 
@@ -26,13 +27,14 @@ if sys.argv[2] == "jax-first":  # JAX computes before aejax is imported: XLA's o
     jnp.zeros(3).block_until_ready()
 
 import jax
-from aejax import core, data, scores
+from aejax import core, data, ood
+from aejax.ood import typicality
 
 train, _ = data.load("mnist", "train[:2048]")
 state = core.init_state("dense", jax.random.key(0))
 for i in range(4):
     state, _ = core.train_step(state, train[i * 256:(i + 1) * 256])
-stats = scores.fit(core.per_image(state, train[:1024]),
+stats = ood.fit(core.per_image(state, train[:1024]),
                    core.per_image(state, train[1024:]), {"dataset": "mnist"})
 mnist, _ = data.load("mnist", "test[:500]")
 fashion, _ = data.load("fashion_mnist", "test[:500]")
@@ -44,15 +46,17 @@ np.savez(sys.argv[1], images=images,
          enc_b=p["encoder"]["layers"][1]["bias"][...],
          dec_w=p["decoder"]["layers"][0]["kernel"][...],
          dec_b=p["decoder"]["layers"][0]["bias"][...],
-         latent_mean=stats.latent_mean, latent_precision=stats.latent_precision,
-         knn_bank=stats.knn_bank,
-         typicality=np.array([stats.typicality[k] for k in scores.RAW]),
+         latent_mean=stats.fitted["latent"]["mean"],
+         latent_precision=stats.fitted["latent"]["precision"],
+         knn_bank=stats.fitted["knn"]["bank"],
+         typicality=np.array([[stats.fitted[f"z-{k}"][v] for v in ("log_median", "log_scale")]
+                              for k in typicality.RAW]),
          **{f"score_{k}": v for k, v in got.items()})
 """
 
 
 def numpy_scores(f) -> dict[str, np.ndarray]:
-    """Every score of aejax.scores.ALL for the dense net, in float64 NumPy."""
+    """Every score of aejax.ood.names() for the dense net, in float64 NumPy."""
     x = f["images"].reshape(len(f["images"]), -1).astype(np.float64) / 255
     code = np.maximum(x @ f["enc_w"].astype(np.float64) + f["enc_b"], 0)
     z = code @ f["dec_w"].astype(np.float64) + f["dec_b"]
@@ -72,9 +76,9 @@ def numpy_scores(f) -> dict[str, np.ndarray]:
     }
     unit = code / np.maximum(np.linalg.norm(code, axis=1, keepdims=True), 1e-12)
     distances = np.sqrt(np.maximum(2 - 2 * unit @ f["knn_bank"].T.astype(np.float64), 0))
-    raw["knn"] = np.sort(distances, axis=1)[:, scores.KNN_K - 1]
+    raw["knn"] = np.sort(distances, axis=1)[:, knn.KNN_K - 1]
     out, signed = dict(raw), {}
-    for (loc, scale), name in zip(f["typicality"], scores.RAW, strict=True):
+    for (loc, scale), name in zip(f["typicality"], typicality.RAW, strict=True):
         signed[name] = (np.log(np.maximum(raw[name], 0) + 1e-10) - loc) / scale
         out[f"typ-{name}"] = np.abs(signed[name])
     parts = np.array([out[p] for p in ("typ-kl", "typ-bce", "typ-latent", "typ-entropy")])
@@ -97,8 +101,8 @@ def test_every_score_matches_numpy_in_a_clean_process(tmp_path, order):
     with np.load(out) as f:
         assert (f["images"] == 255).any(axis=(1, 2, 3)).mean() > 0.5  # white pixels
         expected = numpy_scores(f)
-        assert set(expected) == set(scores.ALL)
-        for name in scores.ALL:
+        assert set(expected) == set(ood.names())
+        for name in ood.names():
             got = f[f"score_{name}"]
             assert np.isfinite(got).all(), f"{name}: {np.sum(~np.isfinite(got))} not finite"
             np.testing.assert_allclose(got, expected[name], rtol=2e-4, atol=2e-4, err_msg=name)

@@ -84,7 +84,7 @@ def test_score_is_per_image_bce_in_any_batching():
     np.testing.assert_allclose(scores, expected, rtol=2e-5)
     np.testing.assert_allclose(core.score(state, images, batch_size=23), scores, rtol=1e-6)
     np.testing.assert_allclose(core.eval_loss(state, images), expected.mean(), rtol=2e-5)
-    mse = core.score(state, images, kind="mse", batch_size=4)
+    mse = core.score(state, images, term="mse", batch_size=4)
     expected_mse = (np.asarray(core.reconstruct(state, images)) - images / 255) ** 2
     np.testing.assert_allclose(mse, expected_mse.reshape(23, -1).mean(1), rtol=1e-5)
 
@@ -139,15 +139,15 @@ def test_init_state_traces_into_a_callers_jit():
 
 @pytest.mark.parametrize("seed", [0, 2**31 + 5, 2**32 - 1])
 def test_run_keys_are_the_halves_of_the_seeds_split(seed):
-    from aejax import run
+    from aejax import run_state
 
     halves = jax.random.split(jax.random.key(seed))
     np.testing.assert_array_equal(
-        jax.random.key_data(run.init_key(seed)), jax.random.key_data(halves[0])
+        jax.random.key_data(run_state.init_key(seed)), jax.random.key_data(halves[0])
     )
     np.testing.assert_array_equal(
-        jax.random.key_data(run.epoch_key(seed, 3)),
+        jax.random.key_data(run_state.epoch_key(seed, 3)),
         jax.random.key_data(jax.random.fold_in(halves[1], 3)),
     )
-    many = jax.vmap(run.init_key)(jnp.asarray([seed, 7], jnp.uint32))
+    many = jax.vmap(run_state.init_key)(jnp.asarray([seed, 7], jnp.uint32))
     np.testing.assert_array_equal(jax.random.key_data(many[0]), jax.random.key_data(halves[0]))

@@ -170,8 +170,12 @@ def test_missing_named_pickle_is_an_error(tmp_path, no_default_sources):
 
 def test_unknown_dataset_and_undownloadable_dataset_are_clear(tmp_path):
     with pytest.raises(AejaxError, match="unknown dataset 'no_such_set'"):
-        data.builder("no_such_set", str(tmp_path))
-    assert data.builder("cifar10", str(tmp_path)).info.features["image"].shape == (32, 32, 3)
+        data.source("no_such_set", str(tmp_path)).builder()
+    assert data.source("cifar10", str(tmp_path)).builder().info.features["image"].shape == (
+        32,
+        32,
+        3,
+    )
     with pytest.raises(
         AejaxError,
         match=r"cannot prepare 'cifar10'.*python -m aejax.data "

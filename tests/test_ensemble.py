@@ -7,7 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from aejax import core, run, train
+from aejax import core, run_state, train
+from aejax.config import RunConfig
 from aejax.detector import Detector
 
 
@@ -55,10 +56,10 @@ def test_disagreement_is_the_members_pixel_variance_and_each_member_is_itself():
 
 
 def test_members_differ_by_their_seeds_and_start_as_single_runs():
-    config = run.RunConfig(ensemble=3, seed=5).resolved()
-    ensemble = run.fresh_state(config)
+    config = RunConfig(ensemble=3, seed=5).resolved()
+    ensemble = run_state.fresh_state(config)
     for i in range(3):
-        single = run.fresh_state(run.RunConfig(seed=5 + i).resolved())
+        single = run_state.fresh_state(RunConfig(seed=5 + i).resolved())
         for a, b in zip(jax.tree.leaves(core.member(ensemble, i).params),
                         jax.tree.leaves(single.params), strict=True):  # fmt: skip
             np.testing.assert_array_equal(a, b)
@@ -77,9 +78,9 @@ def test_ensemble_cli_reports_members_and_scores(tmp_path, capsys):
     assert len(set(ensemble["val_loss_members"])) == 3
     assert ensemble["val_loss"] == pytest.approx(np.mean(ensemble["val_loss_members"]))
     # Restored from its checkpoint, it scores and maps new images like any run.
-    from aejax import eval as eval_cli
+    from aejax import evaluation
 
-    eval_cli.fit_detector(tmp_path / "e")
+    evaluation.fit_detector(tmp_path / "e")
     detector = Detector.load(tmp_path / "e")
     x = np.asarray(images(20, seed=3))
     out = detector.detect(x)

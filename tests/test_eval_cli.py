@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 
 from aejax import eval as eval_cli
-from aejax import ood, scores, train
+from aejax import evaluation, ood, train
+from aejax import report as eval_report
+from aejax.ood import synthetic
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow  # subprocesses, training, 8-device compiles
@@ -63,10 +65,10 @@ def test_cli_writes_every_file_and_field(trained, tmp_path, capsys):
     report = json.loads((out / "report.json").read_text())
     assert set(report) == REPORT_FIELDS
     assert report["positive_class"] == "ood" and report["checkpoint_step"] == 1
-    assert report["score"] == scores.DEFAULT
-    assert set(report["auroc_by_score"]["uniform"]) == set(scores.ALL)
+    assert report["score"] == ood.DEFAULT
+    assert set(report["auroc_by_score"]["uniform"]) == set(ood.names())
     # The scores' statistics were fitted and saved next to the checkpoint.
-    assert scores.load(workdir / "ood_stats" / "1.npz").meta == report["stats"]
+    assert ood.load(workdir / "ood_stats" / "1.npz").meta == report["stats"]
     assert set(report["ood"]) == {"fashion_mnist", "uniform", "black"}
     for name, m in report["ood"].items():
         assert set(m) == OOD_FIELDS, name
@@ -79,8 +81,8 @@ def test_cli_writes_every_file_and_field(trained, tmp_path, capsys):
 
     with open(out / "scores.csv") as f:
         rows = list(csv.DictReader(f))
-    assert {"dataset", "index", "label", "score", *scores.ALL} <= set(rows[0])
-    assert rows[0]["score"] == rows[0][scores.DEFAULT]
+    assert {"dataset", "index", "label", "score", *ood.names()} <= set(rows[0])
+    assert rows[0]["score"] == rows[0][ood.DEFAULT]
     counts = {}
     for row in rows:
         counts[(row["dataset"], row["split"])] = counts.get((row["dataset"], row["split"]), 0) + 1
@@ -142,22 +144,26 @@ def test_the_library_entry_point_reports_what_the_cli_reports(trained, tmp_path)
     out = tmp_path / "out"
     assert eval_cli.main(["--workdir", str(workdir), "--ood", "uniform", "--out", str(out)]) == 0
     from_cli = json.loads((out / "report.json").read_text())
-    result = eval_cli.evaluate(workdir, eval_cli.EvalConfig(ood=("uniform",)))
+    result = evaluation.evaluate(workdir, evaluation.EvalConfig(ood=("uniform",)))
     assert result.report["ood"] == from_cli["ood"]
     assert result.report["in_distribution"] == from_cli["in_distribution"]
-    assert eval_cli.write(result, tmp_path / "lib") == from_cli["files"]
+    assert eval_report.write(result, tmp_path / "lib") == from_cli["files"]
 
 
 def test_synthetic_sets_are_seeded_and_well_formed():
     like = np.random.default_rng(0).integers(0, 256, (50, 28, 28, 1), np.uint8)
-    for name in ood.SYNTHETIC:
-        images = ood.synthetic(name, like, seed=3)
+    for name in synthetic.SYNTHETIC:
+        images = synthetic.synthetic(name, like, seed=3)
         assert images.shape == like.shape and images.dtype == np.uint8, name
-        np.testing.assert_array_equal(images, ood.synthetic(name, like, seed=3))
-    assert not np.array_equal(ood.synthetic("uniform", like, 3), ood.synthetic("uniform", like, 4))
-    assert (ood.synthetic("black", like) == 0).all() and (ood.synthetic("white", like) == 255).all()
-    np.testing.assert_array_equal(ood.synthetic("inverted", like), 255 - like)
-    constant = ood.synthetic("constant", like)
+        np.testing.assert_array_equal(images, synthetic.synthetic(name, like, seed=3))
+    assert not np.array_equal(
+        synthetic.synthetic("uniform", like, 3), synthetic.synthetic("uniform", like, 4)
+    )
+    assert (synthetic.synthetic("black", like) == 0).all() and (
+        synthetic.synthetic("white", like) == 255
+    ).all()
+    np.testing.assert_array_equal(synthetic.synthetic("inverted", like), 255 - like)
+    constant = synthetic.synthetic("constant", like)
     assert (constant == constant[:, :1, :1, :]).all()
 
 
@@ -187,14 +193,14 @@ def test_the_ood_suite_scores_every_model_on_seven_sets(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     suite = json.loads((out / "ood_suite_dense.json").read_text())
-    assert suite["default"] == scores.DEFAULT and len(suite["models"]) == 2
+    assert suite["default"] == ood.DEFAULT and len(suite["models"]) == 2
     for model in suite["models"]:
         assert len(model["auroc"]) == 7  # the other dataset and six synthetic sets
-        assert all(set(by) == set(scores.ALL) for by in model["auroc"].values())
+        assert all(set(by) == set(ood.names()) for by in model["auroc"].values())
         assert set(model["selection_auroc"]) == {"uniform", "gaussian", "black", "grey",
                                                  "white", "inverted"}  # fmt: skip
     table = (out / "ood_suite_dense.md").read_text()
-    assert "How the default was chosen" in table and f"`{scores.DEFAULT}`" in table
+    assert "How the default was chosen" in table and f"`{ood.DEFAULT}`" in table
 
 
 def test_training_and_eval_write_tensorboard_events(trained, tmp_path):
@@ -212,5 +218,5 @@ def test_training_and_eval_write_tensorboard_events(trained, tmp_path):
     step, grid = tags["reconstructions/test"]  # the last epoch's grid: 8 inputs over outputs
     assert step == 1 and (grid.image.height, grid.image.width) == (56, 224)
     assert 0.5 < tags["eval/auroc/uniform"][1].simple_value <= 1
-    assert tags[f"eval/{scores.DEFAULT}/mnist-test"][1].histo.num == 10_000
+    assert tags[f"eval/{ood.DEFAULT}/mnist-test"][1].histo.num == 10_000
     assert tags["eval/roc"][1].image.width > 100

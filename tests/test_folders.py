@@ -9,7 +9,8 @@ from PIL import Image
 
 from aejax import data, train
 from aejax import eval as eval_cli
-from aejax.data import folder
+from aejax.data import images as decoding
+from aejax.data.sources import folder
 from aejax.errors import AejaxError
 from tests.helpers import shapes, write_images
 
@@ -35,10 +36,10 @@ def test_a_flat_folder_becomes_a_tfds_dataset_split_by_path(rgb_folder, tmp_path
     decoded = {np.asarray(Image.open(p).convert("RGB")).tobytes() for p in first}
     assert images[0].tobytes() in decoded
     # Prepared once: the same folder reads from the same directory; a change prepares anew.
-    prepared = folder.prepared_dir(rgb_folder, data_dir)
-    assert folder.prepared_dir(rgb_folder, data_dir) == prepared
+    prepared = data.source(str(rgb_folder), data_dir).prepared_dir()
+    assert data.source(str(rgb_folder), data_dir).prepared_dir() == prepared
     write_images(rgb_folder / "more", 1, seed=9)
-    assert folder.prepared_dir(rgb_folder, data_dir) != prepared
+    assert data.source(str(rgb_folder), data_dir).prepared_dir() != prepared
 
 
 def test_a_prepared_folder_is_read_without_tensorflow(tmp_path):
@@ -96,15 +97,15 @@ def test_files_are_stored_as_pillow_decodes_them_and_target_pngs_pass_through(tm
     target = "RGB" if channels == 3 else "L"
     for name in files:
         path = tmp_path / name
-        stored = folder._png(path, (16, 16), channels)
+        stored = folder.png_bytes(path, (16, 16), channels)
         with Image.open(path) as opened:
-            expected = folder.convert(opened, (16, 16), channels)
+            expected = decoding.convert(opened, (16, 16), channels)
         assert np.array_equal(np.asarray(Image.open(io.BytesIO(stored))), expected.squeeze(-1)
                               if channels == 1 else expected), name  # fmt: skip
         # The header pass reads PNG headers itself: it must agree with Pillow.
         with Image.open(path) as opened:
-            seen = ((opened.height, opened.width), opened.mode not in folder.GREY_MODES)
-        assert folder._header(path) == seen, name
+            seen = ((opened.height, opened.width), opened.mode not in decoding.GREY_MODES)
+        assert decoding.header(path) == seen, name
         # A PNG already in the target size and mode is stored as the file's own bytes.
         passes = name.endswith(".png") and files[name].mode == target and name != "large.png"
         assert (stored == path.read_bytes()) == passes, name

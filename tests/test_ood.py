@@ -3,18 +3,21 @@
 import numpy as np
 import pytest
 
-from aejax import ood
+from aejax.ood import synthetic
+from tests.helpers import experiments_module
+
+protocol = experiments_module("protocol")
 
 
 @pytest.mark.parametrize("channels", [1, 3])
 def test_every_synthetic_set_is_uint8_in_the_models_shape_and_seeded(channels):
     like = np.random.default_rng(0).integers(0, 256, (20, 32, 24, channels), np.uint8)
-    for name in ood.SYNTHETIC:
-        images = ood.synthetic(name, like)
+    for name in synthetic.SYNTHETIC:
+        images = synthetic.synthetic(name, like)
         assert images.dtype == np.uint8 and images.shape[1:] == like.shape[1:], name
         assert len(images) == 20, name
-        np.testing.assert_array_equal(images, ood.synthetic(name, like), err_msg=name)
-    assert {s for names in ood.FAMILIES.values() for s in names} == set(ood.SYNTHETIC)
+        np.testing.assert_array_equal(images, synthetic.synthetic(name, like), err_msg=name)
+    assert {s for names in synthetic.FAMILIES.values() for s in names} == set(synthetic.SYNTHETIC)
 
 
 def _selection(rng, scores=("a", "b", "c", "d"), families=("f1", "f2", "f3", "f4"), runs=3):
@@ -28,8 +31,8 @@ def test_choose_score_takes_the_best_worst_case():
         {"a": {"f1": 0.99, "f2": 0.70}, "b": {"f1": 0.90, "f2": 0.85}},
         {"a": {"f1": 0.99, "f2": 0.99}, "b": {"f1": 0.95, "f2": 0.90}},
     ]
-    assert ood.choose_score(selection, ["f1", "f2"]) == "b"
-    assert ood.choose_score(selection, ["f1"]) == "a"
+    assert protocol.choose_score(selection, ["f1", "f2"]) == "b"
+    assert protocol.choose_score(selection, ["f1"]) == "a"
 
 
 class Poison(float):
@@ -47,12 +50,12 @@ def test_the_left_out_family_is_never_seen():
     families = ["f1", "f2", "f3", "f4"]
     for _ in range(20):
         selection = _selection(rng, families=families)
-        chosen = ood.leave_one_family_out(selection, families)
+        chosen = protocol.leave_one_family_out(selection, families)
         for left_out in families:
             # Its numbers changed at random, or made unreadable: the same choice for it.
             changed = [{s: {**by, left_out: float(rng.uniform())} for s, by in run.items()}
                        for run in selection]  # fmt: skip
-            assert ood.leave_one_family_out(changed, families)[left_out] == chosen[left_out]
+            assert protocol.leave_one_family_out(changed, families)[left_out] == chosen[left_out]
             poisoned = [{s: {**by, left_out: Poison(0.5)} for s, by in run.items()}
                         for run in selection]  # fmt: skip
-            assert ood.choose_without(poisoned, families, left_out) == chosen[left_out]
+            assert protocol.choose_without(poisoned, families, left_out) == chosen[left_out]

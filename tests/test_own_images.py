@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def readme_own_images_commands() -> list[str]:
-    section = (ROOT / "README.md").read_text().split("## Your own images", 1)[1]
+    section = (ROOT / "README.md").read_text().split("**Your own images**", 1)[1]
     block = re.search(r"```bash\n(.*?)```", section, re.S).group(1)
     return [line.split("#")[0].strip() for line in block.splitlines() if line.strip()]
 

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from aejax import core, data, parallel, run, train
+from aejax.core import steps
 from aejax.errors import AejaxError
 
 pytestmark = pytest.mark.slow  # subprocesses, training, 8-device compiles
@@ -90,7 +91,7 @@ def test_a_noisy_model_on_eight_devices_draws_its_own_noise_per_device(mnist_sli
 
 def test_a_step_exchanges_its_gradients_in_one_flat_all_reduce():
     # XLA:CPU runs a tuple all-reduce at ~70 us per operand; the step sums every gradient and
-    # metric in one flat float32 vector instead (core._summed_over_devices).
+    # metric in one flat float32 vector instead (aejax.core.steps._summed_over_devices).
     placement = parallel.Placement.create(8)
     state = placement.replicate(core.init_state("conv", jax.random.key(0)))
     images = placement.put_rows(
@@ -99,7 +100,7 @@ def test_a_step_exchanges_its_gradients_in_one_flat_all_reduce():
     order = jax.device_put(
         core.epoch_order(jax.random.key(0), 64, 16).reshape(1, 4, 16), placement.replicated
     )
-    hlo = core._train_steps.lower(state, images, order, 0, placement.batch).compile().as_text()
+    hlo = steps._train_steps.lower(state, images, order, 0, placement.batch).compile().as_text()
     all_reduces = re.findall(r" = (.*?) all-reduce\(", hlo)  # their result types
     params = sum(leaf.size for leaf in jax.tree.leaves(state.params))
     assert not [t for t in all_reduces if t.startswith("(")], all_reduces  # no tuples

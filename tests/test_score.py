@@ -14,7 +14,7 @@ from PIL import Image
 
 import aejax.export as export_cli
 import aejax.score as score_cli
-from aejax import data, scores, train
+from aejax import data, ood, train
 from aejax import eval as eval_cli
 from aejax.detector import Detector
 
@@ -58,7 +58,7 @@ def test_scores_files_folders_and_npy_like_the_python_api(run_dir, images, tmp_p
     argv = ["--workdir", str(run_dir), *inputs, "--out", str(out), "--maps", str(maps)]
     assert score_cli.main(argv) == 0
     summary = capsys.readouterr().err
-    assert "8 images scored" in summary and f"threshold: {scores.DEFAULT} > " in summary
+    assert "8 images scored" in summary and f"threshold: {ood.DEFAULT} > " in summary
 
     rows = read_csv(out)
     assert [r["source"] for r in rows] == [
@@ -66,7 +66,7 @@ def test_scores_files_folders_and_npy_like_the_python_api(run_dir, images, tmp_p
         str(tmp_path / "one.jpg"),
         *(f"{tmp_path / 'fashion.npy'}[{i}]" for i in range(4)),
     ]
-    assert list(rows[0]) == ["source", "score", "p_value", "ood", *scores.ALL]
+    assert list(rows[0]) == ["source", "score", "p_value", "ood", *ood.names()]
     # The Python API gives the CSV's numbers (the PNGs and .npy rows are lossless).
     detector = Detector.load(run_dir)
     lossless = np.concatenate([images[:3], images[500:504]])
@@ -166,7 +166,7 @@ def test_the_exported_detector_reproduces_aejax_score(run_dir, images, tmp_path)
     assert export_cli.main(["--workdir", str(run_dir), "--out", str(out)]) == 0
     meta = json.loads((out / "metadata.json").read_text())
     assert meta["input"] == {"shape": ["N", 28, 28, 1], "dtype": "uint8", "range": [0, 255]}
-    assert meta["platforms"] == ["cpu", "cuda", "tpu"] and meta["score"] == scores.DEFAULT
+    assert meta["platforms"] == ["cpu", "cuda", "tpu"] and meta["score"] == ood.DEFAULT
     assert meta["threshold"]["policy"] == "percentile" and meta["training"]["dataset"] == "mnist"
     # aejax.score and the exported detector each in a fresh process, as a user runs them.
     clean = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "PYTHONPATH")}
@@ -190,7 +190,7 @@ def test_the_exported_detector_reproduces_aejax_score(run_dir, images, tmp_path)
         with np.load(result) as got:
             assert not got["aejax_imported"]
             for n, rows in want.items():
-                for name in ("score", "p_value", *scores.ALL):
+                for name in ("score", "p_value", *ood.names()):
                     expected = np.array([float(r[name]) for r in rows], np.float32)
                     if flags:  # the same float32 bits (the CSV's 9 digits keep them)
                         np.testing.assert_array_equal(got[f"{name}_{n}"], expected, name)
@@ -229,6 +229,31 @@ def test_bad_inputs_are_one_clear_error(run_dir, tmp_path, capsys):
     assert "no fitted statistics" in err and "python -m aejax.eval" in err
     assert score_cli.main(["--workdir", str(run_dir), "x", "--target-fpr", "0.00001"]) == 2
     assert "cannot set a threshold for FPR" in capsys.readouterr().err
+
+
+def test_statistics_an_older_aejax_wrote_are_refused_then_fitted_anew(run_dir, tmp_path, capsys):
+    """ood_stats written before the score registry (one array per statistic, typicality as
+    JSON): aejax.score says to run aejax.eval, which fits them anew."""
+    import shutil
+
+    workdir = tmp_path / "old"
+    shutil.copytree(run_dir, workdir)
+    path = workdir / "ood_stats" / "1.npz"
+    with np.load(path) as f:
+        holdout = {k: f[k] for k in f.files if k.startswith("holdout/")}
+        threshold = str(f["threshold"])
+    np.savez(path, latent_mean=np.zeros(15, np.float32), latent_precision=np.eye(15),
+             knn_bank=np.zeros((5, 15), np.float32), typicality=json.dumps({}),
+             meta=json.dumps({"dataset": "mnist"}), threshold=threshold, **holdout)  # fmt: skip
+    assert score_cli.main(["--workdir", str(workdir), str(tmp_path / "x.npy")]) == 2
+    err = capsys.readouterr().err
+    assert "ones an older aejax fitted" in err
+    assert f"python -m aejax.eval --workdir {workdir}" in err
+    assert eval_cli.main(["--workdir", str(workdir), "--ood", "uniform"]) == 0
+    refitted = json.loads((workdir / "eval" / "report.json").read_text())
+    original = json.loads((run_dir / "eval" / "report.json").read_text())
+    assert refitted["ood"]["uniform"]["auroc"] == original["ood"]["uniform"]["auroc"]
+    capsys.readouterr()
 
 
 def test_the_estimator_fits_an_array_and_saves_through_its_run(images, tmp_path, capsys):

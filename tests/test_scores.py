@@ -5,7 +5,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from aejax import core, losses, metrics, scores
+from aejax import core, losses, metrics, ood
+from aejax.ood import knn, latent
+from tests.helpers import experiments_module
 
 
 def test_kl_of_a_perfect_reconstruction_is_zero():
@@ -60,7 +62,7 @@ def synthetic_terms(rng, n, bce_scale=1.0):
 @pytest.fixture
 def stats():
     rng = np.random.default_rng(3)
-    return scores.fit(synthetic_terms(rng, 5000), synthetic_terms(rng, 1000), {"dataset": "x"})
+    return ood.fit(synthetic_terms(rng, 5000), synthetic_terms(rng, 1000), {"dataset": "x"})
 
 
 def test_two_sided_typicality_flags_both_tails(stats):
@@ -80,7 +82,7 @@ def test_latent_mahalanobis_flags_far_codes(stats):
     rng = np.random.default_rng(5)
     near, far = synthetic_terms(rng, 500), synthetic_terms(rng, 500)
     far["code"] = far["code"] * 6
-    d_near, d_far = stats.raw(near)["latent"], stats.raw(far)["latent"]
+    d_near, d_far = stats.all_scores(near)["latent"], stats.all_scores(far)["latent"]
     assert np.mean(d_near) == pytest.approx(4, rel=0.15)  # E[chi2 with 4 dof]
     assert metrics.ood_metrics(d_near, d_far)["auroc"] > 0.99
 
@@ -91,29 +93,34 @@ def test_combined_scores_combine_their_parts(stats):
     np.testing.assert_allclose(s["typ-max"], parts.max(axis=0))
     np.testing.assert_allclose(s["typ-rss"], np.sqrt((parts**2).sum(axis=0)))
     # kNN joins one-sided: only a code farther from the training codes than usual counts.
-    median, scale = stats.typicality["knn"]
+    median, scale = (float(stats.fitted["z-knn"][k]) for k in ("log_median", "log_scale"))
     far = np.maximum((np.log(s["knn"] + 1e-10) - median) / scale, 0)
     np.testing.assert_allclose(s["typ-rss-knn"], np.hypot(s["typ-rss"], far), rtol=1e-5)
     assert (far == 0).any() and (far > 0).any()
-    assert set(s) == set(scores.ALL) and scores.DEFAULT in scores.ALL
+    assert set(s) == set(ood.names()) and ood.DEFAULT in ood.names()
 
 
 def test_stats_round_trip_through_the_saved_file(stats, tmp_path):
-    path = scores.stats_path(tmp_path, 15)
-    scores.save(stats, path)
-    loaded = scores.load(path)
-    np.testing.assert_array_equal(loaded.latent_mean, stats.latent_mean)
-    np.testing.assert_array_equal(loaded.latent_precision, stats.latent_precision)
-    assert loaded.typicality == stats.typicality and loaded.meta == stats.meta
+    path = ood.stats_path(tmp_path, 15)
+    ood.save(stats, path)
+    loaded = ood.load(path)
+    np.testing.assert_array_equal(loaded.fitted["latent"]["mean"], stats.fitted["latent"]["mean"])
+    np.testing.assert_array_equal(
+        loaded.fitted["latent"]["precision"], stats.fitted["latent"]["precision"]
+    )
+    assert set(loaded.fitted) == set(stats.fitted) and loaded.meta == stats.meta
+    for score, arrays in stats.fitted.items():  # the typicality statistics among them
+        for name, value in arrays.items():
+            np.testing.assert_array_equal(loaded.fitted[score][name], value)
     terms = synthetic_terms(np.random.default_rng(7), 20)
     for name, values in stats.all_scores(terms).items():
         np.testing.assert_array_equal(loaded.all_scores(terms)[name], values)
-    assert scores.load(tmp_path / "missing.npz") is None
+    assert ood.load(tmp_path / "missing.npz") is None
 
 
 def test_knn_of_a_training_code_is_its_distance_to_the_kth_other_code(stats):
-    bank = stats.knn_bank  # normalised training codes
-    assert bank.shape == (scores.KNN_BANK, 4)
+    bank = stats.fitted["knn"]["bank"]  # normalised training codes
+    assert bank.shape == (knn.KNN_BANK, 4)
     np.testing.assert_allclose(np.linalg.norm(bank, axis=1), 1, rtol=1e-5)
     k = 5
     for i in (0, 17, 4321):
@@ -121,7 +128,7 @@ def test_knn_of_a_training_code_is_its_distance_to_the_kth_other_code(stats):
         distances = np.sort(np.linalg.norm(others - bank[i], axis=1))
         # The code itself is its own nearest neighbour (distance 0): the k-th *other* code
         # is its (k + 1)-th.
-        got = scores._kth_distance(jnp.asarray(bank[i : i + 1]), jnp.asarray(bank), k + 1)
+        got = knn.kth_distance(jnp.asarray(bank[i : i + 1]), jnp.asarray(bank), k + 1)
         assert float(got[0]) == pytest.approx(distances[k - 1], abs=2e-3)
 
 
@@ -129,10 +136,10 @@ def test_knn_score_is_brute_force_nearest_neighbours(stats):
     rng = np.random.default_rng(8)
     terms = synthetic_terms(rng, 700)  # not a multiple of the 512-code chunks
     terms["code"][:5] *= 50  # the norm is dropped: only directions count
-    got = stats.raw(terms)["knn"]
+    got = stats.all_scores(terms)["knn"]
     codes = terms["code"] / np.linalg.norm(terms["code"], axis=1, keepdims=True)
-    distances = np.linalg.norm(codes[:, None] - stats.knn_bank[None], axis=2)
-    expected = np.sort(distances, axis=1)[:, scores.KNN_K - 1]
+    distances = np.linalg.norm(codes[:, None] - stats.fitted["knn"]["bank"][None], axis=2)
+    expected = np.sort(distances, axis=1)[:, knn.KNN_K - 1]
     np.testing.assert_allclose(got, expected, atol=2e-3)
 
 
@@ -140,9 +147,13 @@ def test_likelihood_ratio_is_zero_for_the_same_model():
     state = core.init_state("dense", jax.random.key(0))
     images = jnp.asarray(np.random.default_rng(9).integers(0, 256, (30, 28, 28, 1), np.uint8))
     terms = core.per_image(state, images, ("bce",))
-    assert np.all(np.asarray(scores.likelihood_ratio(terms, terms)) == 0)
+    assert np.all(
+        np.asarray(experiments_module("scores_extra").likelihood_ratio(terms, terms)) == 0
+    )
     other = core.per_image(core.init_state("dense", jax.random.key(1)), images, ("bce",))
-    assert np.any(np.asarray(scores.likelihood_ratio(terms, other)) != 0)
+    assert np.any(
+        np.asarray(experiments_module("scores_extra").likelihood_ratio(terms, other)) != 0
+    )
 
 
 def test_mutation_replaces_the_given_fraction_by_random_pixel_values():
@@ -175,14 +186,14 @@ def test_fewer_codes_than_dimensions_give_ledoit_wolfs_distances_in_low_rank(n, 
 
     rng = np.random.default_rng(9)
     codes = rng.normal(size=(n, d)) @ rng.normal(size=(d, d)) * 0.3 + rng.normal(size=d)
-    mean, precision, low_rank, shrinkage = scores.fit_gaussian(codes)
+    mean, precision, low_rank, shrinkage = latent.fit_gaussian(codes)
     assert precision is None and low_rank["basis"].shape == (d, n - 1)  # centred: rank n - 1
     reference = LedoitWolf().fit(codes)
     assert shrinkage == pytest.approx(reference.shrinkage_, rel=1e-9)
     new = rng.normal(size=(25, d)) * 2 + codes.mean(0)
     centred = np.concatenate([codes, new]) - reference.location_
     expected = np.einsum("nd,de,ne->n", centred, reference.precision_, centred)
-    got = scores.mahalanobis_low_rank(
+    got = latent.mahalanobis_low_rank(
         jnp.asarray(np.concatenate([codes, new]), jnp.float32),
         jnp.asarray(mean, jnp.float32),
         *(jnp.asarray(low_rank[k], jnp.float32)
@@ -198,18 +209,20 @@ def test_a_few_dozen_training_images_still_give_every_score(tmp_path):
     train, held_out = synthetic_terms(rng, 6), synthetic_terms(rng, 9)
     for terms in (train, held_out):
         terms["code"] = rng.normal(size=(len(terms["bce"]), 32)).astype(np.float32)
-    stats = scores.fit(train, held_out, {"dataset": "x"})
-    assert stats.knn_bank.shape == (6, 32) and stats.latent_precision is None
+    stats = ood.fit(train, held_out, {"dataset": "x"})
+    assert (
+        stats.fitted["knn"]["bank"].shape == (6, 32) and "precision" not in stats.fitted["latent"]
+    )
     new = synthetic_terms(rng, 4)
     new["code"] = rng.normal(size=(4, 32)).astype(np.float32)
     got = stats.all_scores(new)
-    assert all(np.isfinite(v).all() for v in got.values()) and set(got) == set(scores.ALL)
+    assert all(np.isfinite(v).all() for v in got.values()) and set(got) == set(ood.names())
     unit = new["code"] / np.linalg.norm(new["code"], axis=1, keepdims=True)
-    farthest = np.linalg.norm(unit[:, None] - stats.knn_bank[None], axis=2).max(axis=1)
+    farthest = np.linalg.norm(unit[:, None] - stats.fitted["knn"]["bank"][None], axis=2).max(1)
     np.testing.assert_allclose(got["knn"], farthest, rtol=1e-5)
-    path = scores.stats_path(tmp_path, 3)
-    scores.save(stats, path)
-    loaded = scores.load(path)
-    assert loaded.latent_precision is None
+    path = ood.stats_path(tmp_path, 3)
+    ood.save(stats, path)
+    loaded = ood.load(path)
+    assert "precision" not in loaded.fitted["latent"]
     for name, values in got.items():
         np.testing.assert_array_equal(loaded.all_scores(new)[name], values)

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from aejax import core, data, run
+from aejax.core import steps
 from tests.helpers import start_aejax, wait_for_checkpoint
 
 
@@ -42,8 +43,8 @@ def test_reused_host_buffers_give_the_bits_of_fresh_ones(monkeypatch, devices):
     placement = parallel.Placement.create(devices)
     sharding = placement.batch if devices > 1 else None
     results = []
-    for buffers in (core.HOST_BUFFERS, 1000):  # reused / one per chunk
-        monkeypatch.setattr(core, "HOST_BUFFERS", buffers)
+    for buffers in (steps.HOST_BUFFERS, 1000):  # reused / one per chunk
+        monkeypatch.setattr(steps, "HOST_BUFFERS", buffers)
         state = placement.replicate(core.init_state("dense", jax.random.key(0)))
         for epoch in range(2):  # 6 chunks an epoch: each buffer refilled twice
             state, metrics = core.train_epoch(state, images, jax.random.key(epoch),
@@ -54,7 +55,7 @@ def test_reused_host_buffers_give_the_bits_of_fresh_ones(monkeypatch, devices):
 
 
 def test_aligned_host_buffers_are_read_in_place_on_cpu():
-    rows = core._aligned_empty((100, 28, 28, 1), np.uint8)
+    rows = steps._aligned_empty((100, 28, 28, 1), np.uint8)
     assert rows.ctypes.data % 64 == 0 and rows.shape == (100, 28, 28, 1)
     rows[...] = 7
     # Why they are aligned: JAX then uses their memory instead of copying it.

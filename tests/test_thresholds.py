@@ -71,8 +71,8 @@ def test_a_target_the_held_out_count_cannot_support_is_refused():
         thresholds.at_target_fpr(np.arange(100.0), 0.005, score="s")
     assert thresholds.at_target_fpr(np.arange(100.0), 0.01, score="s").value == 99.0
     with pytest.raises(ValueError, match="smallest target they support is 0.019"):
-        thresholds.check_supported("target-fpr", 0.01, 54)  # before any score is computed
-    thresholds.check_supported("target-fpr", 0.019, 54)
+        thresholds.Policy("target-fpr", 0.01).check_supported(54)  # before any scoring
+    thresholds.Policy("target-fpr", 0.019).check_supported(54)
     with pytest.raises(ValueError, match="finite"):
         thresholds.at_percentile([1.0, np.nan], 95, score="s")
 

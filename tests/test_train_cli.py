@@ -14,7 +14,8 @@ import jax
 import numpy as np
 import pytest
 
-from aejax import run, train
+from aejax import run, run_state, train, training
+from aejax.config import RunConfig
 from aejax.errors import AejaxError
 from tests.helpers import wait_for_checkpoint
 
@@ -230,7 +231,7 @@ def test_checkpoint_is_complete_when_save_returns_on_cpu(tmp_path, background):
         assert checkpoints.all_steps() == [1]
     checkpoints.close()  # waits for a background save
     restored, meta = Checkpoints(tmp_path / "ckpt").restore(
-        1, run.abstract_state(run.RunConfig(arch="dense").resolved(), None)
+        1, run_state.abstract_state(RunConfig(arch="dense").resolved(), None)
     )
     for a, b in zip(jax.tree.leaves(restored), jax.tree.leaves(state), strict=True):
         np.testing.assert_array_equal(a, b)
@@ -238,8 +239,8 @@ def test_checkpoint_is_complete_when_save_returns_on_cpu(tmp_path, background):
 
 def test_train_and_evaluate_computes_what_the_cli_computes(tmp_path):
     assert train.main([*SMALL, "--epochs", "2", "--workdir", str(tmp_path / "cli")]) == 0
-    config = run.RunConfig(arch="dense", epochs=2, holdout=50000).resolved()
-    _, history = train.train_and_evaluate(config, tmp_path / "lib")
+    config = RunConfig(arch="dense", epochs=2, holdout=50000).resolved()
+    _, history = training.train_and_evaluate(config, tmp_path / "lib")
     assert json.loads((tmp_path / "lib" / "config.json").read_text()) == json.loads(
         (tmp_path / "cli" / "config.json").read_text()
     )
@@ -247,7 +248,7 @@ def test_train_and_evaluate_computes_what_the_cli_computes(tmp_path):
     assert [h["val_loss"] for h in history] == [m["val_loss"] for m in metrics(tmp_path / "cli")]
     # A config that does not agree with the run saved there is refused, as on the CLI.
     with pytest.raises(AejaxError, match="differs in lr=0.01"):
-        train.train_and_evaluate(dataclasses.replace(config, lr=0.01), tmp_path / "lib")
+        training.train_and_evaluate(dataclasses.replace(config, lr=0.01), tmp_path / "lib")
 
 
 def test_a_checkpoint_of_an_unreleased_format_is_a_clear_error(tmp_path):
@@ -256,7 +257,7 @@ def test_a_checkpoint_of_an_unreleased_format_is_a_clear_error(tmp_path):
     from aejax import core
     from aejax.checkpoint import Checkpoints
 
-    config = run.RunConfig(arch="dense", holdout=50000).resolved()
+    config = RunConfig(arch="dense", holdout=50000).resolved()
     workdir = tmp_path / "old"
     with Checkpoints(workdir / "checkpoints") as checkpoints:
         checkpoints.save(

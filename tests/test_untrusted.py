@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from aejax import data, inputs
-from aejax.data import folder
+from aejax.data import images as decoding
 from aejax.errors import AejaxError
 
 
@@ -69,10 +69,10 @@ def test_a_bomb_given_to_score_is_refused_whatever_its_format(bomb, tmp_path, si
 
 
 def test_the_limit_is_pillows_and_an_image_at_it_is_read(tmp_path):
-    assert folder.MAX_PIXELS == Image.MAX_IMAGE_PIXELS  # Pillow's default, made a hard limit
-    folder.check_pixels("ok.png", 9_459, 9_459)  # 89.47 megapixels: under it
+    assert decoding.MAX_PIXELS == Image.MAX_IMAGE_PIXELS  # Pillow's default, made a hard limit
+    decoding.check_pixels("ok.png", 9_459, 9_459)  # 89.47 megapixels: under it
     with pytest.raises(AejaxError, match="9460x9460"):
-        folder.check_pixels("big.png", 9_460, 9_460)
+        decoding.check_pixels("big.png", 9_460, 9_460)
 
 
 def test_an_npy_of_bomb_sized_images_is_refused_before_a_row_is_read(tmp_path):

@@ -190,7 +190,7 @@ def _phase_cols(x_CxBxHxW, py: int, px: int):
 
 def _channel_sums(g_CxBxHxW):
     """``g`` summed over all but the channel axis, as a matrix-vector product. For the first
-    layer's bias gradient 3% faster per conv-net step than ``jnp.sum`` (whose tree reduction
+    layer's bias gradient faster per conv-net step than ``jnp.sum`` (whose tree reduction
     XLA:CPU runs slowly); as the other layers' bias gradients it measured slower, as it
     keeps XLA from fusing the reduction into the gradient's producer."""
     g = g_CxBxHxW.reshape(g_CxBxHxW.shape[0], -1)
@@ -203,7 +203,7 @@ def _kept_in_memory(small_int):
 
     XLA:CPU recomputes a cheap elementwise value inside every fusion that uses it; for the
     gradient's routing below that meant re-reading the four corners in each of its five
-    uses (5% of a conv-net step). An "expensive" operation at its end (sqrt) makes XLA
+    uses (a few percent of a conv-net step). An "expensive" operation at its end (sqrt) makes XLA
     compute it once and keep it in memory; ``optimization_barrier`` cannot, as XLA:CPU
     removes barriers before fusing.
     """

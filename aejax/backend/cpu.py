@@ -117,8 +117,9 @@ def _conv(layers, x):
 @jax.custom_vjp
 def _linear(x_BxI, kernel_IxO, bias_O):
     """``x @ kernel + bias``, computed with the kernel's many inputs minor, ``[O, I]``: the
-    forward product and the kernel's gradient, a product over the batch, ran 2x faster on
-    XLA:CPU so than with the few outputs minor (flax's ``[I, O]``). The barriers keep XLA's
+    forward product and the kernel's gradient, a product over the batch, ran faster on
+    XLA:CPU so than with the few outputs minor (flax's ``[I, O]``: the issue-15 refactor's
+    notes, experiments/results/refactor_bench.md). The barriers keep XLA's
     simplifier from folding the transposes (11,760 values for the dense encoder, a few
     microseconds) back into the products."""
     kernel_OxI = jax.lax.optimization_barrier(kernel_IxO.T)

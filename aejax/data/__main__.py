@@ -31,6 +31,8 @@ def _describe(entry: dict) -> str:
     if not entry["prepared"]:
         return f"{entry['name']}: not prepared in {entry['data_dir']}"
     splits = ", ".join(f"{s} {n}" for s, n in entry["splits"].items())
+    if "source" not in entry:  # a folder or an array
+        return f"{entry['name']}: {splits}; a {entry['kind']}"
     source = entry["source"]
     files = [Path(f) for f in source.get("files", {})]
     where = f"{files[0].parent}/{{{','.join(f.name for f in files)}}}" if files else "download"
@@ -47,18 +49,18 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args) -> int:
     for name in args.names:
+        source = data.source(
+            name,
+            args.data_dir,
+            raw_dir=args.raw_dir,
+            mnist_pickle=args.mnist_pickle,
+            offline=args.offline or None,
+        )
         if args.command == "prepare":
-            how = data.ensure_prepared(
-                name,
-                args.data_dir,
-                raw_dir=args.raw_dir,
-                mnist_pickle=args.mnist_pickle,
-                offline=args.offline or None,
-            )
-            print(f"{name}: {how}")
-            for split in data.info(name, args.data_dir)["splits"]:
-                data.load(name, split, args.data_dir)  # fills the decoded-array cache
-        entry = data.info(name, args.data_dir)
+            print(f"{name}: {source.prepare()}")
+            for split in source.splits():
+                source.whole_split(split)  # fills the decoded-array cache
+        entry = source.info()
         print(json.dumps(entry) if args.json else _describe(entry))
     return 0
 

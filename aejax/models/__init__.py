@@ -56,7 +56,7 @@ def declared(arch: str) -> dict[str, Option]:
     return out
 
 
-def options(arch: str) -> dict:
+def defaults(arch: str) -> dict:
     """The keyword options ``arch`` takes, with their defaults (``latent_dim``, ...)."""
     return {name: option.default for name, option in declared(arch).items()}
 

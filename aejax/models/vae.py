@@ -11,7 +11,7 @@ minimises the negative ELBO per pixel,
 with one reparameterised sample :math:`z = \mu + \sigma \epsilon` per image. ``encode`` returns
 :math:`\mu` (a deterministic code), so ``decode(encode(x))``, ``val_loss`` and the ``bce`` score
 are the reconstruction of the mean, comparable with the other models. :meth:`prior_term` is
-the KL term per pixel: the ``elbo`` OOD score (:mod:`aejax.scores`) adds it to ``bce``.
+the KL term per pixel: the ``elbo`` OOD score (:mod:`aejax.ood`) adds it to ``bce``.
 """
 
 import math

@@ -1,10 +1,10 @@
-"""OOD sets by name: a TFDS image dataset, a folder of images, or a synthetic set.
+"""Synthetic OOD sets, by name (``aejax.eval --ood uniform,black``).
 
-Synthetic sets are uint8 ``[N, H, W, C]``, the shape of the model's images, made from a
+They are uint8 ``[N, H, W, C]``, the shape of the model's images, made from a
 seed (the same seed gives the same images), N the size of the in-distribution test split
 they are compared with:
 
-=========== =============================================================
+============ =============================================================
 ``uniform``  i.i.d. uniform pixels in 0..255
 ``gaussian`` i.i.d. N(127.5, 64^2) pixels, clipped to 0..255
 ``constant`` each image one grey level, uniform in 0..255
@@ -12,7 +12,7 @@ they are compared with:
 ``grey``     all pixels 128
 ``white``    all pixels 255
 ``inverted`` the in-distribution test images, inverted (255 - x)
-=========== =============================================================
+============ =============================================================
 
 and, grouped into :data:`FAMILIES` for the leave-one-family-out protocol of
 ``experiments/ood_general.py`` (light strokes on a dark field, as MNIST draws them; in colour
@@ -36,10 +36,6 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
-
-from aejax import data
-from aejax.data import folder
-from aejax.errors import AejaxError
 
 
 def _uniform(rng, like):
@@ -222,52 +218,3 @@ def synthetic_set(
     labels are -1 (no class). A TFDS OOD set is read like any dataset (:func:`data.load`)."""
     images = synthetic(name, in_test_images, seed)
     return images, np.full(len(images), -1, np.int32)
-
-
-def check_name(
-    name: str, data_dir: str | None = None, shape: tuple[int, ...] | None = None
-) -> None:
-    """Raises one clear error unless ``name`` is a synthetic set, a folder of images, or a
-    usable TFDS dataset (of images of ``shape``, the model's, when given)."""
-    if name in SYNTHETIC or folder.is_folder(name):  # a folder is checked as it is read
-        return
-    try:
-        b = data.builder(name, data_dir)
-    except AejaxError as e:
-        if str(e).startswith("unknown dataset"):
-            raise AejaxError(
-                f"unknown OOD set {name!r}: use a TFDS image dataset (mnist, fashion_mnist, "
-                f"...), a folder of images, or a synthetic set: {', '.join(SYNTHETIC)}"
-            ) from None
-        raise
-    has = tuple(b.info.features["image"].shape)
-    if shape is not None and has != tuple(shape):
-        raise AejaxError(
-            f"OOD set {name!r} has {'x'.join(map(str, has))} images, the model takes "
-            f"{'x'.join(map(str, shape))}: give a set of that shape, or a folder of images "
-            "(converted to it)"
-        )
-
-
-def choose_score(selection: list[dict], families_seen: list[str]) -> str:
-    """The score with the best worst-case AUROC over ``families_seen`` and every run in
-    ``selection`` (per run ``{score: {family: worst AUROC of its sets}}``); ties go to the
-    better mean, then to the name."""
-    values = {
-        score: [run[score][f] for run in selection for f in families_seen] for score in selection[0]
-    }
-    return max(sorted(values), key=lambda s: (min(values[s]), float(np.mean(values[s]))))
-
-
-def choose_without(selection: list[dict], families: list[str], left_out: str) -> str:
-    """:func:`choose_score` on a copy of ``selection`` from which family ``left_out``'s
-    numbers are removed: a choice that can be reported on ``left_out`` because it never saw
-    it."""
-    seen = [f for f in families if f != left_out]
-    blind = [{s: {f: by[f] for f in seen} for s, by in run.items()} for run in selection]
-    return choose_score(blind, seen)
-
-
-def leave_one_family_out(selection: list[dict], families: list[str]) -> dict[str, str]:
-    """``{family: the score chosen without it}`` (:func:`choose_without`)."""
-    return {f: choose_without(selection, families, f) for f in families}

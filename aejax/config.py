@@ -1,0 +1,128 @@
+"""What defines a training run, as one typed config: :class:`RunConfig`, and its defaults.
+
+Every default lives here or with what it belongs to: the batch size with each architecture
+(``Autoencoder.default_batch_size``, resolved by :func:`batch_size`), the held-out slice by
+:func:`default_holdout`, a model's options in its ``__init__`` (:mod:`aejax.models.options`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+from aejax import models
+from aejax.errors import AejaxError
+
+
+def batch_size(arch: str, given: int | None = None) -> int:
+    """The batch size of an ``arch`` run: ``given``, else the architecture's reference one
+    (dense 256, conv 128: ``default_batch_size``)."""
+    return given or models.get(arch).default_batch_size
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    """What defines a training run. Defaults reproduce the reference runs."""
+
+    arch: str = "dense"
+    dataset: str = "mnist"
+    epochs: int = 15
+    batch_size: int = 0  # 0: the architecture's reference batch size (dense 256, conv 128)
+    lr: float = 1e-3
+    seed: int = 0
+    # The last examples of the train split, held out (thresholds, statistics); None: a fifth
+    # of the split, at most HOLDOUT (default_holdout), resolved once the split's size is known.
+    holdout: int | None = None
+    compute_dtype: str = "float32"  # or "bfloat16": mixed-precision training
+    mutation_rate: float = 0.0  # > 0: a background model on mutated images (core.mutated)
+    ensemble: int = 0  # > 1: this many members trained together (seeds seed, seed + 1, ...)
+    model: dict = dataclasses.field(default_factory=dict)  # model options, e.g. latent_dim
+    # A folder's or array's preprocessing (aejax.data.sources): resize to [H, W], C channels.
+    image_size: list[int] | None = None
+    channels: int | None = None
+
+    def resolved(
+        self, image_shape: tuple[int, int, int] | None = None, n_train: int | None = None
+    ) -> RunConfig:
+        """Fills in the architecture's defaults, so the saved config says what was used;
+        ``image_shape``, the data's ``(H, W, C)``, sets the model's shape options (those of
+        ``image_shape`` and ``channels`` it has) unless they were given; ``n_train``, the size
+        of the data's train split, sets the held-out slice unless it was given."""
+        batch = batch_size(self.arch, self.batch_size)
+        holdout = self.holdout
+        if holdout is None and n_train is not None:
+            holdout = default_holdout(n_train)
+        defaults = models.defaults(self.arch)
+        given = models.check_options(self.arch, self.model)
+        if image_shape is not None:
+            from_data = {"image_shape": list(image_shape), "channels": image_shape[-1]}
+            from_data = {k: v for k, v in from_data.items() if k in defaults}
+            for name, value in from_data.items():
+                if name in given and given[name] != value:
+                    raise AejaxError(
+                        f"--model {name}={json.dumps(given[name])} contradicts the data "
+                        f"({self.dataset}: {'x'.join(map(str, image_shape))} images): drop "
+                        "it, the model takes its shape from the data"
+                    )
+            defaults.update(from_data)
+        model = {**defaults, **given}
+        image_size = list(self.image_size) if self.image_size else None
+        return dataclasses.replace(
+            self,
+            batch_size=batch,
+            holdout=holdout,
+            model=_jsonable(model),
+            image_size=image_size,
+        )
+
+    def data_options(self) -> dict:
+        """What :mod:`aejax.data` needs besides the dataset's name to read its images."""
+        return {
+            k: v
+            for k, v in (("image_size", self.image_size), ("channels", self.channels))
+            if v is not None
+        }
+
+    # Everything but `epochs` shapes the trajectory; a resumed run must agree on all of it.
+    def trajectory(self) -> dict:
+        return {k: v for k, v in dataclasses.asdict(self).items() if k != "epochs"}
+
+    def row_ranges(self, n_train: int) -> dict[str, tuple[str, int, int]]:
+        """``{role: (tfds_split, start, stop)}`` for the rows trained on and held out, given
+        the size of the dataset's train split."""
+        if self.holdout is None:
+            return self.resolved(n_train=n_train).row_ranges(n_train)
+        if not 0 <= self.holdout < n_train:
+            raise AejaxError(
+                f"--holdout {self.holdout} must be in [0, {n_train}): the train "
+                f"split of {self.dataset} has {n_train} images, and at least one "
+                "must be left to train on"
+            )
+        cut = n_train - self.holdout
+        ranges = {"train": ("train", 0, cut)}
+        if self.holdout:
+            ranges["holdout"] = ("train", cut, n_train)
+        return ranges
+
+    @classmethod
+    def from_dict(cls, d: dict) -> RunConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+HOLDOUT = 1000  # the most images a run holds out by default (what MNIST's reference runs did)
+
+
+def default_holdout(n_train: int) -> int:
+    """How many of a train split's ``n_train`` images a run holds out unless told: a fifth,
+    at most :data:`HOLDOUT`. Enough for a threshold at the 95th percentile from a few dozen
+    images on (its FPR bound is printed with it), and never all of a small folder.
+
+    >>> default_holdout(60_000), default_holdout(270), default_holdout(4)
+    (1000, 54, 0)
+    """
+    return min(HOLDOUT, n_train // 5)
+
+
+def _jsonable(value):
+    return json.loads(json.dumps(value))  # tuples -> lists, as they come back from JSON

@@ -1,0 +1,234 @@
+"""The one per-image evaluator: every score, the test loss and the evaluation report derive
+from :func:`per_image`'s terms; reconstructions, codes and decodings beside it."""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from aejax import losses, models, xla
+from aejax.core.state import TrainState, over_members
+
+
+def to_float(images: jax.Array) -> jax.Array:
+    """uint8 pixels to float32 in [0, 1] (x / 255, as Keras users scale them); floats pass."""
+    if jnp.issubdtype(images.dtype, jnp.integer):
+        return images.astype(jnp.float32) / 255.0
+    return images.astype(jnp.float32)
+
+
+# What per_image can compute for each image; "code" is the flattened code [N, D].
+TERMS = ("bce", "mse", "kl", "entropy", "elbo", "disagreement", "code")
+
+
+def per_image(
+    state: TrainState,
+    images: jax.Array | np.ndarray,
+    terms: tuple[str, ...] = TERMS,
+    batch_size: int | None = None,
+    batch_sharding: jax.sharding.Sharding | None = None,
+    each_member: bool = False,
+) -> dict[str, jax.Array]:
+    r"""The one per-image evaluator: ``{term: [N, ...]}`` for each of ``terms`` (of TERMS).
+
+    ``bce`` and ``mse``: reconstruction errors (:mod:`aejax.losses`); ``entropy``: the image's
+    own mean binary entropy; ``kl``: ``bce - entropy``; ``elbo``: ``bce`` plus the model's
+    ``prior_term``; ``disagreement``: an ensemble's per-pixel variance of its members'
+    reconstructions, averaged over the pixels (0 for one model); ``code``: the flattened
+    code. Every score, ``eval_loss`` and the evaluation report derive from it. Runs
+    ``batch_size`` images at a time (default: the model's ``eval_batch_size``; see
+    :func:`batched`), so device memory stays bounded whatever N; with ``batch_sharding``,
+    each batch is split over the devices. Terms not asked for are not computed (XLA drops
+    them). A NumPy array larger than :data:`HOST_CHUNK_ROWS` (a memory-mapped split) is sent
+    to the device in chunks. ``each_member``: an ensemble's terms member by member,
+    ``[N, K, ...]``, instead of combined.
+    """
+    if isinstance(images, np.ndarray) and len(images) > HOST_CHUNK_ROWS:
+        parts = [
+            _per_image(
+                state,
+                images[i : i + HOST_CHUNK_ROWS],
+                terms,
+                batch_size,
+                batch_sharding,
+                each_member,
+            )  # fmt: skip
+            for i in range(0, len(images), HOST_CHUNK_ROWS)
+        ]
+        return {k: jnp.concatenate([p[k] for p in parts]) for k in terms}
+    return _per_image(state, images, terms, batch_size, batch_sharding, each_member)
+
+
+HOST_CHUNK_ROWS = 50_000  # what per_image sends to the device at once from host memory
+
+
+@functools.partial(
+    jax.jit, static_argnames=("terms", "batch_size", "batch_sharding", "each_member")
+)
+def _per_image(
+    state: TrainState,
+    images: jax.Array,
+    terms: tuple[str, ...] = TERMS,
+    batch_size: int | None = None,
+    batch_sharding: jax.sharding.Sharding | None = None,
+    each_member: bool = False,
+) -> dict[str, jax.Array]:
+    """See :func:`per_image`."""
+    unknown = set(terms) - set(TERMS)
+    if unknown:
+        raise ValueError(f"unknown terms {sorted(unknown)}; choose from {TERMS}")
+    return batched(
+        terms_of(state, terms, each_member),
+        images,
+        batch_size or state.model.eval_batch_size,  # a class attribute: any member's
+        batch_sharding,
+    )
+
+
+def terms_of(
+    state: TrainState, terms: tuple[str, ...] = TERMS, each_member: bool = False
+) -> Callable[[jax.Array], dict]:
+    """``images -> {term: [B, ...]}``, :func:`image_terms` of the state's model; for an
+    ensemble, of every member, then combined: errors averaged over the members (each term is
+    a per-image mean, so the ensemble's is the mean of the members'), codes side by side,
+    and the members' ``disagreement``. With ``each_member``, an ensemble's terms are
+    ``[B, K, ...]``, one per member, not combined."""
+    if not state.members:
+        model = state.model
+        return lambda x_uint8: image_terms(model, x_uint8, terms)
+
+    def combined(x_uint8):
+        def one(params):
+            return _terms_and_logits(nnx.merge(state.graphdef, params), x_uint8, terms)
+
+        # One vmapped pass over the members, all reading the same batch.
+        each, logits_KxBx_ = jax.vmap(one)(state.params)  # {term: [K, B, ...]}
+        if each_member:
+            return {k: jnp.moveaxis(v, 0, 1) for k, v in each.items()}
+        out = {k: jnp.mean(v, axis=0) for k, v in each.items() if k != "code"}
+        if "code" in each:  # [K, B, D] -> [B, K * D]
+            out["code"] = jnp.moveaxis(each["code"], 0, 1).reshape(x_uint8.shape[0], -1)
+        if "disagreement" in terms:
+            p_KxBxP = jax.nn.sigmoid(logits_KxBx_.astype(jnp.float32))
+            p_KxBxP = p_KxBxP.reshape(*p_KxBxP.shape[:2], -1)
+            out["disagreement"] = jnp.mean(jnp.var(p_KxBxP, axis=0), axis=1)
+        return {name: out[name] for name in terms}
+
+    return combined
+
+
+def image_terms(
+    model: models.Autoencoder, images_BxHxWxC: jax.Array, terms: tuple[str, ...] = TERMS
+) -> dict[str, jax.Array]:
+    """:func:`per_image`'s terms of one batch of uint8 images, all at once (traceable, and
+    shape-polymorphic in the batch: the exported detector runs this)."""
+    return _terms_and_logits(model, images_BxHxWxC, terms)[0]
+
+
+def _terms_and_logits(model, images_BxHxWxC, terms):
+    x = to_float(images_BxHxWxC)
+    code = model.encode(x)
+    logits = model.decode(code)
+    bce = losses.bce_per_example(logits, x)
+    entropy = losses.entropy_per_example(images_BxHxWxC)
+    every = {
+        "bce": bce,
+        "mse": losses.mse_per_example(logits, x),
+        "kl": bce - entropy,
+        "entropy": entropy,
+        "elbo": bce + model.prior_term(x),
+        "disagreement": jnp.zeros_like(bce),  # one model agrees with itself
+        "code": code.reshape(x.shape[0], -1),
+    }
+    return {name: every[name] for name in terms}, logits
+
+
+def score(
+    state: TrainState,
+    images: jax.Array,
+    term: str = "bce",
+    batch_size: int | None = None,
+    batch_sharding: jax.sharding.Sharding | None = None,
+) -> jax.Array:
+    """Per-image reconstruction error ``[N]``: :func:`per_image`'s ``term`` (``bce``,
+    ``mse``, ...)."""
+    return per_image(state, images, (term,), batch_size, batch_sharding)[term]
+
+
+def batched(
+    fn,
+    images_NxHxWxC: jax.Array,
+    batch_size: int,
+    batch_sharding: jax.sharding.Sharding | None = None,
+) -> jax.Array:
+    """``fn`` over ``images`` in batches of ``batch_size`` (zero-padded tail, cut off again).
+
+    Like big_vision's evaluators: fixed-size batches, so one compiled function serves any N,
+    and per-example outputs, so padding never leaks into a mean. ``batch_size`` is an upper
+    bound: the batches are evened out, which usually leaves nothing to pad.
+    """
+    n = images_NxHxWxC.shape[0]
+    # As many batches as batch_size asks for, of equal size: 10,000 images in batches of at
+    # most 2048 go as 5 x 2000, needing no padding (whose copy of every image is a
+    # measurable part of a small net's evaluation).
+    batch_size = math.ceil(n / math.ceil(n / batch_size))
+    if batch_sharding is not None:  # every batch must split evenly over the devices
+        devices = len(batch_sharding.device_set)
+        batch_size = math.ceil(batch_size / devices) * devices
+    steps = math.ceil(n / batch_size)
+    padded = jnp.pad(images_NxHxWxC, [(0, steps * batch_size - n)] + [(0, 0)] * 3)
+    batches = padded.reshape(steps, batch_size, *images_NxHxWxC.shape[1:])
+    if batch_sharding is not None:
+        spec = jax.sharding.PartitionSpec(None, *batch_sharding.spec)
+        batches = jax.lax.with_sharding_constraint(
+            batches, jax.sharding.NamedSharding(batch_sharding.mesh, spec)
+        )
+    out = jax.lax.map(fn, batches)  # any pytree of per-example arrays
+    return jax.tree.map(lambda v: v.reshape(steps * batch_size, *v.shape[2:])[:n], out)
+
+
+def eval_loss(
+    state: TrainState,
+    images: jax.Array,
+    batch_size: int | None = None,
+    num_examples: int | None = None,
+    batch_sharding: jax.sharding.Sharding | None = None,
+    each_member: bool = False,
+) -> jax.Array:
+    """Mean reconstruction BCE over the first ``num_examples`` (default all) ``images``
+    (Keras' ``val_loss`` for these models); with ``each_member``, an ensemble's ``[K]``, one
+    per member, from one vmapped pass."""
+    bce = per_image(state, images, ("bce",), batch_size, batch_sharding, each_member)["bce"]
+    return _mean_of_first(bce, num_examples)
+
+
+@xla.quick_jit(static_argnums=1)
+def _mean_of_first(values_NxK, n: int | None):
+    # Jitted: eagerly the slice and the mean were programs of their own to compile.
+    return jnp.mean(values_NxK[:n], axis=0)
+
+
+@jax.jit
+def reconstruct(state: TrainState, images: jax.Array) -> jax.Array:
+    """Reconstructed images, float32 in [0, 1], same shape as ``images``; an ensemble's is
+    the mean of its members'."""
+    one = over_members(lambda s: jax.nn.sigmoid(s.model(to_float(images))))(state)
+    return jnp.mean(one, axis=0) if state.members else one
+
+
+@jax.jit
+def encode(state: TrainState, images: jax.Array) -> jax.Array:
+    """The codes of ``images`` (``[B, latent]`` for dense, ``[B, 7, 7, latent]`` for conv)."""
+    return state.model.encode(to_float(images))
+
+
+@jax.jit
+def decode(state: TrainState, codes: jax.Array) -> jax.Array:
+    """Images, float32 in [0, 1], decoded from ``codes``."""
+    return jax.nn.sigmoid(state.model.decode(codes))

@@ -1,0 +1,323 @@
+"""How well a trained autoencoder tells its data from other data: :func:`evaluate` (a workdir
+and an :class:`EvalConfig`) and :func:`fit_detector` (the statistics and threshold alone);
+:func:`aejax.report.evaluate_and_write` is what ``python -m aejax.eval`` asks for.
+
+Every registered score (:mod:`aejax.ood`) is computed on the run's own test split, on its
+held-out training images (the run's ``--holdout`` slice, which sets the threshold and the
+scores' fitted statistics) and on each OOD set: a synthetic set (:mod:`aejax.ood.synthetic`),
+a TFDS dataset's test split, or every image of a folder or ``.npy`` file, converted to the
+model's shape. The report gives AUROC, AUPR (OOD positive and in-distribution positive), FPR
+at 95% TPR and the detection rate at the threshold, with OOD as the positive class;
+:mod:`aejax.report` writes it and its figures::
+
+    from aejax.evaluation import EvalConfig, evaluate
+    from aejax import report
+    result = evaluate("runs/dense-mnist", EvalConfig(ood=("fashion_mnist", "uniform")))
+    report.write(result, Path("runs/dense-mnist/eval"))
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from aejax import config as configs
+from aejax import core, data, metrics, models, ood, parallel, run, thresholds
+from aejax.config import RunConfig
+from aejax.detector import Detector
+from aejax.errors import AejaxError
+from aejax.ood import synthetic
+from aejax.parallel import Placement
+
+OTHER = {"mnist": "fashion_mnist", "fashion_mnist": "mnist"}  # the default OOD set
+DEFAULT_SCORE = ood.DEFAULT  # (EvalConfig's field "ood" hides the module in its body)
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalConfig:
+    """What to evaluate a trained run on, and how. Defaults are the CLI's."""
+
+    ood: tuple[str, ...] = ()  # OOD sets: data sources or synthetic sets; () = OTHER's
+    score: str = DEFAULT_SCORE
+    step: int | None = None  # checkpoint (epoch); None = the latest
+    # How the detection threshold is set on the held-out scores. It is saved with the run's
+    # statistics, where `python -m aejax.score` and the exported detector take it from.
+    threshold: thresholds.Policy = thresholds.DEFAULT_POLICY
+    seed: int = 0  # of the synthetic sets
+    refit: bool = False  # fit the scores' statistics anew
+
+
+@dataclasses.dataclass
+class ScoredSet:
+    name: str  # as given: a TFDS name, a synthetic set's, a folder's path
+    split: str
+    images: np.ndarray  # uint8, on the host
+    labels: np.ndarray
+    terms: dict  # aejax.core.per_image, as numpy
+    scores: dict = dataclasses.field(default_factory=dict)  # every score of aejax.ood.names()
+    label: str = ""  # its name in tables, titles and legends (a folder's: its last component)
+    converted: bool = False  # converted to the model's shape (a folder, an array)
+
+    def __post_init__(self):
+        self.label = self.label or self.name
+
+
+class Scorer:
+    """Computes the per-image terms of image sets with one model, over the devices."""
+
+    def __init__(self, state, placement: Placement):
+        self.state, self.placement = state, placement
+        self.batch_sharding = placement.batch if placement.size > 1 else None
+
+    def terms(self, images: jax.Array, n: int) -> dict:
+        terms = core.per_image(self.state, images, batch_sharding=self.batch_sharding)
+        return {k: parallel.to_numpy(v)[:n] for k, v in terms.items()}
+
+    def rows(self, source: data.Source, split: str, start=None, stop=None, role=None) -> ScoredSet:
+        """Rows ``[start, stop)`` of a split of ``source`` (default all), read once and
+        scored."""
+        rows = (
+            split
+            if start is None and stop is None
+            else f"{split}[{'' if start is None else start}:{'' if stop is None else stop}]"
+        )
+        images, labels = source.load(rows)
+        return self.array_set(source.name, images, labels, role or split, source.label)
+
+    def ood_set(self, source: data.Source) -> ScoredSet:
+        """A dataset's test split, or every image of a folder or array (already converted
+        to the model's shape: :meth:`aejax.data.Source.converted_to`)."""
+        if source.converts:
+            scored = self.array_set(source.name, *source.load_all(), "all", source.label)
+            scored.converted = True
+            return scored
+        return self.array_set(source.name, *source.load("test"), "test", source.label)
+
+    def array_set(self, name, images_np, labels, split="test", label="") -> ScoredSet:
+        images = self.placement.put_rows(
+            len(images_np), lambda a, b: images_np[a:b], row_shape=images_np.shape[1:]
+        )
+        terms = self.terms(images, len(images_np))
+        return ScoredSet(name, split, images_np, labels, terms, label=label)
+
+
+@dataclasses.dataclass
+class Statistics:
+    """A checkpoint's statistics, and what fitting them read."""
+
+    scorer: Scorer
+    source: data.Source
+    holdout: ScoredSet
+    stats: ood.Stats
+    step: int
+
+
+def _statistics(
+    state,
+    config: RunConfig,
+    meta: dict,
+    workdir: Path,
+    placement: Placement,
+    data_dir: str | None,
+    refit: bool = False,
+    policy: thresholds.Policy | None = None,
+    source: data.Source | None = None,
+) -> Statistics:
+    """A restored checkpoint's held-out slice scored, and its statistics loaded from beside
+    it or fitted (and saved there); first, an error if the held-out slice cannot support
+    ``policy``. ``source``: the run's data, resolved (default: resolved here)."""
+    source = source or data.source(config.dataset, data_dir, **config.data_options())
+    ranges = config.row_ranges(source.num_examples("train"))
+    if "holdout" not in ranges:
+        raise AejaxError(
+            "this run trained on its whole train split (--holdout 0, or fewer than 5 "
+            "training images), so nothing is held out to set the threshold on: train again "
+            "with --holdout N (N >= 1; more images give a tighter FPR bound), on more images"
+        )
+    if policy is not None:  # a threshold the held-out count cannot set: say so now
+        _, start, stop = ranges["holdout"]
+        try:
+            policy.check_supported(stop - start)
+        except ValueError as e:
+            raise AejaxError(str(e)) from None
+    scorer = Scorer(state, placement)
+    holdout = scorer.rows(source, *ranges["holdout"], role="holdout")
+    step = meta["history"][-1]["epoch"]  # the checkpoint's own epoch
+    path = ood.stats_path(workdir, step)
+    stats = None if refit else ood.load(path)
+    if stats is None:
+        train = scorer.rows(source, *ranges["train"])
+        stats = ood.fit(
+            train.terms,
+            holdout.terms,
+            {
+                "dataset": config.dataset,
+                "checkpoint_step": step,
+                "train_rows": list(ranges["train"]),
+                "holdout_rows": list(ranges["holdout"]),
+                "image_shape": list(holdout.images.shape[1:]),
+                "preprocessing": config.data_options(),
+            },
+        )
+        if parallel.is_main_process():
+            ood.save(stats, path)
+    return Statistics(scorer, source, holdout, stats, step)
+
+
+def _detector(state, config, workdir, found: Statistics, policy, score) -> Detector:
+    """The run's detector: its statistics with the threshold ``policy`` sets on ``score``,
+    saved with them (what ``aejax.score`` and ``aejax.export`` use)."""
+    detector = Detector.set_by(state, found.stats, config, found.step, workdir, policy, score)
+    rule = detector.threshold.to_dict()
+    if found.stats.threshold != rule:  # a run evaluated as before is only read
+        found.stats.threshold = rule
+        if parallel.is_main_process():
+            ood.save(found.stats, ood.stats_path(workdir, found.step))
+    return detector
+
+
+def fit_detector(
+    workdir: str | Path,
+    *,
+    score: str = ood.DEFAULT,
+    threshold: thresholds.Policy = thresholds.DEFAULT_POLICY,
+    step: int | None = None,
+    placement: Placement | None = None,
+    data_dir: str | None = None,
+) -> Detector:
+    """What ``aejax.eval`` fits for a run's checkpoint, without the evaluation: the scores'
+    statistics (on its training rows and held-out slice) and the threshold; saved beside the
+    checkpoint, and returned as the run's :class:`~aejax.detector.Detector`."""
+    workdir = Path(workdir)
+    placement = placement or Placement.create()
+    state, config, meta = run.restore(workdir, step, placement)
+    found = _statistics(state, config, meta, workdir, placement, data_dir, policy=threshold)
+    return _detector(state, config, workdir, found, threshold, score)
+
+
+@dataclasses.dataclass
+class Evaluation:
+    """What :func:`evaluate` found: the report (JSON-able) and the scored sets behind it."""
+
+    report: dict
+    state: core.TrainState
+    test: ScoredSet
+    holdout: ScoredSet
+    outs: list[ScoredSet]
+
+
+def evaluate(
+    workdir: str | Path,
+    config: EvalConfig = EvalConfig(),
+    *,
+    placement: Placement | None = None,
+    data_dir: str | None = None,
+) -> Evaluation:
+    """Restores checkpoint ``config.step`` of the run in ``workdir`` and evaluates it:
+    every score on its test split, its held-out slice and each OOD set (``config.ood``,
+    default the other of mnist/fashion_mnist). ``placement``: the devices (default all)."""
+    workdir = Path(workdir)
+    placement = placement or Placement.create()
+    state, run_config, meta = run.restore(workdir, config.step, placement)
+    ood_names = list(config.ood) or _default_ood(run_config.dataset)
+    source = data.source(run_config.dataset, data_dir, **run_config.data_options())
+    # Every OOD set resolved (and checked) before any work.
+    sources = {name: _ood_source(name, data_dir, source.image_shape()) for name in ood_names}
+    found = _statistics(
+        state, run_config, meta, workdir, placement, data_dir, config.refit, config.threshold,
+        source,
+    )  # fmt: skip
+    scorer = found.scorer
+    test = scorer.rows(found.source, "test")
+    outs = []
+    for name, source in sources.items():
+        if source is None:  # a synthetic set, shaped like the test split
+            like = test.images if name == "inverted" else np.zeros_like(test.images)
+            outs.append(scorer.array_set(name, *synthetic.synthetic_set(name, like, config.seed)))
+        else:
+            outs.append(scorer.ood_set(source))
+    for s in (test, found.holdout, *outs):
+        s.scores = found.stats.all_scores(s.terms)
+    detector = _detector(state, run_config, workdir, found, config.threshold, config.score)
+    report = _report(run_config, meta, found, detector.threshold, test, outs)
+    report["workdir"] = str(workdir)
+    return Evaluation(report, state, test, found.holdout, outs)
+
+
+def _report(config, meta, found: Statistics, rule, test, outs) -> dict:
+    score, threshold = rule.score, rule.value
+    return {
+        "config": dataclasses.asdict(config),
+        "checkpoint_step": found.step,
+        "score": score,
+        "positive_class": "ood",
+        "threshold": threshold,
+        "threshold_rule": rule.to_dict(),
+        "in_distribution": {
+            "dataset": config.dataset,
+            "name": test.label,
+            # As training computes its val_loss (core.eval_loss), so the two agree.
+            "test_bce": float(jax.numpy.mean(test.terms["bce"])),
+            "training_reported_test_bce": meta["history"][-1]["val_loss"],
+            "n_test": len(test.labels),
+            "n_holdout": len(found.holdout.labels),
+            "holdout_rows": found.stats.meta["holdout_rows"],
+            # The FPR the threshold achieved on the test split, beside what it promised.
+            "test_flagged": metrics.flagged_fraction(test.scores[score], threshold),
+            "mean_score": float(np.mean(test.scores[score])),
+        },
+        "ood": {
+            out.name: {
+                "name": out.label,
+                **metrics.ood_metrics(test.scores[score], out.scores[score]),
+                "detection_rate": metrics.flagged_fraction(out.scores[score], threshold),
+                "n": len(out.labels),
+                **({"converted_to": list(out.images.shape[1:])} if out.converted else {}),
+                "mean_score": float(np.mean(out.scores[score])),
+            }
+            for out in outs
+        },
+        "auroc_by_score": {
+            out.name: {
+                name: metrics.ood_metrics(test.scores[name], out.scores[name])["auroc"]
+                for name in ood.names()
+            }
+            for out in outs
+        },
+        "stats": found.stats.meta,
+    }
+
+
+def _ood_source(name: str, data_dir: str | None, shape) -> data.Source | None:
+    """An OOD set's source, converted to (or checked against) the model's ``shape``; None
+    for a synthetic set. One clear error for a name that is neither."""
+    if name in synthetic.SYNTHETIC:
+        return None
+    try:
+        return data.source(name, data_dir).converted_to(shape)
+    except data.UnknownDataset:
+        raise AejaxError(
+            f"unknown OOD set {name!r}: use a TFDS image dataset (mnist, fashion_mnist, ...), "
+            f"a folder of images, a .npy array, or a synthetic set: "
+            f"{', '.join(synthetic.SYNTHETIC)}"
+        ) from None
+
+
+def _default_ood(in_dataset: str) -> list[str]:
+    if in_dataset not in OTHER:
+        raise AejaxError(f"--ood is needed for a run on {in_dataset} (e.g. --ood mnist)")
+    return [OTHER[in_dataset]]
+
+
+def placement_for(devices: parallel.Devices, workdirs: list[Path]) -> Placement:
+    """Devices chosen before JAX starts, for evaluating these runs: split over the CPU's
+    cores where the model gains from it at the run's batch size."""
+    configs_found = [c for c in map(run.peek_config, workdirs) if c is not None]
+    known = [c for c in configs_found if c.arch in models.names()]
+    splits_well = any(models.get(c.arch).splits_well_on_cpu for c in known)
+    batch = min((configs.batch_size(c.arch, c.batch_size) for c in known), default=None)
+    batch = batch or configs.batch_size(RunConfig.arch)
+    return parallel.setup(devices, splits_well=splits_well, batch_size=batch)

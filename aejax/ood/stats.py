@@ -1,0 +1,152 @@
+"""The statistics a run's scores are fitted with, and every score computed from them.
+
+:func:`fit` fits every registered score's statistics for one checkpoint (on its training
+images' terms and its held-out slice) and keeps every score of the held-out images (p-values
+and thresholds are set on them); :func:`save` writes them beside the checkpoint
+(``ood_stats/<epoch>.npz``), so scoring later needs no training data. :func:`every_score`
+computes every score from them: the CLIs, the Python API and the exported detector all
+compute scores with this one function.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from aejax import files
+from aejax.core.evaluator import TERMS
+from aejax.ood.registry import Score, names, registered
+
+# What ood_stats files hold: 2, each score's fitted arrays under its name. Files without it
+# (written before the score registry) are fitted anew by aejax.eval.
+FORMAT = 2
+
+
+def every_score(fitted: dict, terms: dict, scores: list[Score] | None = None) -> dict:
+    """Every reported score (:func:`aejax.ood.names`) from :func:`aejax.core.per_image`'s
+    terms and the fitted arrays (``{score: {name: array}}``, :meth:`Stats.arrays`); with
+    ``scores``, those scores only (and each one's values, reported or not). Traceable,
+    float32."""
+    values, out = dict(terms), {}
+    for score in registered() if scores is None else scores:
+        values[score.name] = score.compute(
+            fitted.get(score.name, {}), {n: values[n] for n in score.needs}
+        )
+        if score.reported or scores is not None:
+            out[score.name] = values[score.name]
+    return out
+
+
+_every_score = jax.jit(every_score, static_argnames="scores")
+
+
+@dataclasses.dataclass
+class Stats:
+    """What scoring needs from the training data, fitted once per checkpoint."""
+
+    fitted: dict[str, dict[str, np.ndarray]]  # score -> its fitted arrays
+    meta: dict  # where it was fitted: dataset, rows, checkpoint step, image shape
+    holdout_scores: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+    threshold: dict | None = None  # aejax.thresholds.Threshold.to_dict(), set by eval
+
+    def arrays(self) -> dict[str, dict[str, np.ndarray]]:
+        """The fitted statistics as float32 arrays, what :func:`every_score` takes."""
+        return {
+            score: {k: np.asarray(v, np.float32) for k, v in arrays.items()}
+            for score, arrays in self.fitted.items()
+        }
+
+    def all_scores(self, terms: dict) -> dict[str, np.ndarray]:
+        """Every score, per image (float32)."""
+        terms = {k: terms[k] for k in TERMS if k in terms}
+        return {k: np.asarray(v) for k, v in _every_score(self.arrays(), terms).items()}
+
+
+def fit(train_terms: dict, holdout_terms: dict, meta: dict) -> Stats:
+    """Fits every score's statistics, in stages: a stage fits the scores whose needs are
+    known (terms, and scores already fitted or fitting nothing), the held-out values of
+    those needs computed by one jitted program of the scores before it."""
+    pending = [s for s in registered() if s.fit is not None]
+    fitted, notes = {}, {}
+    while pending:
+        ready = _computable(fitted)
+        stage = [s for s in pending if all(n in TERMS or n in ready for n in s.needs)]
+        if not stage:
+            raise ValueError(f"cannot fit {[s.name for s in pending]}: their needs never fit")
+        needed = [s for s in registered() if s.name in ready and any(
+            s.name in stage_score.needs for stage_score in stage)]  # fmt: skip
+        held_out = dict(holdout_terms)
+        if needed:  # the scores the stage needs, on the held-out images
+            computed = [s for s in registered() if s.name in ready]
+            arrays = Stats(fitted, {}).arrays()
+            held_out.update(_every_score(arrays, _terms(holdout_terms), tuple(computed)))
+        for score in stage:
+            train = {n: train_terms[n] for n in score.needs if n in TERMS}
+            result = score.fit(train, {n: np.asarray(held_out[n]) for n in score.needs})
+            fitted[score.name] = {k: v for k, v in result.items() if not k.startswith("_")}
+            notes.update({f"{score.name}{k}": v for k, v in result.items() if k.startswith("_")})
+        pending = [s for s in pending if s not in stage]
+    stats = Stats(fitted, {**meta, **notes})
+    stats.holdout_scores = stats.all_scores(holdout_terms)
+    return stats
+
+
+def _computable(fitted: dict) -> set[str]:
+    """The scores that can be computed with ``fitted``: fitted (or fitting nothing), and
+    needing only terms and computable scores."""
+    ready: set[str] = set()
+    for score in registered():
+        fits = score.fit is None or score.name in fitted
+        if fits and all(n in TERMS or n in ready for n in score.needs):
+            ready.add(score.name)
+    return ready
+
+
+def _terms(terms: dict) -> dict:
+    return {k: terms[k] for k in TERMS if k in terms}
+
+
+def stats_path(workdir: str | Path, step: int) -> Path:
+    return Path(workdir) / "ood_stats" / f"{step}.npz"
+
+
+def save(stats: Stats, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arrays = {
+        f"fitted/{score}/{name}": value
+        for score, values in stats.fitted.items()
+        for name, value in values.items()
+    }
+    with files.atomic_path(path) as tmp:
+        np.savez(
+            tmp,
+            format=FORMAT,
+            meta=json.dumps(stats.meta),
+            threshold=json.dumps(stats.threshold),
+            **arrays,
+            **{f"holdout/{k}": v for k, v in stats.holdout_scores.items()},
+        )
+
+
+def load(path: Path) -> Stats | None:
+    """The statistics saved at ``path``; None when there are none, or when an aejax with
+    other scores (or an older file layout) wrote them: they are then fitted anew."""
+    if not path.is_file():
+        return None
+    with np.load(path) as f:
+        if "format" not in f or int(f["format"]) != FORMAT:
+            return None
+        fitted: dict[str, dict[str, np.ndarray]] = {}
+        for key in f.files:
+            if key.startswith("fitted/"):
+                _, score, name = key.split("/", 2)
+                fitted.setdefault(score, {})[name] = f[key]
+        holdout = {k.split("/", 1)[1]: f[k] for k in f.files if k.startswith("holdout/")}
+        fits = {s.name for s in registered() if s.fit is not None}
+        if set(fitted) != fits or set(holdout) != set(names()):
+            return None
+        return Stats(fitted, json.loads(str(f["meta"])), holdout, json.loads(str(f["threshold"])))

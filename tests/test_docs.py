@@ -1,0 +1,79 @@
+"""The documentation: built from the sources with warnings as errors, its numbers generated
+from experiments/results/ (never typed), README short. The docs' examples run as doctests
+(``docs/*.md``, collected by pytest: see pyproject.toml)."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+# A measured number: a decimal, or a count with a unit of time, speed, size or share.
+MEASURED = re.compile(
+    r"(?<![\w.])\d+\.\d+(?![\w.])|\b\d[\d,]*(\.\d+)? ?(s|ms|us|x|%|MB|GB|minutes?|seconds?|"
+    r"hours?|tests|img/s|s/epoch)(?![\w-])"
+)
+
+
+def prose(path: Path) -> list[tuple[int, str]]:
+    """``(line number, line)`` of a page outside code blocks and generated blocks."""
+    out, fenced, generated = [], False, False
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if line.startswith("```"):
+            fenced = not fenced
+            continue
+        if line.startswith("<!-- numbers:"):
+            generated = True
+        elif line.startswith("<!-- end numbers"):
+            generated = False
+        elif not (fenced or generated):
+            out.append((number, line))
+    return out
+
+
+def test_the_numbers_are_the_results_files():
+    """README's blocks and docs/_generated/ are what experiments/fill_numbers.py renders."""
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "experiments" / "fill_numbers.py"), "--check"],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_no_measured_number_is_typed_by_hand():
+    """Counts, times, ratios and machines come from experiments/results/ (generated blocks,
+    included files) or are not quoted: a line that mentions a measurement links to it."""
+    typed = [
+        f"{page.relative_to(ROOT)}:{number}: {line.strip()}"
+        for page in PAGES
+        for number, line in prose(page)
+        if MEASURED.search(line) and "experiments/results/" not in line
+    ]
+    assert typed == []
+
+
+def test_the_checker_sees_the_drift_it_is_for():
+    for line in ("163 tests, 16 minutes", "~7 s", "9.5 vs 10.6 s", "0.22x of Keras", "a 58%"):
+        assert MEASURED.search(line), line
+    for line in ("28x28 images", "batch 256", "seeds 0, 1 and 2", "Python 3.11 or newer"):
+        assert not MEASURED.search(line.replace("3.11", "3")), line
+
+
+def test_readme_is_a_newcomers_five_minutes():
+    assert len((ROOT / "README.md").read_text().splitlines()) <= 200
+
+
+@pytest.mark.slow  # imports every module (JAX, TensorFlow) to read its docstrings
+def test_the_docs_build_with_warnings_as_errors(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "sphinx", "-W", "--keep-going", "-q", "-b", "html",
+         str(ROOT / "docs"), str(tmp_path / "html")],
+        capture_output=True,
+        text=True,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-5000:]
+    assert (tmp_path / "html" / "api.html").stat().st_size > 50_000
