@@ -14,7 +14,7 @@ from PIL import Image
 
 import aejax.export as export_cli
 import aejax.score as score_cli
-from aejax import data, ood, train
+from aejax import data, ood, scoring, train
 from aejax import eval as eval_cli
 from aejax.detector import Detector
 
@@ -284,6 +284,6 @@ def test_the_estimator_fits_an_array_and_saves_through_its_run(images, tmp_path,
 
 
 def test_map_names_number_each_image_and_keep_brackets_of_paths():
-    assert score_cli.map_name(0, "some/dir/digit.png") == "00000_digit.png"
-    assert score_cli.map_name(4, "runs [old]/batch[1].npy[3]") == "00004_batch[1]-3.png"
-    assert score_cli.map_name(5, "photos [2024]/x.jpg") == "00005_x.png"
+    assert scoring.map_name(0, "some/dir/digit.png") == "00000_digit.png"
+    assert scoring.map_name(4, "runs [old]/batch[1].npy[3]") == "00004_batch[1]-3.png"
+    assert scoring.map_name(5, "photos [2024]/x.jpg") == "00005_x.png"
