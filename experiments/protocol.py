@@ -21,15 +21,20 @@ def choose_score(selection: list[dict], families_seen: list[str]) -> str:
     return max(sorted(values), key=lambda s: (min(values[s]), float(np.mean(values[s]))))
 
 
-def choose_without(selection: list[dict], families: list[str], left_out: str) -> str:
+def choose_without(
+    selection: list[dict], families: list[str], left_out: str, never_seen: tuple[str, ...] = ()
+) -> str:
     """:func:`choose_score` on a copy of ``selection`` from which family ``left_out``'s
-    numbers are removed: a choice that can be reported on ``left_out`` because it never saw
-    it."""
-    seen = [f for f in families if f != left_out]
+    numbers (and those of the ``never_seen`` families) are removed: a choice that can be
+    reported on ``left_out`` because it never saw it."""
+    seen = [f for f in families if f != left_out and f not in never_seen]
     blind = [{s: {f: by[f] for f in seen} for s, by in run.items()} for run in selection]
     return choose_score(blind, seen)
 
 
-def leave_one_family_out(selection: list[dict], families: list[str]) -> dict[str, str]:
-    """``{family: the score chosen without it}`` (:func:`choose_without`)."""
-    return {f: choose_without(selection, families, f) for f in families}
+def leave_one_family_out(
+    selection: list[dict], families: list[str], never_seen: tuple[str, ...] = ()
+) -> dict[str, str]:
+    """``{family: the score chosen without it}`` (:func:`choose_without`); ``never_seen``
+    families are reported but never chosen on."""
+    return {f: choose_without(selection, families, f, never_seen) for f in families}

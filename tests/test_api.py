@@ -49,6 +49,8 @@ np.savez(sys.argv[1], images=images,
          latent_mean=stats.fitted["latent"]["mean"],
          latent_precision=stats.fitted["latent"]["precision"],
          knn_bank=stats.fitted["knn"]["bank"],
+         joint_mean=stats.fitted["joint"]["mean"],
+         joint_precision=stats.fitted["joint"]["precision"],
          typicality=np.array([[stats.fitted[f"z-{k}"][v] for v in ("log_median", "log_scale")]
                               for k in typicality.RAW]),
          **{f"score_{k}": v for k, v in got.items()})
@@ -84,6 +86,8 @@ def numpy_scores(f) -> dict[str, np.ndarray]:
     parts = np.array([out[p] for p in ("typ-kl", "typ-bce", "typ-latent", "typ-entropy")])
     out["typ-max"], out["typ-rss"] = parts.max(axis=0), np.sqrt(np.sum(parts**2, axis=0))
     out["typ-rss-knn"] = np.sqrt(np.sum(parts**2, axis=0) + np.maximum(signed["knn"], 0) ** 2)
+    every_z = np.stack([signed[name] for name in typicality.RAW], axis=1) - f["joint_mean"]
+    out["joint"] = np.sum((every_z @ f["joint_precision"]) * every_z, axis=1)
     return out
 
 

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from aejax import ood
 from aejax.ood import synthetic
 from tests.helpers import experiments_module
 
@@ -45,17 +46,27 @@ class Poison(float):
     __hash__ = float.__hash__
 
 
-def test_the_left_out_family_is_never_seen():
+@pytest.mark.parametrize("never_seen", [(), ("transformed",)])
+def test_the_left_out_family_is_never_seen(never_seen):
+    # The candidates: every registered score (the joint density among them) and the ones
+    # ood_general.py adds; the families: its seven, "transformed" reported but never chosen on.
     rng = np.random.default_rng(1)
-    families = ["f1", "f2", "f3", "f4"]
-    for _ in range(20):
-        selection = _selection(rng, families=families)
-        chosen = protocol.leave_one_family_out(selection, families)
+    families = ["noise", "constant", "transformed", "drawn", "photos", "digits", "dataset"]
+    scores = [*ood.names(), "complexity", "typ-rss+knn"]
+    assert "joint" in scores
+    for _ in range(5):
+        selection = _selection(rng, scores=scores, families=families, runs=13)
+        chosen = protocol.leave_one_family_out(selection, families, never_seen)
         for left_out in families:
+            unread = {left_out, *never_seen}
             # Its numbers changed at random, or made unreadable: the same choice for it.
-            changed = [{s: {**by, left_out: float(rng.uniform())} for s, by in run.items()}
-                       for run in selection]  # fmt: skip
-            assert protocol.leave_one_family_out(changed, families)[left_out] == chosen[left_out]
-            poisoned = [{s: {**by, left_out: Poison(0.5)} for s, by in run.items()}
+            changed = [{s: {**by, **{f: float(rng.uniform()) for f in unread}}
+                        for s, by in run.items()} for run in selection]  # fmt: skip
+            again = protocol.leave_one_family_out(changed, families, never_seen)
+            assert again[left_out] == chosen[left_out]
+            poisoned = [{s: {**by, **{f: Poison(0.5) for f in unread}} for s, by in run.items()}
                         for run in selection]  # fmt: skip
-            assert protocol.choose_without(poisoned, families, left_out) == chosen[left_out]
+            assert (
+                protocol.choose_without(poisoned, families, left_out, never_seen)
+                == (chosen[left_out])
+            )

@@ -7,6 +7,7 @@ statistics they are fitted with.
 :mod:`.knn`                ``knn``: distance to the k-th nearest training code
 :mod:`.typicality`         ``typ-<score>``: two-sided robust z of ``log`` score
 :mod:`.combined`           ``typ-max``, ``typ-rss``, ``typ-rss-knn``
+:mod:`.joint`              ``joint``: Mahalanobis distance of every statistic's ``z`` at once
 =========================  ===========================================================
 
 A new score is a module that calls :func:`register` with a :class:`Score` (what it needs,
@@ -22,7 +23,7 @@ default fails: experiments/results/ood_general.md).
 """
 
 # Imported in the order the scores are computed: each registers its own.
-from aejax.ood import reconstruction, latent, knn, typicality, combined  # noqa: F401, I001
+from aejax.ood import reconstruction, latent, knn, typicality, combined, joint  # noqa: F401, I001
 from aejax.ood.registry import Score, names, register, registered, unregister
 from aejax.ood.stats import Stats, every_score, fit, load, save, stats_path
 

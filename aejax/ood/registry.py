@@ -24,6 +24,9 @@ class Score:
     values of its needs (``held_out``: terms and earlier scores); entries named ``_x`` are
     notes for the report (``<score>_x`` in the statistics' meta), not arrays. ``reported``:
     False for a part of other scores that is no score of its own (a signed typicality).
+    ``cross_fitted``: the score is fitted on the held-out images' values themselves, where
+    their own scores would come out too typical; their scores (which the threshold and the
+    p-values are set on) are then cross-fitted, each fold's from a fit to the other folds.
     """
 
     name: str
@@ -31,6 +34,7 @@ class Score:
     compute: Callable[[dict, dict], object]
     fit: Callable[[dict, dict], dict] | None = None
     reported: bool = True
+    cross_fitted: bool = False
 
 
 _SCORES: dict[str, Score] = {}
