@@ -13,9 +13,10 @@ ROOT = Path(__file__).resolve().parent.parent
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 # A measured number: a decimal, or a count with a unit of time, speed, size or share.
 MEASURED = re.compile(
-    r"(?<![\w.])\d+\.\d+(?![\w.])|\b\d[\d,]*(\.\d+)? ?(s|ms|us|x|%|MB|GB|minutes?|seconds?|"
+    r"(?<![\w.-])\d+\.\d+(?![\w.])|\b\d[\d,]*(\.\d+)? ?(s|ms|us|x|%|MB|GB|minutes?|seconds?|"
     r"hours?|tests|img/s|s/epoch)(?![\w-])"
 )
+VERSION = re.compile(r"Python \d+\.\d+")  # a requirement, not a measurement
 
 
 def prose(path: Path) -> list[tuple[int, str]]:
@@ -51,7 +52,7 @@ def test_no_measured_number_is_typed_by_hand():
         f"{page.relative_to(ROOT)}:{number}: {line.strip()}"
         for page in PAGES
         for number, line in prose(page)
-        if MEASURED.search(line) and "experiments/results/" not in line
+        if MEASURED.search(VERSION.sub("", line)) and "experiments/results/" not in line
     ]
     assert typed == []
 
@@ -77,3 +78,28 @@ def test_the_docs_build_with_warnings_as_errors(tmp_path):
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-5000:]
     assert (tmp_path / "html" / "api.html").stat().st_size > 50_000
+
+
+# A path inside the repository a page names: a link target, or a file named in the text.
+NAMED_PATH = re.compile(
+    r"\]\(([^)#\s]+)|(?<![\w/.~])((?:aejax|docs|experiments|scripts|tests)/[\w./-]*\w)"
+)
+
+
+def test_every_file_a_page_names_exists_inside_the_repository():
+    """A renamed script or results file, or a path outside the repository (``../shared``),
+    fails here rather than in a reader's shell."""
+    missing = []
+    for page in [*PAGES, ROOT / "experiments" / "README.md"]:
+        for number, line in enumerate(page.read_text().splitlines(), 1):
+            for link, named in NAMED_PATH.findall(line):
+                path = link or named
+                if link.startswith(("http://", "https://", "mailto:")) or "*" in path:
+                    continue
+                base = page.parent if link else ROOT
+                target = (base / path).resolve()
+                if not target.is_relative_to(ROOT) or not (
+                    target.exists() or target.with_suffix(".md").exists()
+                ):
+                    missing.append(f"{page.relative_to(ROOT)}:{number}: {path}")
+    assert missing == []

@@ -1,0 +1,258 @@
+"""Every number README.md and the docs quote, filled in from experiments/results/.
+
+    python experiments/fill_numbers.py      # rewrites the generated blocks
+    python experiments/fill_numbers.py --check   # exit 1 if any block differs (tests/test_docs.py)
+
+README.md holds blocks between ``<!-- numbers: NAME -->`` and ``<!-- end numbers -->``; the
+docs include ``docs/_generated/NAME.md``. Both are rendered here from the results files, so
+a number is written by hand nowhere, and a re-run experiment changes the text with it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+
+from common import RESULTS, ROOT
+
+GENERATED = ROOT / "docs" / "_generated"
+MARKED = [ROOT / "README.md"]
+BLOCK = re.compile(r"(<!-- numbers: (\S+) -->\n)(.*?)(<!-- end numbers -->)", re.S)
+FAMILIES_NOT_TRANSFORMED = ("noise", "constant", "drawn", "photos", "digits", "dataset")
+
+
+def load(name: str):
+    return json.loads((RESULTS / name).read_text())
+
+
+def speed_rows() -> dict:
+    """``{workload: {job: row}}`` of the latest speed sitting, and ``machine``."""
+    rows: dict = {}
+    for line in (RESULTS / "speed.jsonl").read_text().splitlines():
+        row = json.loads(line)
+        if row["job"] == "machine":
+            rows["machine"] = row
+        else:
+            rows.setdefault(row["arch"], {})[row["job"]] = row
+    return rows
+
+
+def machine() -> str:
+    m = speed_rows()["machine"]
+    return f"{m['cpu']}, {m['cores']} cores"
+
+
+def ratio(aejax: float, peer: float) -> str:
+    return f"{aejax / peer:.2f}x"
+
+
+def speed() -> str:
+    rows = speed_rows()
+    lines = [
+        f"Measured on {machine()}, jax {rows['machine']['jax']} (`experiments/results/"
+        "speed.md`). Seconds per epoch: training pass plus validation pass, median after "
+        "compilation; ratio: aejax's time over the peer's (lower is faster).",
+        "",
+        "| workload | aejax s/epoch | Keras | PyTorch | PyTorch channels-last |",
+        "|---|---|---|---|---|",
+    ]
+    for workload, jobs in rows.items():
+        if workload == "machine":
+            continue
+        ours = jobs["aejax"]["sec_per_epoch"]["median"]
+        cells = []
+        for peer in ("keras", "torch", "torch-channels-last"):
+            theirs = jobs.get(peer, {}).get("sec_per_epoch", {}).get("median")
+            cells.append(f"{theirs:g} s ({ratio(ours, theirs)})" if theirs else "-")
+        lines.append(f"| {workload} | {ours:g} | " + " | ".join(cells) + " |")
+    dense = rows["dense"]
+    first, again = (
+        dense["aejax"][k]["median"] for k in ("command_wall_s", "command_wall_repeat_s")
+    )
+    keras = dense["keras"]["command_wall_s"]["median"]
+    lines += [
+        "",
+        f"The whole dense command (`python -m aejax.train --arch dense`, 15 epochs): {first:g} s "
+        f"on a first run, {again:g} s repeated (its programs from the compilation cache), "
+        f"against {keras:g} s for the Keras script: {ratio(first, keras)} and "
+        f"{ratio(again, keras)}.",
+    ]
+    return "\n".join(lines)
+
+
+def seed_parity() -> str:
+    parity = load("seed_parity.json")
+    lines = [
+        "| model | Keras tutorial | Keras 3 / PyTorch, same sitting | aejax, seeds 0 / 1 / 2 |",
+        "|---|---|---|---|",
+    ]
+    for arch, batch in (("dense", 256), ("conv", 128)):
+        ref = parity["reference"][arch]
+        ours = [r["val_loss"][-1] for r in parity["runs"]
+                if r["arch"] == arch and r["protocol"].startswith("default")]  # fmt: skip
+        lines.append(
+            f"| {arch} (batch {batch}) | {ref['tutorial']['15']} | {ref['keras']['15']} / "
+            f"{ref['torch']['15']} | {' / '.join(f'{v:.4f}' for v in ours)} |"
+        )
+    return "\n".join(lines)
+
+
+def ood_general() -> dict:
+    return load("ood_general.json")[0]
+
+
+def default_worst(result: dict) -> dict[str, float]:
+    """The default score's worst AUROC per family over the ten runs (the test split)."""
+    default = result["current_default"]
+    families = list(result["runs"][0]["report_family"][default])
+    return {f: min(r["report_family"][default][f] for r in result["runs"]) for f in families}
+
+
+def ood_default() -> str:
+    result = ood_general()
+    lines = [
+        "| left-out family | chosen on the other families | its worst AUROC on the family, "
+        "over the ten runs |",
+        "|---|---|---|",
+    ]
+    for family, chosen in result["lofo_choice"].items():
+        worst = min(r["report_family"][chosen][family] for r in result["runs"])
+        lines.append(f"| {family} | `{chosen}` | {worst:.4f} |")
+    lines += ["", f"Chosen on every family: `{result['all_families_choice']}`, aejax's default."]
+    return "\n".join(lines)
+
+
+def ood_failures() -> str:
+    result = ood_general()
+    worst = default_worst(result)
+    default = result["current_default"]
+    rgb = result["rgb"]["report_family"][default]
+    failing = sorted((f for f in worst if worst[f] < 0.95), key=worst.get)
+    return "\n".join([
+        f"`{default}`'s worst AUROC per family over the ten runs: "
+        + ", ".join(f"{f} {worst[f]:.4f}" for f in worst) + ". "
+        f"Below 0.95: {', '.join(failing)}.",
+        "",
+        "On an RGB dataset nobody chose on (the conv net on 32x32 crops of two photos), the "
+        "same families: " + ", ".join(f"{f} {rgb[f]:.4f}" for f in rgb) + ".",
+    ])  # fmt: skip
+
+
+def own_images() -> str:
+    rows = load("own_images.json")
+    lines = [
+        f"On {rows[0]['cpu']}, 2 cores; s/epoch after the first, training and test pass; "
+        "whole commands with their peak memory (`experiments/results/own_images.md`).",
+        "",
+        "| images | aejax s/epoch | PyTorch s/epoch | ratio | `aejax.train` | `aejax.eval` | "
+        "`aejax.score` of 300 |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        commands = [r[k] for k in ("train_command", "eval_command", "score_command")]
+        lines.append(
+            f"| {r['images']} RGB, {r['size']}x{r['size']}, `depth={r['depth']}` | "
+            f"{r['aejax_sec_per_epoch']:g} | {r['torch_channels_last_sec_per_epoch']:g} | "
+            f"{r['ratio']:.2f}x | "
+            + " | ".join(f"{c['seconds']:g} s, {c['peak_rss_mb']:,} MB" for c in commands)
+            + " |"
+        )
+    return "\n".join(lines)
+
+
+def quickstart() -> str:
+    timing = load("quickstart.json")
+    lines = (RESULTS / "quickstart.txt").read_text().rstrip().splitlines()
+    epochs = [i for i, line in enumerate(lines) if line.startswith("epoch ")]
+    if len(epochs) > 3:  # the first two epochs and the last: the rest is more of the same
+        lines[epochs[2] : epochs[-1]] = ["..."]
+    text = "\n".join(lines)
+    seconds = " and ".join(f"{s:g} s" for s in timing["commands_seconds"])
+    return (
+        f"```text\n{text}\n```\n\n(On {timing['cpu']}: the two commands took {seconds} after "
+        "set-up; `experiments/results/quickstart.txt`.)"
+    )
+
+
+def headline() -> str:
+    """README's results table: seed parity, speed against the peers, OOD."""
+    rows, parity, result = speed_rows(), load("seed_parity.json"), ood_general()
+    worst = default_worst(result)
+    ours = {arch: [r["val_loss"][-1] for r in parity["runs"]
+                   if r["arch"] == arch and r["protocol"].startswith("default")]
+            for arch in ("dense", "conv")}  # fmt: skip
+    tutorial = {arch: parity["reference"][arch]["tutorial"]["15"] for arch in ours}
+    seconds = {
+        (workload, job): rows[workload][job]["sec_per_epoch"]["median"]
+        for workload, job in (("dense", "aejax"), ("dense", "torch"), ("conv", "aejax"),
+                              ("conv", "torch-channels-last"))
+    }  # fmt: skip
+    dense_ratio = ratio(seconds["dense", "aejax"], seconds["dense", "torch"])
+    conv_ratio = ratio(seconds["conv", "aejax"], seconds["conv", "torch-channels-last"])
+    default = result["current_default"]
+    families = ", ".join(f"{f} {worst[f]:.2f}" for f in worst)
+    return "\n".join([
+        "| what | aejax | reference or peer |",
+        "|---|---|---|",
+        "| dense, MNIST test BCE after 15 epochs (seeds 0/1/2) | "
+        f"{' / '.join(f'{v:.4f}' for v in ours['dense'])} | Keras tutorial {tutorial['dense']} |",
+        f"| conv, the same | {' / '.join(f'{v:.4f}' for v in ours['conv'])} | Keras tutorial "
+        f"{tutorial['conv']} |",
+        f"| dense, s/epoch | {seconds['dense', 'aejax']:g} | PyTorch "
+        f"{seconds['dense', 'torch']:g} ({dense_ratio}) |",
+        f"| conv, s/epoch | {seconds['conv', 'aejax']:g} | PyTorch channels-last "
+        f"{seconds['conv', 'torch-channels-last']:g} ({conv_ratio}) |",
+        f"| OOD, `{default}`: worst AUROC over ten runs, on each family left out of the "
+        f"choice | {families} | - |",
+        "",
+        f"Speed measured on {machine()}, every peer in the same sitting.",
+    ])  # fmt: skip
+
+
+RENDER = {
+    "quickstart": quickstart,
+    "own_images": own_images,
+    "speed": speed,
+    "seed_parity": seed_parity,
+    "ood_default": ood_default,
+    "ood_failures": ood_failures,
+    "headline": headline,
+}
+
+
+def updated() -> dict[Path, str]:
+    """``{file: its text with every block rendered}``, for the files that would change."""
+    out = {}
+    for name, render in RENDER.items():
+        path = GENERATED / f"{name}.md"
+        text = render() + "\n"
+        if not path.is_file() or path.read_text() != text:
+            out[path] = text
+    for path in MARKED:
+        old = path.read_text()
+        new = BLOCK.sub(lambda m: f"{m[1]}{RENDER[m[2]]()}\n{m[4]}", old)
+        if new != old:
+            out[path] = new
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--check", action="store_true", help="only say what would change")
+    args = parser.parse_args()
+    changes = updated()
+    for path, text in changes.items():
+        if args.check:
+            print(f"{path.relative_to(ROOT)} differs from experiments/results/", file=sys.stderr)
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+            print(f"wrote {path.relative_to(ROOT)}")
+    return 1 if args.check and changes else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
