@@ -46,4 +46,3 @@ html_theme_options = {
     "use_repository_button": False,
     "show_toc_level": 2,
 }
-html_static_path = ["_static"]
