@@ -99,3 +99,62 @@ def rgb32_data(folder: Path) -> tuple[Path, Path]:
     rows = split_by_hash(list(range(len(images))), str)  # aejax's own rule
     np.savez(npz, **{split: images[r] for split, r in rows.items()})
     return npy, npz
+
+
+# The RGB benchmark made of scikit-image's bundled images (ood_general.py): crops of one kind
+# of image in distribution (a stained tissue section under the microscope), written as PNG
+# files and trained on through --dataset FOLDER as a user would; crops of the others are OOD.
+MICROSCOPY32 = {"images": 10_000, "seed": 0, "image": "immunohistochemistry"}
+SKIMAGE_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "cat", "stereo_motorcycle")
+SKIMAGE_SCIENCE = ("retina", "hubble_deep_field", "cell")  # fundus, sky, grey cells
+
+
+def skimage_image(name: str):
+    """A scikit-image bundled image as ``[H, W, 3]`` uint8 (grey ones repeated)."""
+    import numpy as np
+    from skimage import data as skdata
+
+    image = getattr(skdata, name)()
+    image = image[0] if isinstance(image, tuple) else image  # stereo pairs: the left one
+    image = np.asarray(image)
+    return np.repeat(image[..., None], 3, axis=-1) if image.ndim == 2 else image[..., :3]
+
+
+def crops32(image_HxWx3, n: int, rng):
+    """``n`` random squares of 32-96 pixels of the image, resized to 32x32 ``[n, 32, 32, 3]``."""
+    import numpy as np
+    from PIL import Image
+
+    photo = Image.fromarray(image_HxWx3)
+    out = np.empty((n, 32, 32, 3), np.uint8)
+    for i in range(n):
+        side = int(rng.integers(32, 97))
+        x, y = rng.integers(0, photo.width - side), rng.integers(0, photo.height - side)
+        out[i] = np.asarray(photo.resize((32, 32), Image.BILINEAR, box=(x, y, x + side, y + side)))
+    return out
+
+
+def microscopy_folder(folder: Path) -> Path:
+    """``folder/microscopy32``: MICROSCOPY32's crops as PNG files. Made once per folder."""
+    import numpy as np
+    from PIL import Image
+
+    out = folder / "microscopy32"
+    done = folder / "microscopy32.complete"  # outside: the folder holds images only
+    if done.is_file():
+        return out
+    out.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(MICROSCOPY32["seed"])
+    images = crops32(skimage_image(MICROSCOPY32["image"]), MICROSCOPY32["images"], rng)
+    for i, image in enumerate(images):
+        Image.fromarray(image).save(out / f"{i:05d}.png")
+    done.write_text("")
+    return out
+
+
+def skimage_sets(names: tuple[str, ...], n: int, seed: int = 0) -> dict:
+    """``{name: [n, 32, 32, 3]}``: crops of each named scikit-image image."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    return {f"skimage-{name}": crops32(skimage_image(name), n, rng) for name in names}

@@ -103,3 +103,14 @@ def test_every_file_a_page_names_exists_inside_the_repository():
                 ):
                     missing.append(f"{page.relative_to(ROOT)}:{number}: {path}")
     assert missing == []
+
+
+def test_the_default_score_is_the_one_the_protocol_chose():
+    """aejax.ood.DEFAULT is what experiments/ood_general.py chose on its runs (its results
+    file), so neither can change without the other."""
+    import json
+
+    from aejax import ood
+
+    result = json.loads((ROOT / "experiments" / "results" / "ood_general.json").read_text())
+    assert ood.DEFAULT == result[0]["all_families_choice"]

@@ -27,6 +27,11 @@ def robust_location_scale(values: np.ndarray) -> tuple[float, float]:
 def _signed(raw: str) -> Score:
     def fit(train: dict, held_out: dict) -> dict:
         median, scale = robust_location_scale(held_out[raw])
+        if np.ptp(held_out[raw]) == 0:
+            # No spread at all (one model's disagreement: 0 for every image): no information,
+            # so z is 0 for every input. A finite scale would turn the last bit of another
+            # runtime's log (onnxruntime's) into a typicality of 2.
+            scale = np.inf
         return {"log_median": np.float64(median), "log_scale": np.float64(scale)}
 
     def compute(fitted: dict, x: dict) -> jax.Array:
