@@ -3,8 +3,10 @@
     python -m aejax.export --workdir runs/dense-mnist --out detector/
 
 writes ``detector/metadata.json`` and the serialized :mod:`jax.export` artifact it names,
-lowered for CPU, CUDA and TPU (``--platforms``); :mod:`aejax.exporting` says what it computes
-and how to load it.
+lowered for CPU, CUDA and TPU (``--platforms``); ``--format saved_model`` writes a TensorFlow
+SavedModel instead (TF Serving, TFLite, no JAX needed to run it), ``--format onnx`` an ONNX
+model (onnxruntime). :mod:`aejax.exporting`
+says what they compute and how to load them.
 """
 
 from __future__ import annotations
@@ -28,6 +30,13 @@ def _parser() -> argparse.ArgumentParser:
         default=",".join(exporting.PLATFORMS),
         help=f"comma-separated platforms to lower for (default {','.join(exporting.PLATFORMS)})",
     )
+    p.add_argument(
+        "--format",
+        choices=exporting.FORMATS,
+        default="jax",
+        help="jax: a jax.export artifact (default); saved_model: a TensorFlow SavedModel; "
+        "onnx: an ONNX model (onnxruntime)",
+    )
     p.add_argument("--verbose", action="store_true", help="show the libraries' log lines")
     cli.add_compile_cache_arg(p)
     return p
@@ -50,10 +59,12 @@ def export_command(args: argparse.Namespace) -> int:
             score=args.score,
             policy=cli.threshold_policy(args),
             platforms=platforms,
+            format=args.format,
         )
     )
+    lowered = "as ONNX" if args.format == "onnx" else f"for {', '.join(platforms)}"
     print(
-        f"exported checkpoint {detector.step} of {detector.workdir} for {', '.join(platforms)}: "
+        f"exported checkpoint {detector.step} of {detector.workdir} {lowered}: "
         f"{', '.join(str(p) for p in written)}\nthreshold: {detector.threshold.describe()}"
     )
     return 0

@@ -25,6 +25,22 @@ bits (XLA:CPU adds a dot product's terms in an order that depends on both; measu
 1e-5, relative or, near 0, absolute), which moves a verdict only for a score that close to
 the threshold.
 
+``--format saved_model`` writes the same function as a TensorFlow SavedModel instead
+(``detector/saved_model/``, :func:`write_saved_model`): TF Serving, TFLite's converter or any
+TensorFlow runs it, with no JAX installed::
+
+    import numpy as np, tensorflow as tf
+    detect = tf.saved_model.load("detector/saved_model").signatures["serving_default"]
+    out = detect(images=tf.constant(np.load("images.npy")))   # uint8 [N, H, W, C], any N
+    print(out["score"].numpy(), out["ood"].numpy())
+
+``--format onnx`` writes it as ``detector/detector.onnx`` (:func:`write_onnx`), for
+onnxruntime in C++, C#, Java, JavaScript or Python::
+
+    import numpy as np, onnxruntime as ort
+    session = ort.InferenceSession("detector/detector.onnx")
+    score, p_value, ood, *every = session.run(None, {"images": np.load("images.npy")})
+
 The artifact computes from the pixels on; decoding image files and converting them to the
 model's shape happen before it (``metadata.json``'s ``preprocessing`` says how, and
 :mod:`aejax.inputs` does it).
@@ -34,6 +50,10 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.metadata
+import logging
+import os
+import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 from aejax import files, ood, run, thresholds, xla
@@ -41,7 +61,10 @@ from aejax.detector import Detector
 from aejax.errors import AejaxError
 
 ARTIFACT = "detector.jax"
+SAVED_MODEL = "saved_model"
+ONNX = "detector.onnx"
 PLATFORMS = ("cpu", "cuda", "tpu")
+FORMATS = ("jax", "saved_model", "onnx")
 
 
 def _versions() -> dict[str, str]:
@@ -54,12 +77,9 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def exported(detector, platforms: tuple[str, ...] = PLATFORMS) -> "jax.export.Exported":  # noqa: F821, UP037
-    """The :class:`jax.export.Exported` of ``detector``'s decision on ``[n, H, W, C]``
-    uint8 images, ``n`` symbolic."""
-    import jax
-    import jax.numpy as jnp
-
+def decision(detector) -> Callable:
+    """``detector``'s decision as a pure function of uint8 images ``[N, H, W, C]``, its
+    parameters and statistics constants inside it."""
     from aejax import core
     from aejax.detector import decide
 
@@ -69,17 +89,144 @@ def exported(detector, platforms: tuple[str, ...] = PLATFORMS) -> "jax.export.Ex
     def detect(images_NxHxWxC):
         return decide(fitted, terms_of(images_NxHxWxC), score)
 
+    return detect
+
+
+def exported(detector, platforms: tuple[str, ...] = PLATFORMS) -> "jax.export.Exported":  # noqa: F821, UP037
+    """The :class:`jax.export.Exported` of ``detector``'s decision on ``[n, H, W, C]``
+    uint8 images, ``n`` symbolic."""
+    import jax
+    import jax.numpy as jnp
+
+    detect = decision(detector)
     (n,) = jax.export.symbolic_shape("n")
     spec = jax.ShapeDtypeStruct((n, *detector.image_shape), jnp.uint8)
     return jax.export.export(jax.jit(detect), platforms=platforms)(spec)
 
 
-def metadata(detector, platforms: tuple[str, ...]) -> dict:
+def write_saved_model(detector, folder: Path, platforms: tuple[str, ...] = PLATFORMS) -> None:
+    """``detector``'s decision as a TensorFlow SavedModel in ``folder``: signature
+    ``serving_default(images: uint8 [N, H, W, C]) -> {score, p_value, ood, every score}``,
+    N any. Converted by :mod:`jax.experimental.jax2tf` (native serialization: the same
+    StableHLO as the ``jax.export`` artifact, lowered for ``platforms``, run by TensorFlow's
+    XLA); written beside ``folder`` and renamed into place, so a failed export leaves no
+    half of one."""
+    import shutil
+
+    import tensorflow as tf
+    from jax.experimental import jax2tf
+
+    h, w, c = detector.image_shape
+    converted = jax2tf.convert(
+        decision(detector),
+        polymorphic_shapes=[f"(n, {h}, {w}, {c})"],
+        native_serialization_platforms=platforms,
+    )
+    module = tf.Module()
+    spec = tf.TensorSpec([None, h, w, c], tf.uint8, name="images")
+    module.detect = tf.function(converted, input_signature=[spec], autograph=False)
+    tmp = folder.with_name(f".{folder.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        tf.saved_model.save(module, str(tmp), signatures={"serving_default": module.detect})
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(tmp, folder)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def outputs(detector) -> tuple[str, ...]:
+    """The decision's outputs, in the order an ONNX model lists them."""
+    return ("score", "p_value", "ood", *ood.names())
+
+
+def write_onnx(detector, path: Path) -> None:
+    """``detector``'s decision as an ONNX model (opset 23) at ``path``: input ``images``,
+    uint8 ``[N, H, W, C]``, N dynamic; outputs :func:`outputs`. Converted by jax2onnx from
+    the computation :mod:`aejax.backend`'s CPU layers trace (plain ``lax`` convolutions,
+    pooling by reshapes: what aejax computes on CPU, and what ONNX runtimes mostly run on)."""
+    import jax
+    import jax.numpy as jnp
+
+    from aejax import backend
+
+    try:
+        import onnx
+        from jax2onnx import to_onnx
+    except ImportError:
+        raise AejaxError(
+            "--format onnx needs jax2onnx and onnx: bash scripts/setup.sh dev installs them "
+            "(or pip install 'aejax[onnx]')"
+        ) from None
+    detect, names = decision(detector), outputs(detector)
+
+    def ordered(images_NxHxWxC):
+        out, seen, values = detect(images_NxHxWxC), set(), []
+        for k in names:  # an ONNX value has one name: `score` is also its score's, so copied
+            value = out[k] if id(out[k]) not in seen else jnp.copy(out[k])
+            seen.add(id(out[k]))
+            values.append(value)
+        return tuple(values)
+
+    spec = jax.ShapeDtypeStruct(("N", *detector.image_shape), jnp.uint8)
+    # The converter's notes (float64 constants kept float32, shapes it leaves untyped) are
+    # no news to a user: what matters is checked below.
+    quiet = [logging.getLogger(n) for n in ("onnx_ir", "jax2onnx")]
+    levels = [q.level for q in quiet]
+    with backend.use("cpu"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for q in quiet:
+            q.setLevel(logging.ERROR)
+        model = to_onnx(ordered, inputs=[spec], input_names=["images"], output_names=list(names),
+                        model_name="aejax_detector")  # fmt: skip
+        for q, level in zip(quiet, levels, strict=True):
+            q.setLevel(level)
+    with files.atomic_path(path) as tmp:
+        onnx.save(model, str(tmp))
+        _check_onnx(detector, tmp, names)
+
+
+def _check_onnx(detector, path: Path, names: tuple[str, ...]) -> None:
+    """Runs the converted model with onnxruntime on a few images against the detector
+    itself: a model the converter got wrong, or one onnxruntime cannot run, is an error
+    here, never a file."""
+    import numpy as np
+
+    try:
+        import onnxruntime
+    except ImportError:
+        return
+    images = np.random.default_rng(0).integers(0, 256, (3, *detector.image_shape), np.uint8)
+    options = onnxruntime.SessionOptions()
+    options.log_severity_level = 4  # its reason is in the error below, said once
+    try:
+        session = onnxruntime.InferenceSession(str(path), options)
+        got = session.run(None, {"images": images})[0]
+    except Exception as e:  # onnxruntime's own errors: one line, the reason in it
+        reason = str(e).split("Status Message:")[-1].strip().splitlines()[0]
+        raise AejaxError(
+            f"onnxruntime cannot run the ONNX model jax2onnx made of this "
+            f"{detector.config.arch} run ({reason}): export it with --format saved_model"
+        ) from None
+    want = detector.detect(images)[names[0]]
+    if not np.allclose(got, want, rtol=1e-4, atol=1e-4):
+        raise AejaxError(
+            f"the ONNX model's scores differ from the detector's ({got} vs {want}): export "
+            "this run with --format saved_model"
+        )
+
+
+def metadata(detector, platforms: tuple[str, ...], format: str = "jax") -> dict:
     """What ``metadata.json`` says: everything needed to use the artifact correctly."""
     h, w, c = detector.image_shape
     return {
-        "artifact": ARTIFACT,
-        "format": "jax.export serialized Exported (jax.export.deserialize(bytes).call(x))",
+        "artifact": {"jax": ARTIFACT, "saved_model": SAVED_MODEL, "onnx": ONNX}[format],
+        "format": {
+            "jax": "jax.export serialized Exported (jax.export.deserialize(bytes).call(x))",
+            "saved_model": "TensorFlow SavedModel, signature serving_default(images=x)",
+            "onnx": "ONNX opset 23, input images, outputs in the order of 'outputs'",
+        }[format],
         "platforms": list(platforms),
         "input": {"shape": ["N", h, w, c], "dtype": "uint8", "range": [0, 255]},
         "outputs": {
@@ -113,21 +260,33 @@ def metadata(detector, platforms: tuple[str, ...]) -> dict:
     }
 
 
-def write(detector, out_dir: Path, platforms: tuple[str, ...] = PLATFORMS) -> list[Path]:
-    """Writes the artifact and ``metadata.json`` to ``out_dir`` (each file atomically)."""
-    blob = exported(detector, platforms).serialize()
+def write(
+    detector, out_dir: Path, platforms: tuple[str, ...] = PLATFORMS, format: str = "jax"
+) -> list[Path]:
+    """Writes the artifact (``format``: one of :data:`FORMATS`) and ``metadata.json`` to
+    ``out_dir`` (each atomically)."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    with files.atomic_path(out_dir / ARTIFACT) as tmp:
-        tmp.write_bytes(blob)
-    files.write_json(out_dir / "metadata.json", metadata(detector, platforms))
-    return [out_dir / ARTIFACT, out_dir / "metadata.json"]
+    if format == "saved_model":
+        artifact = out_dir / SAVED_MODEL
+        write_saved_model(detector, artifact, platforms)
+    elif format == "onnx":
+        artifact = out_dir / ONNX
+        write_onnx(detector, artifact)
+    else:
+        artifact = out_dir / ARTIFACT
+        blob = exported(detector, platforms).serialize()
+        with files.atomic_path(artifact) as tmp:
+            tmp.write_bytes(blob)
+    files.write_json(out_dir / "metadata.json", metadata(detector, platforms, format))
+    return [artifact, out_dir / "metadata.json"]
 
 
 @dataclasses.dataclass(frozen=True)
 class ExportRequest:
     """What ``python -m aejax.export`` asks for: checkpoint ``step`` (default latest) of the
     run in ``workdir`` (default the most recent one), on score ``score`` with threshold
-    ``policy`` (default: the run's), lowered for ``platforms``, written to ``out``."""
+    ``policy`` (default: the run's), lowered for ``platforms``, written to ``out`` as
+    ``format`` (:data:`FORMATS`)."""
 
     out: Path
     workdir: Path | None = None
@@ -135,6 +294,7 @@ class ExportRequest:
     score: str | None = None
     policy: thresholds.Policy | None = None
     platforms: tuple[str, ...] = PLATFORMS
+    format: str = "jax"
 
 
 def export(request: ExportRequest) -> tuple[Detector, list[Path]]:
@@ -148,4 +308,6 @@ def export(request: ExportRequest) -> tuple[Detector, list[Path]]:
     detector = Detector.load(workdir, request.step)  # on one device: the artifact's
     if request.score or request.policy:
         detector = detector.with_threshold(request.policy, request.score)
-    return detector, write(detector, request.out, request.platforms)
+    if request.format not in FORMATS:
+        raise AejaxError(f"--format {request.format!r}: choose among {', '.join(FORMATS)}")
+    return detector, write(detector, request.out, request.platforms, request.format)

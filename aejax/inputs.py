@@ -21,6 +21,9 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import queue
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -61,44 +64,108 @@ def _files_of(path: Path) -> list[Path]:
     return [path]
 
 
+@dataclasses.dataclass(frozen=True)
+class Item:
+    """One image of the inputs, not yet decoded: a file, or a row of a ``.npy`` array."""
+
+    source: str  # a file's path, or "file.npy[i]"
+    path: str  # a string, not a Path: a hundred thousand Paths hold tens of megabytes
+    row: int | None = None
+
+
+def items(paths: list[str | Path]) -> list[Item]:
+    """Every image ``paths`` hold, in order, checked as far as names and ``.npy`` headers
+    tell (a missing path, a file of another type, an array of floats: one error now, not
+    after an hour of scoring). Nothing is decoded."""
+    out = []
+    for given in paths:
+        for path in _files_of(Path(given)):
+            name = str(path)
+            if path.suffix.lower() == ".npy":
+                rows = len(decoding.read_npy(path))  # memory-mapped: the header only
+                out += [Item(f"{name}[{i}]", name, i) for i in range(rows)]
+            else:
+                out.append(Item(name, name))
+    if not out:
+        raise AejaxError("the inputs hold no images")
+    return out
+
+
+def _decode(
+    item: Item, shape: tuple[int, int, int], arrays: dict
+) -> tuple[np.ndarray, tuple, bool]:
+    """``(image in shape, the shape it had, whether its pixels needed no mode change)``."""
+    try:
+        if item.row is not None:
+            if item.path not in arrays:  # memory-mapped once per call, for all its rows
+                arrays[item.path] = decoding.read_npy(Path(item.path))
+            row = np.asarray(arrays[item.path][item.row])
+            return decoding.conformed(row, shape), row.shape, True
+        with decoding.open_image(Path(item.path)) as image:
+            had = (image.height, image.width, len(image.getbands()))
+            same_mode = image.mode == {1: "L", 3: "RGB"}.get(shape[2])
+            return decoding.convert(image, shape[:2], shape[2]), had, same_mode
+    except AejaxError as e:
+        raise AejaxError(f"{item.source}: {e}") from None
+
+
+def chunks(
+    paths: list[str | Path] | list[Item],
+    shape: tuple[int, int, int],
+    rows: int,
+    *,
+    silent: frozenset[str] = frozenset(),
+) -> Iterator[Inputs]:
+    """The images of ``paths`` (or of :func:`items`), ``rows`` at a time, as uint8
+    ``[n, *shape]``: memory holds one chunk whatever the inputs' size (:func:`prefetched`
+    decodes the next beside it). ``silent``: conversions that are the run's own
+    preprocessing (``"resize"``, ``"channels"``), not counted in ``converted``."""
+    shape = tuple(shape)
+    listed = [p for p in paths if isinstance(p, Item)]
+    every = listed if len(listed) == len(paths) else items(paths)
+    arrays: dict = {}
+    for start in range(0, len(every), rows):
+        chunk = every[start : start + rows]
+        decoded = [_decode(item, shape, arrays) for item in chunk]
+        converted: collections.Counter = collections.Counter()
+        for _, had, same_mode in decoded:
+            changed = {"resize"} if tuple(had[:2]) != shape[:2] else set()
+            if had[2] != shape[2] or not same_mode:
+                changed.add("channels")
+            if changed - silent:
+                converted[_shape_text(had)] += 1
+        images = np.stack([image for image, _, _ in decoded])
+        yield Inputs([item.source for item in chunk], images, dict(converted))
+
+
+def prefetched(chunks_: Iterator[Inputs]) -> Iterator[Inputs]:
+    """``chunks_``, the next one decoded on a thread while the caller scores this one: the
+    decoding (Python, holding the GIL) overlaps XLA's computation (which releases it). A
+    thread per file was slower for small images than one thread (the GIL, handed over per
+    file). Memory holds two chunks."""
+    ready: queue.Queue = queue.Queue(maxsize=1)
+    done = object()
+
+    def fill():
+        try:
+            for chunk in chunks_:
+                ready.put(chunk)
+            ready.put(done)
+        except BaseException as e:  # raised again in the caller's thread
+            ready.put(e)
+
+    threading.Thread(target=fill, daemon=True).start()
+    while (chunk := ready.get()) is not done:
+        if isinstance(chunk, BaseException):
+            raise chunk
+        yield chunk
+
+
 def read(
     paths: list[str | Path], shape: tuple[int, int, int], *, silent: frozenset[str] = frozenset()
 ) -> Inputs:
-    """Every image of ``paths`` as uint8 ``[N, *shape]``. ``silent``: conversions that are
-    the run's own preprocessing (``"resize"``, ``"channels"``), not counted in
-    ``converted``."""
-    shape = tuple(shape)
-    sources, images, converted = [], [], collections.Counter()
-
-    def add(source: str, had: tuple[int, ...], conform, same_mode: bool = True) -> None:
-        """One image of shape ``had``; ``conform()`` gives it in ``shape``; ``same_mode``:
-        its pixels need no mode conversion (a palette or alpha image does)."""
-        try:
-            images.append(conform())
-        except AejaxError as e:
-            raise AejaxError(f"{source}: {e}") from None
-        changed = {"resize"} if tuple(had[:2]) != shape[:2] else set()
-        if had[2] != shape[2] or not same_mode:
-            changed.add("channels")
-        if changed - silent:
-            converted[_shape_text(had)] += 1
-        sources.append(source)
-
-    for given in paths:
-        for path in _files_of(Path(given)):
-            if path.suffix.lower() == ".npy":
-                array = decoding.read_npy(path)
-                for i in range(len(array)):
-                    row = np.asarray(array[i])
-                    add(f"{path}[{i}]", row.shape, lambda row=row: decoding.conformed(row, shape))
-            else:
-                with decoding.open_image(path) as image:
-                    add(
-                        str(path),
-                        (image.height, image.width, len(image.getbands())),
-                        lambda image=image: decoding.convert(image, shape[:2], shape[2]),
-                        same_mode=image.mode == {1: "L", 3: "RGB"}.get(shape[2]),
-                    )
-    if not images:
-        raise AejaxError("the inputs hold no images")
-    return Inputs(sources, np.stack(images), dict(converted))
+    """Every image of ``paths`` as uint8 ``[N, *shape]``, at once (:func:`chunks` holds one
+    chunk at a time). ``silent``: as for :func:`chunks`."""
+    every = items(paths)
+    (whole,) = chunks(every, shape, len(every), silent=silent)
+    return whole

@@ -64,18 +64,21 @@ def request(args: argparse.Namespace) -> scoring.ScoreRequest:
 
 
 def score_command(args: argparse.Namespace) -> int:
-    result = scoring.score_images(request(args))
+    result = scoring.score_images(request(args), sink=None if args.out else sys.stdout)
+    if result.restarted:
+        print(
+            f"note: {args.out}.unfinished, a killed job's rows, was scored anew",
+            file=sys.stderr,
+        )
     shape = "x".join(map(str, result.detector.image_shape))
-    for had, count in result.given.converted.items():
+    for had, count in result.converted.items():
         print(
             f"warning: {count} image{'s' if count > 1 else ''} of {had} converted to {shape} "
             "(the model's input) as aejax.inputs describes; their scores are only as "
             "meaningful as that conversion",
             file=sys.stderr,
         )
-    if result.csv_text is not None:
-        sys.stdout.write(result.csv_text)
-    n, flagged = len(result.given.sources), int(result.detected["ood"].sum())
+    n, flagged = result.sources, int(result.ood.sum())
     print(
         f"{n} images scored with checkpoint {result.detector.step} of {result.workdir}: "
         f"{flagged} flagged as OOD ({flagged / n:.1%})\n"

@@ -3,14 +3,20 @@
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import csv
 import dataclasses
 import io
+import os
 from pathlib import Path
+from typing import TextIO
 
 import numpy as np
+import tqdm
 
 from aejax import data, files, inputs, ood, parallel, run, thresholds
+from aejax import detector as detection
 from aejax.detector import Detector
 
 
@@ -34,15 +40,21 @@ class ScoreRequest:
 @dataclasses.dataclass
 class ScoreResult:
     detector: Detector  # with the threshold the verdicts were given by
-    given: inputs.Inputs
-    detected: dict[str, np.ndarray]  # score, p_value, ood and every score, per image
+    sources: int  # how many images were scored
+    converted: dict[str, int]  # "32x32x3" -> how many images of that shape were converted
+    score: np.ndarray  # the run's score of each image [N]
+    ood: np.ndarray  # each image's verdict [N]
     workdir: Path
-    csv_text: str | None  # the CSV, where no file was asked for
+    csv_text: str | None  # the CSV, where neither a file nor a stream was asked for
+    restarted: bool = False  # a killed job's unfinished CSV was found, and scoring began anew
 
 
-def score_images(request: ScoreRequest) -> ScoreResult:
-    """Scores the images: every score, p-value and verdict per image; writes the CSV and
-    the maps asked for."""
+def score_images(request: ScoreRequest, sink: TextIO | None = None) -> ScoreResult:
+    """Scores the images a chunk at a time (:func:`aejax.inputs.chunks`, memory bounded by
+    :data:`aejax.detector.DETECT_ROWS` images whatever their number): every score,
+    p-value and verdict per image, written as CSV rows to ``request.out`` (atomically: a
+    killed job leaves an unfinished file beside it, which the next one starts over from),
+    else to ``sink``, else returned as text; the maps asked for."""
     workdir = request.workdir or run.latest_workdir()
     # One device unless told: the batches are then the exported detector's, which gives the
     # same bits on the same batch (aejax.exporting).
@@ -57,37 +69,108 @@ def score_images(request: ScoreRequest) -> ScoreResult:
     silent = {"resize"} if found.config.image_size else set()
     if found.config.channels or data.is_local(found.config.dataset):
         silent.add("channels")
-    given = inputs.read(request.inputs, found.image_shape, silent=frozenset(silent))
+    every = inputs.items(list(request.inputs))
     batch = placement.batch if placement.size > 1 else None
-    detected = found.detect(given.images, batch_sharding=batch)
-    if policy is not None and policy.name == "contamination":  # the top of these scores
-        found = found.with_threshold(policy, scored=detected["score"])
-        detected["ood"] = found.threshold.flags(detected["score"])
-    text = csv_text(given.sources, detected)
+    contamination = policy is not None and policy.name == "contamination"
+    unfinished = request.out and _unfinished(request.out)
+    restarted = bool(unfinished and unfinished.exists())
+    scores, verdicts, converted = [], [], collections.Counter()
+    with contextlib.ExitStack() as stack:
+        if request.out is not None:
+            request.out.parent.mkdir(parents=True, exist_ok=True)
+            rows_file = stack.enter_context(open(unfinished, "w", newline=""))
+        else:
+            rows_file = sink if sink is not None else io.StringIO()
+        writer = csv.writer(rows_file)
+        writer.writerow(header())
+        progress = stack.enter_context(
+            tqdm.tqdm(total=len(every), unit="img", disable=None, leave=False)
+        )
+        # The detector's own DETECT_ROWS: memory holds that many decoded images whatever the
+        # inputs' number, and the chunks are the batches Detector.detect cuts all the images
+        # into, so their scores are those of scoring them at once, to the bit (XLA:CPU's
+        # elementwise loops round a batch's last elements by another path).
+        rows = detection.DETECT_ROWS
+        for start, given in zip(
+            range(0, len(every), rows),
+            inputs.prefetched(
+                inputs.chunks(every, found.image_shape, rows, silent=frozenset(silent))
+            ),
+            strict=True,
+        ):
+            detected = found.detect(given.images, batch_sharding=batch)
+            converted.update(given.converted)
+            scores.append(detected["score"])
+            verdicts.append(detected["ood"])
+            writer.writerows(csv_rows(given.sources, detected))
+            if request.maps is not None:
+                write_maps(request.maps, found, given, first=start)
+            progress.update(len(given.sources))
+        score, ood_N = np.concatenate(scores), np.concatenate(verdicts)
+        if contamination:  # the top of these scores: known once every image is scored
+            found = found.with_threshold(policy, scored=score)
+            ood_N = found.threshold.flags(score)
+        text = rows_file.getvalue() if isinstance(rows_file, io.StringIO) else None
     if request.out is not None:
-        request.out.parent.mkdir(parents=True, exist_ok=True)
-        files.write_text(request.out, text)
-    if request.maps is not None:
-        write_maps(request.maps, found, given)
-    return ScoreResult(found, given, detected, workdir, None if request.out else text)
+        if contamination:
+            _set_verdicts(unfinished, ood_N)
+        os.replace(unfinished, request.out)
+    elif contamination and text is not None:
+        text = _with_verdicts(text, ood_N)
+    return ScoreResult(
+        found, len(every), dict(converted), score, ood_N, workdir,
+        text if sink is None and request.out is None else None, restarted,
+    )  # fmt: skip
+
+
+def header() -> list[str]:
+    """The CSV's columns: every score registered now (a notebook may register its own)."""
+    return ["source", "score", "p_value", "ood", *ood.names()]
+
+
+def _unfinished(out: Path) -> Path:
+    """Where the rows are written until every image is scored."""
+    return out.with_name(f"{out.name}.unfinished")
+
+
+def csv_rows(sources: list[str], detected: dict) -> list[list]:
+    """One row per image: source, score, p_value, ood, every score (9 digits: float32
+    round-trips exactly)."""
+    columns = [detected[k].tolist() for k in ("score", "p_value", *ood.names())]
+    verdicts = detected["ood"].tolist()
+    return [
+        [source, *(f"{column[i]:.9g}" for column in columns[:2]), int(verdicts[i]),
+         *(f"{column[i]:.9g}" for column in columns[2:])]
+        for i, source in enumerate(sources)
+    ]  # fmt: skip
+
+
+def _with_verdicts(text: str, ood_N: np.ndarray) -> str:
+    rows = list(csv.reader(io.StringIO(text)))
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(rows[0])
+    for row, flag in zip(rows[1:], ood_N, strict=True):
+        writer.writerow([*row[:3], int(flag), *row[4:]])
+    return out.getvalue()
+
+
+def _set_verdicts(path: Path, ood_N: np.ndarray) -> None:
+    """Rewrites the ``ood`` column of the CSV at ``path``, a row at a time."""
+    with files.atomic_path(path) as tmp:
+        with open(path, newline="") as f, open(tmp, "w", newline="") as g:
+            reader, writer = csv.reader(f), csv.writer(g)
+            writer.writerow(next(reader))
+            for row, flag in zip(reader, ood_N, strict=True):
+                writer.writerow([*row[:3], int(flag), *row[4:]])
 
 
 def csv_text(sources: list[str], detected: dict) -> str:
-    """One row per image: source, score, p_value, ood, every score (9 digits: float32
-    round-trips exactly)."""
+    """The CSV of :func:`csv_rows`, with its header, as text."""
     text = io.StringIO()
     writer = csv.writer(text)
-    writer.writerow(["source", "score", "p_value", "ood", *ood.names()])
-    for i, source in enumerate(sources):
-        writer.writerow(
-            [
-                source,
-                f"{detected['score'][i]:.9g}",
-                f"{detected['p_value'][i]:.9g}",
-                int(detected["ood"][i]),
-                *(f"{detected[k][i]:.9g}" for k in ood.names()),
-            ]
-        )
+    writer.writerow(header())
+    writer.writerows(csv_rows(sources, detected))
     return text.getvalue()
 
 
@@ -99,8 +182,9 @@ def map_name(index: int, source: str) -> str:
     return f"{index:05d}_{Path(path).stem}{'-' + item if item else ''}.png"
 
 
-def write_maps(out_dir: Path, found: Detector, given: inputs.Inputs) -> None:
-    """Each image, its reconstruction and its anomaly map, as one PNG per image."""
+def write_maps(out_dir: Path, found: Detector, given: inputs.Inputs, first: int = 0) -> None:
+    """Each image, its reconstruction and its anomaly map, as one PNG per image (numbered
+    from ``first``)."""
     from aejax import plots
 
     maps = found.maps(given.images)
@@ -109,6 +193,6 @@ def write_maps(out_dir: Path, found: Detector, given: inputs.Inputs) -> None:
             given.images[i],
             maps["reconstruction"][i],
             maps["anomaly"][i],
-            out_dir / map_name(i, source),
+            out_dir / map_name(first + i, source),
             title=source,
         )

@@ -21,6 +21,7 @@ for name in main dev; do
   extra=(); [ "$name" = dev ] && extra=(--extra dev)
   "$UV" pip compile pyproject.toml "${extra[@]}" --universal --python-version 3.11 \
     --generate-hashes --quiet --custom-compile-command "bash scripts/lock.sh" \
+    --override requirements/overrides.txt \
     -o "requirements/$name.lock" "$@"
 done
 echo "wrote requirements/main.lock and requirements/dev.lock"

@@ -33,7 +33,9 @@ else
   LOCK=requirements/main.lock
   case ",$EXTRAS," in *,dev,*) LOCK=requirements/dev.lock ;; esac
   say "installing the locked dependencies ($LOCK) into $VENV"
-  "$PY" -m pip install -q --require-hashes -r "$LOCK"
+  # --no-deps: the lock is the whole resolution (every package, pinned, hashed), including
+  # the constraints it overrides (requirements/overrides.txt), which pip would re-resolve.
+  "$PY" -m pip install -q --require-hashes --no-deps -r "$LOCK"
   say "installing aejax${EXTRAS:+[$EXTRAS]}"
   "$PY" -m pip install -q --no-deps -e .
   OTHER=$(tr ',' '\n' <<<"$EXTRAS" | grep -vx -e dev -e '' | paste -sd, || true)

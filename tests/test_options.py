@@ -23,6 +23,7 @@ COMMANDS = {  # command: (module, the arguments it needs besides the option trie
 TEXT = {
     "--arch", "--dataset", "--workdir", "--data-dir", "--out", "--ood", "--score", "--maps",
     "--coordinator-address", "--compute-dtype", "--platforms", "--raw-dir", "--mnist-pickle",
+    "--format",
     "--model",  # NAME=VALUE: its values are tried below, against each model's declarations
 }  # fmt: skip
 VALUES = ("-1", "0", "abc", "nan")

@@ -14,7 +14,8 @@ from PIL import Image
 
 import aejax.export as export_cli
 import aejax.score as score_cli
-from aejax import data, ood, scoring, train
+from aejax import data, ood, scoring, thresholds, train
+from aejax import detector as detection
 from aejax import eval as eval_cli
 from aejax.detector import Detector
 
@@ -152,13 +153,62 @@ np.savez(sys.argv[2], aejax_imported=any(m.startswith("aejax") for m in sys.modu
 """
 
 
+SAVED_MODEL = r"""
+import importlib.abc, pathlib, sys
+import numpy as np
+
+
+class NoJax(importlib.abc.MetaPathFinder):  # a machine without JAX (TensorFlow tries it)
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("jax", "jaxlib", "aejax"):
+            raise ImportError(f"no {name} here")
+
+
+sys.meta_path.insert(0, NoJax())
+import tensorflow as tf
+
+detect = tf.saved_model.load(sys.argv[1] + "/saved_model").signatures["serving_default"]
+outs = {n: detect(images=tf.constant(np.load(f"x{n}.npy"))) for n in (1, 7, 1000)}
+np.savez(sys.argv[2], jax_imported="jax" in sys.modules,
+         aejax_imported=any(m.startswith("aejax") for m in sys.modules),
+         **{f"{k}_{n}": v.numpy() for n, out in outs.items() for k, v in out.items()})
+"""
+
+
+ONNX = r"""
+import importlib.abc, json, pathlib, sys
+import numpy as np
+
+
+class NoJax(importlib.abc.MetaPathFinder):  # a machine with onnxruntime only
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("jax", "jaxlib", "aejax", "tensorflow"):
+            raise ImportError(f"no {name} here")
+
+
+sys.meta_path.insert(0, NoJax())
+import onnxruntime as ort
+
+folder = pathlib.Path(sys.argv[1])
+meta = json.loads((folder / "metadata.json").read_text())
+session = ort.InferenceSession(str(folder / meta["artifact"]))
+names = [o.name for o in session.get_outputs()]
+outs = {n: dict(zip(names, session.run(None, {"images": np.load(f"x{n}.npy")})))
+        for n in (1, 7, 1000)}
+np.savez(sys.argv[2], jax_imported="jax" in sys.modules,
+         aejax_imported=any(m.startswith("aejax") for m in sys.modules),
+         **{f"{k}_{n}": v for n, out in outs.items() for k, v in out.items()})
+"""
+
+
 def tolerance(name: str, meta: dict) -> float:
     """How far XLA's defaults may move a score from aejax's flags: raw scores by ~1e-6
     relative; a typicality divides that by the held-out spread of log s (~1e-4 absolute);
     a p-value moves in steps of 1 / (n + 1) when a held-out score is crossed."""
     if name == "p_value":
         return 2 / (meta["threshold"]["n"] + 1)
-    return 1e-4 if name.startswith("typ-") or name == "score" else 1e-7
+    # joint sums the typicalities' squares: their 1e-4 again, times a few.
+    return 1e-4 if name.startswith("typ-") or name in ("score", "joint") else 1e-7
 
 
 def test_the_exported_detector_reproduces_aejax_score(run_dir, images, tmp_path):
@@ -201,6 +251,40 @@ def test_the_exported_detector_reproduces_aejax_score(run_dir, images, tmp_path)
                 verdicts = np.array([r["ood"] == "1" for r in rows])
                 near = np.isclose(expected, meta["threshold"]["value"], rtol=1e-5)
                 np.testing.assert_array_equal(got[f"ood_{n}"][~near], verdicts[~near])
+    # The same detector as a TensorFlow SavedModel, run where JAX cannot be imported.
+    saved = tmp_path / "saved"
+    argv = ["--workdir", str(run_dir), "--out", str(saved), "--format", "saved_model"]
+    assert export_cli.main([*argv, "--platforms", "cpu"]) == 0
+    assert json.loads((saved / "metadata.json").read_text())["artifact"] == "saved_model"
+    result = tmp_path / "saved.npz"
+    subprocess.run([sys.executable, "-c", SAVED_MODEL, str(saved), str(result)], check=True,
+                   env=clean, cwd=tmp_path)  # fmt: skip
+    check_outside_jax(got_path=result, want=want, meta=meta)
+    # And as ONNX, run by onnxruntime where JAX cannot be imported.
+    onnx_dir = tmp_path / "onnx"
+    argv = ["--workdir", str(run_dir), "--out", str(onnx_dir), "--format", "onnx"]
+    assert export_cli.main(argv) == 0
+    result = tmp_path / "onnx.npz"
+    subprocess.run([sys.executable, "-c", ONNX, str(onnx_dir), str(result)], check=True,
+                   env=clean, cwd=tmp_path)  # fmt: skip
+    check_outside_jax(got_path=result, want=want, meta=meta)
+
+
+def check_outside_jax(got_path, want, meta):
+    """A deployed detector's outputs (``got_path``, from a process without JAX) against
+    aejax.score's CSVs (``want``, per batch size): raw scores within 1e-5 relative, verdicts
+    equal away from the threshold."""
+    with np.load(got_path) as got:
+        assert not got["jax_imported"] and not got["aejax_imported"]
+        for n, rows in want.items():
+            for name in ("score", *ood.names()):
+                expected = np.array([float(r[name]) for r in rows], np.float32)
+                np.testing.assert_allclose(
+                    got[f"{name}_{n}"], expected, 1e-5, tolerance(name, meta), name
+                )
+            verdicts = np.array([r["ood"] == "1" for r in rows])
+            near = np.isclose(expected, meta["threshold"]["value"], rtol=1e-5)
+            np.testing.assert_array_equal(got[f"ood_{n}"][~near], verdicts[~near])
 
 
 def test_bad_inputs_are_one_clear_error(run_dir, tmp_path, capsys):
@@ -287,3 +371,49 @@ def test_map_names_number_each_image_and_keep_brackets_of_paths():
     assert scoring.map_name(0, "some/dir/digit.png") == "00000_digit.png"
     assert scoring.map_name(4, "runs [old]/batch[1].npy[3]") == "00004_batch[1]-3.png"
     assert scoring.map_name(5, "photos [2024]/x.jpg") == "00005_x.png"
+
+
+def test_a_folder_larger_than_a_chunk_streams_to_the_csv_of_one_batch(
+    run_dir, images, tmp_path, monkeypatch, capsys
+):
+    # A memory budget of 7 images: 300 PNG files and 40 array rows in 49 chunks give the CSV
+    # (and the contamination verdicts, known only at the end) of scoring them in memory.
+    folder = tmp_path / "many"
+    folder.mkdir()
+    for i in range(300):
+        Image.fromarray(images[i, ..., 0]).save(folder / f"{i:03d}.png")
+    np.save(tmp_path / "rows.npy", images[600:640])
+    inputs = [str(folder), str(tmp_path / "rows.npy")]
+    whole = np.concatenate([images[:300], images[600:640]])
+    detector = Detector.load(run_dir)
+    for policy in ([], ["--contamination", "0.1"]):
+        out = tmp_path / f"stream{len(policy)}.csv"
+        monkeypatch.setattr(detection, "DETECT_ROWS", 7)
+        argv = ["--workdir", str(run_dir), *inputs, "--out", str(out), "--devices", "1"]
+        assert score_cli.main([*argv, *policy]) == 0
+        found = detector
+        if policy:
+            found = detector.with_threshold(
+                thresholds.Policy("contamination", 0.1), scored=detector.detect(whole)["score"]
+            )
+        sources = [str(p) for p in sorted(folder.iterdir())] + [
+            f"{tmp_path / 'rows.npy'}[{i}]" for i in range(40)
+        ]
+        detected = found.detect(whole)  # in memory, in batches of DETECT_ROWS
+        expected = scoring.csv_text(sources, {**detected, "ood": found.threshold.flags(
+            detected["score"])})  # fmt: skip
+        with open(out, newline="") as f:
+            assert f.read() == expected
+        assert not (tmp_path / f"{out.name}.unfinished").exists()
+    assert "note:" not in capsys.readouterr().err
+
+
+def test_a_killed_scoring_job_is_scored_anew_and_says_so(run_dir, images, tmp_path, capsys):
+    np.save(tmp_path / "x.npy", images[:20])
+    out = tmp_path / "scores.csv"
+    (tmp_path / "scores.csv.unfinished").write_text("source,score\nhalf a row")  # killed
+    assert (
+        score_cli.main(["--workdir", str(run_dir), str(tmp_path / "x.npy"), "--out", str(out)]) == 0
+    )
+    assert "scored anew" in capsys.readouterr().err
+    assert len(read_csv(out)) == 20 and not (tmp_path / "scores.csv.unfinished").exists()

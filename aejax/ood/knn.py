@@ -30,9 +30,11 @@ def kth_distance(code_NxD: jax.Array, bank_MxD: jax.Array, k: int) -> jax.Array:
     # times faster than lax.top_k, which sorts (experiments/results/knn_kth.md).
     unit_NxD = normalised(code_NxD)
     similarity_NxM = unit_NxD @ bank_MxD.T
-    columns_M = jnp.arange(bank_MxD.shape[0])
 
     def drop_max(_, s):
+        # The columns made here, not closed over: a loop body that captures no array
+        # converts to ONNX's Loop as it is (aejax.exporting).
+        columns_M = jnp.arange(s.shape[1])
         return jnp.where(columns_M == jnp.argmax(s, axis=1)[:, None], -jnp.inf, s)
 
     kth_N = jnp.argmax(jax.lax.fori_loop(0, k - 1, drop_max, similarity_NxM), axis=1)
