@@ -106,7 +106,8 @@ def _decode(
             same_mode = image.mode == {1: "L", 3: "RGB"}.get(shape[2])
             return decoding.convert(image, shape[:2], shape[2]), had, same_mode
     except AejaxError as e:
-        raise AejaxError(f"{item.source}: {e}") from None
+        # The decoders name the file already; an array's row is named here.
+        raise (e if item.path in str(e) else AejaxError(f"{item.source}: {e}")) from None
 
 
 def chunks(

@@ -41,12 +41,7 @@ OOD_FIELDS = {
 def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("eval")
     workdir = root / "runs" / "dense-mnist"
-    assert (
-        train.main(
-            ["--arch", "dense", "--epochs", "1", "--holdout", "50000", "--workdir", str(workdir)]
-        )
-        == 0
-    )
+    assert train.main(["--arch", "dense", "--epochs", "1", "--workdir", str(workdir)]) == 0
     return root, workdir
 
 
@@ -76,7 +71,7 @@ def test_cli_writes_every_file_and_field(trained, tmp_path, capsys):
     ind = report["in_distribution"]
     # The test BCE equals what training reported for this checkpoint.
     assert ind["test_bce"] == pytest.approx(ind["training_reported_test_bce"], rel=1e-6)
-    assert ind["n_holdout"] == 50_000 and ind["test_flagged"] == pytest.approx(0.05, abs=0.02)
+    assert ind["n_holdout"] == 1000 and ind["test_flagged"] == pytest.approx(0.05, abs=0.02)
     assert report["ood"]["uniform"]["auroc"] > 0.99  # noise is nothing like digits
 
     with open(out / "scores.csv") as f:
@@ -88,7 +83,7 @@ def test_cli_writes_every_file_and_field(trained, tmp_path, capsys):
         counts[(row["dataset"], row["split"])] = counts.get((row["dataset"], row["split"]), 0) + 1
     assert counts == {
         ("mnist", "test"): 10_000,
-        ("mnist", "holdout"): 50_000,
+        ("mnist", "holdout"): 1000,
         ("fashion_mnist", "test"): 10_000,
         ("uniform", "test"): 10_000,
         ("black", "test"): 10_000,

@@ -41,7 +41,7 @@ def registered():
 
 def test_a_score_registered_in_a_test_file_is_everywhere(registered, tmp_path, capsys):
     workdir = tmp_path / "run"
-    small = ["--arch", "dense", "--epochs", "1", "--holdout", "50000", "--workdir", str(workdir)]
+    small = ["--arch", "dense", "--epochs", "1", "--workdir", str(workdir)]
     assert train.main(small) == 0
     assert eval_command.main(["--workdir", str(workdir), "--ood", "uniform"]) == 0
     report = json.loads((workdir / "eval" / "report.json").read_text())

@@ -27,7 +27,7 @@ pytestmark = pytest.mark.slow  # training, subprocesses
 def run_dir(tmp_path_factory):
     """A trained run with fitted statistics (what `aejax.eval` leaves)."""
     workdir = tmp_path_factory.mktemp("score") / "dense-mnist"
-    args = ["--arch", "dense", "--epochs", "1", "--holdout", "50000", "--workdir", str(workdir)]
+    args = ["--arch", "dense", "--epochs", "1", "--workdir", str(workdir)]
     assert train.main(args) == 0
     out = workdir / "eval"
     assert eval_cli.main(["--workdir", str(workdir), "--ood", "uniform", "--out", str(out)]) == 0
