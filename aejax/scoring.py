@@ -9,6 +9,7 @@ import csv
 import dataclasses
 import io
 import os
+import tempfile
 from pathlib import Path
 from typing import TextIO
 
@@ -78,7 +79,9 @@ def score_images(request: ScoreRequest, sink: TextIO | None = None) -> ScoreResu
     with contextlib.ExitStack() as stack:
         if request.out is not None:
             request.out.parent.mkdir(parents=True, exist_ok=True)
-            rows_file = stack.enter_context(open(unfinished, "w", newline=""))
+            rows_file = stack.enter_context(open(unfinished, "w+", newline=""))
+        elif contamination:  # held until the verdicts are known, then copied with them
+            rows_file = stack.enter_context(tempfile.TemporaryFile("w+", newline=""))
         else:
             rows_file = sink if sink is not None else io.StringIO()
         writer = csv.writer(rows_file)
@@ -107,16 +110,22 @@ def score_images(request: ScoreRequest, sink: TextIO | None = None) -> ScoreResu
                 write_maps(request.maps, found, given, first=start)
             progress.update(len(given.sources))
         score, ood_N = np.concatenate(scores), np.concatenate(verdicts)
+        text = None
         if contamination:  # the top of these scores: known once every image is scored
             found = found.with_threshold(policy, scored=score)
             ood_N = found.threshold.flags(score)
-        text = rows_file.getvalue() if isinstance(rows_file, io.StringIO) else None
+            rows_file.seek(0)
+            if request.out is not None:
+                with files.atomic_path(unfinished) as tmp, open(tmp, "w", newline="") as f:
+                    _copy_with_verdicts(rows_file, f, ood_N)
+            else:
+                target = sink if sink is not None else io.StringIO()
+                _copy_with_verdicts(rows_file, target, ood_N)
+                text = target.getvalue() if sink is None else None
+        elif isinstance(rows_file, io.StringIO):
+            text = rows_file.getvalue()
     if request.out is not None:
-        if contamination:
-            _set_verdicts(unfinished, ood_N)
         os.replace(unfinished, request.out)
-    elif contamination and text is not None:
-        text = _with_verdicts(text, ood_N)
     return ScoreResult(
         found, len(every), dict(converted), score, ood_N, workdir,
         text if sink is None and request.out is None else None, restarted,
@@ -145,24 +154,12 @@ def csv_rows(sources: list[str], detected: dict) -> list[list]:
     ]  # fmt: skip
 
 
-def _with_verdicts(text: str, ood_N: np.ndarray) -> str:
-    rows = list(csv.reader(io.StringIO(text)))
-    out = io.StringIO()
-    writer = csv.writer(out)
-    writer.writerow(rows[0])
-    for row, flag in zip(rows[1:], ood_N, strict=True):
+def _copy_with_verdicts(rows: TextIO, out: TextIO, ood_N: np.ndarray) -> None:
+    """The CSV of ``rows`` to ``out``, a row at a time, its ``ood`` column ``ood_N``."""
+    reader, writer = csv.reader(rows), csv.writer(out)
+    writer.writerow(next(reader))
+    for row, flag in zip(reader, ood_N, strict=True):
         writer.writerow([*row[:3], int(flag), *row[4:]])
-    return out.getvalue()
-
-
-def _set_verdicts(path: Path, ood_N: np.ndarray) -> None:
-    """Rewrites the ``ood`` column of the CSV at ``path``, a row at a time."""
-    with files.atomic_path(path) as tmp:
-        with open(path, newline="") as f, open(tmp, "w", newline="") as g:
-            reader, writer = csv.reader(f), csv.writer(g)
-            writer.writerow(next(reader))
-            for row, flag in zip(reader, ood_N, strict=True):
-                writer.writerow([*row[:3], int(flag), *row[4:]])
 
 
 def csv_text(sources: list[str], detected: dict) -> str:

@@ -117,6 +117,10 @@ def test_the_three_threshold_policies(run_dir, images, tmp_path, capsys):
     assert score_cli.main([*base, "--contamination", "0.25"]) == 0
     assert sum(r["ood"] == "1" for r in read_csv(tmp_path / "o.csv")) == 250
     assert "contamination 0.25" in capsys.readouterr().err
+    # Streamed to standard output, the rows carry the same verdicts (known only at the end).
+    assert score_cli.main([*base[:3], "--contamination", "0.25"]) == 0
+    with open(tmp_path / "o.csv", newline="") as f:
+        assert capsys.readouterr().out == f.read()
     assert score_cli.main([*base, "--target-fpr", "0.01"]) == 0
     rows = read_csv(tmp_path / "o.csv")
     # At a target FPR, flagged means p <= F (the conformal p-values agree with it).
