@@ -1,4 +1,5 @@
-"""The kNN score's k-th nearest bank code: aejax's k - 1 passes of "drop the maximum", against
+"""The kNN score's k-th nearest bank code: aejax's search (the k groups of 50 bank codes with
+the largest maxima, then k - 1 passes of "drop the maximum" over them), against
 ``lax.top_k``, on XLA:CPU (why aejax.ood.knn does not call top_k).
 
     python experiments/knn_kth.py          # writes experiments/results/knn_kth.{md,json}
@@ -53,13 +54,13 @@ def main() -> None:
                      "ratio": round(theirs / ours, 1)})  # fmt: skip
         print(rows[-1], flush=True)
     lines = [
-        "# kNN score: the k-th nearest code, drop-the-maximum passes against lax.top_k",
+        "# kNN score: the k-th nearest code, aejax's pruned search against lax.top_k",
         "",
         f"`python experiments/knn_kth.py` on {cpu_name()}, jax {jax.__version__}: 10,000 codes "
         f"against {knn.KNN_BANK:,} bank codes, k = {knn.KNN_K}, median of 5 runs after "
         "compilation. The same distances either way.",
         "",
-        "| code dimensions | aejax (k - 1 passes) | lax.top_k | top_k / aejax |",
+        "| code dimensions | aejax (pruned passes) | lax.top_k | top_k / aejax |",
         "|---|---|---|---|",
         *(
             f"| {r['dims']} | {r['drop_max_s']} s | {r['top_k_s']} s | {r['ratio']}x |"

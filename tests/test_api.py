@@ -49,6 +49,11 @@ np.savez(sys.argv[1], images=images,
          latent_mean=stats.fitted["latent"]["mean"],
          latent_precision=stats.fitted["latent"]["precision"],
          knn_bank=stats.fitted["knn"]["bank"],
+         feat_mean=stats.fitted["feat-maha"]["mean"],
+         feat_precision=stats.fitted["feat-maha"]["precision"],
+         feat_bank=stats.fitted["feat-knn"]["bank"],
+         feat_centre=stats.fitted["feat-knn"]["centre"],
+         feat_inverse_scale=stats.fitted["feat-knn"]["inverse_scale"],
          joint_mean=stats.fitted["joint"]["mean"],
          joint_precision=stats.fitted["joint"]["precision"],
          typicality=np.array([[stats.fitted[f"z-{k}"][v] for v in ("log_median", "log_scale")]
@@ -76,9 +81,12 @@ def numpy_scores(f) -> dict[str, np.ndarray]:
         "disagreement": np.zeros_like(bce),  # one model
         "latent": np.sum((centred @ f["latent_precision"]) * centred, axis=1),
     }
-    unit = code / np.maximum(np.linalg.norm(code, axis=1, keepdims=True), 1e-12)
-    distances = np.sqrt(np.maximum(2 - 2 * unit @ f["knn_bank"].T.astype(np.float64), 0))
-    raw["knn"] = np.sort(distances, axis=1)[:, knn.KNN_K - 1]
+    raw["knn"] = kth_distance(code, f["knn_bank"])
+    # The dense net's encoder is one layer: its features are its code.
+    centred = code - f["feat_mean"]
+    raw["feat-maha"] = np.sum((centred @ f["feat_precision"]) * centred, axis=1)
+    standardised = (code - f["feat_centre"]) * f["feat_inverse_scale"]
+    raw["feat-knn"] = kth_distance(standardised, f["feat_bank"])
     out, signed = dict(raw), {}
     for (loc, scale), name in zip(f["typicality"], typicality.RAW, strict=True):
         signed[name] = (np.log(np.maximum(raw[name], 0) + 1e-10) - loc) / scale
@@ -89,6 +97,12 @@ def numpy_scores(f) -> dict[str, np.ndarray]:
     every_z = np.stack([signed[name] for name in typicality.RAW], axis=1) - f["joint_mean"]
     out["joint"] = np.sum((every_z @ f["joint_precision"]) * every_z, axis=1)
     return out
+
+
+def kth_distance(values_NxD, bank_MxD) -> np.ndarray:
+    unit = values_NxD / np.maximum(np.linalg.norm(values_NxD, axis=1, keepdims=True), 1e-12)
+    distances = np.sqrt(np.maximum(2 - 2 * unit @ bank_MxD.T.astype(np.float64), 0))
+    return np.sort(distances, axis=1)[:, knn.KNN_K - 1]
 
 
 @pytest.mark.parametrize("order", ["aejax-first", "jax-first"])

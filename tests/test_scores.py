@@ -4,8 +4,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import nnx
 
-from aejax import core, losses, metrics, ood
+from aejax import backend, core, losses, metrics, ood
 from aejax.ood import joint, knn, latent
 from tests.helpers import experiments_module
 
@@ -54,6 +55,7 @@ def synthetic_terms(rng, n, bce_scale=1.0):
         "kl": rng.lognormal(np.log(0.05), 0.2, n),
         "entropy": rng.lognormal(np.log(0.05), 0.2, n),
         "code": rng.normal(size=(n, 4)).astype(np.float32),
+        "features": rng.gamma(2.0, size=(n, 6)).astype(np.float32),
         "disagreement": np.zeros(n),  # one model
     }
     return {**terms, "elbo": terms["bce"] + rng.lognormal(np.log(0.01), 0.2, n)}
@@ -91,7 +93,9 @@ def test_combined_scores_combine_their_parts(stats):
     s = stats.all_scores(synthetic_terms(np.random.default_rng(6), 50))
     parts = np.array([s["typ-kl"], s["typ-bce"], s["typ-latent"], s["typ-entropy"]])
     np.testing.assert_allclose(s["typ-max"], parts.max(axis=0))
-    np.testing.assert_allclose(s["typ-rss"], np.sqrt((parts**2).sum(axis=0)))
+    np.testing.assert_allclose(
+        s["typ-rss"], np.sqrt((parts**2).sum(axis=0)), rtol=1e-6
+    )  # float32 sums
     # kNN joins one-sided: only a code farther from the training codes than usual counts.
     median, scale = (float(stats.fitted["z-knn"][k]) for k in ("log_median", "log_scale"))
     far = np.maximum((np.log(s["knn"] + 1e-10) - median) / scale, 0)
@@ -141,6 +145,59 @@ def test_knn_score_is_brute_force_nearest_neighbours(stats):
     distances = np.linalg.norm(codes[:, None] - stats.fitted["knn"]["bank"][None], axis=2)
     expected = np.sort(distances, axis=1)[:, knn.KNN_K - 1]
     np.testing.assert_allclose(got, expected, atol=2e-3)
+
+
+@pytest.mark.parametrize("bank_rows", [5000, 4321, 300, "ties"])
+def test_the_kth_nearest_is_exact_whatever_the_bank(bank_rows):
+    # The search prunes the bank by groups of knn.GROUP codes: exact for banks of any size
+    # (a last group part empty, or fewer groups than k) and with ties (codes banked twice).
+    rng = np.random.default_rng(12)
+    codes = rng.normal(size=(400, 15)).astype(np.float32)
+    bank = np.asarray(knn.normalised(jnp.asarray(rng.normal(size=(5000, 15)), jnp.float32)))
+    bank = np.tile(bank[:7], (300, 1)) if bank_rows == "ties" else bank[:bank_rows]
+    got = knn.kth_distance(jnp.asarray(codes), jnp.asarray(bank), knn.KNN_K)
+    unit = codes / np.linalg.norm(codes, axis=1, keepdims=True)
+    distances = np.linalg.norm(unit[:, None] - bank[None], axis=2)
+    np.testing.assert_allclose(got, np.sort(distances, axis=1)[:, knn.KNN_K - 1], atol=1e-6)
+
+
+def test_feature_knn_of_a_training_image_is_its_distance_to_the_kth_other(stats):
+    train = synthetic_terms(np.random.default_rng(3), 5000)  # the fixture's: all in the bank
+    fitted = stats.fitted["feat-knn"]
+    unit = (train["features"] - fitted["centre"]) * fitted["inverse_scale"]
+    unit /= np.linalg.norm(unit, axis=1, keepdims=True)
+    np.testing.assert_allclose(fitted["bank"], unit, atol=1e-6)
+    for i in (0, 17, 4321):
+        distances = np.sort(np.linalg.norm(np.delete(unit, i, axis=0) - unit[i], axis=1))
+        got = stats.all_scores({k: v[i : i + 1] for k, v in train.items()})["feat-knn"]
+        # The image is its own nearest (distance 0): its KNN_K-th is the (KNN_K - 1)-th other.
+        assert float(got[0]) == pytest.approx(distances[knn.KNN_K - 2], abs=2e-3)
+
+
+def test_feature_mahalanobis_is_ledoit_wolfs(stats):
+    from sklearn.covariance import LedoitWolf
+
+    train = synthetic_terms(np.random.default_rng(3), 5000)
+    new = synthetic_terms(np.random.default_rng(11), 300)
+    gaussian = LedoitWolf().fit(train["features"].astype(np.float64))
+    expected = gaussian.mahalanobis(new["features"].astype(np.float64))  # squared distances
+    np.testing.assert_allclose(stats.all_scores(new)["feat-maha"], expected, rtol=1e-4)
+
+
+@pytest.mark.parametrize("backend_choice", ["plain", "cpu"])
+def test_features_are_every_encoder_layers_pooled_activations(backend_choice):
+    state = core.init_state("conv", jax.random.key(0))
+    images = jnp.asarray(np.random.default_rng(9).integers(0, 256, (6, 28, 28, 1), np.uint8))
+    x = core.to_float(images)
+    layers = state.model.encoder.layers  # conv, relu, pool, conv, relu, pool
+    with backend.use("plain"):  # flax's layers, one by one
+        first = nnx.Sequential(*layers[:3])(x)  # [6, 14, 14, 30]
+        code = nnx.Sequential(*layers[3:])(first)  # [6, 7, 7, 15]
+    with backend.use(backend_choice):
+        got = core.image_terms(state.model, images, ("code", "features"))  # eager: no cache
+    expected = np.concatenate([first.mean(axis=(1, 2)), code.mean(axis=(1, 2))], axis=1)
+    np.testing.assert_allclose(got["features"], expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(got["code"], code.reshape(6, -1), rtol=1e-5, atol=1e-6)
 
 
 def test_likelihood_ratio_is_zero_for_the_same_model():
@@ -278,6 +335,6 @@ def test_held_out_scores_of_a_cross_fitted_score_come_from_the_other_folds(stats
     in_sample = stats.all_scores(synthetic_terms(rng, 1000))["joint"]
     new = stats.all_scores(synthetic_terms(np.random.default_rng(10), 20_000))["joint"]
     cross_fitted = stats.holdout_scores["joint"]
-    assert stats.meta["joint_statistics"] == 7  # disagreement is 0 for one model
+    assert stats.meta["joint_statistics"] == 9  # of 10: disagreement is 0 for one model
     assert np.mean(cross_fitted) == pytest.approx(np.mean(new), rel=0.05)
     assert np.mean(in_sample) < np.mean(cross_fitted) and not np.allclose(in_sample, cross_fitted)

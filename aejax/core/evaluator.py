@@ -23,8 +23,10 @@ def to_float(images: jax.Array) -> jax.Array:
     return images.astype(jnp.float32)
 
 
-# What per_image can compute for each image; "code" is the flattened code [N, D].
-TERMS = ("bce", "mse", "kl", "entropy", "elbo", "disagreement", "code")
+# What per_image can compute for each image; "code" is the flattened code [N, D], "features"
+# the encoder's pooled activations [N, F] (Autoencoder.encode_with_features).
+TERMS = ("bce", "mse", "kl", "entropy", "elbo", "disagreement", "code", "features")
+SIDE_BY_SIDE = ("code", "features")  # an ensemble's: its members' side by side
 
 
 def per_image(
@@ -41,13 +43,15 @@ def per_image(
     own mean binary entropy; ``kl``: ``bce - entropy``; ``elbo``: ``bce`` plus the model's
     ``prior_term``; ``disagreement``: an ensemble's per-pixel variance of its members'
     reconstructions, averaged over the pixels (0 for one model); ``code``: the flattened
-    code. Every score, ``eval_loss`` and the evaluation report derive from it. Runs
-    ``batch_size`` images at a time (default: the model's ``eval_batch_size``; see
-    :func:`batched`), so device memory stays bounded whatever N; with ``batch_sharding``,
-    each batch is split over the devices. Terms not asked for are not computed (XLA drops
-    them). A NumPy array larger than :data:`HOST_CHUNK_ROWS` (a memory-mapped split) is sent
-    to the device in chunks. ``each_member``: an ensemble's terms member by member,
-    ``[N, K, ...]``, instead of combined.
+    code; ``features``: the encoder's pooled activations, layer by layer
+    (:meth:`aejax.models.Autoencoder.encode_with_features`). Every score, ``eval_loss`` and
+    the evaluation report derive from it. Runs ``batch_size`` images at a time (default:
+    the model's ``eval_batch_size``; see :func:`batched`), so device memory stays bounded
+    whatever N; with ``batch_sharding``, each batch is split over the devices. Terms not
+    asked for are not computed (XLA drops them). A NumPy array larger than
+    :data:`HOST_CHUNK_ROWS` (a memory-mapped split) is sent to the device in chunks.
+    ``each_member``: an ensemble's terms member by member, ``[N, K, ...]``, instead of
+    combined.
     """
     if isinstance(images, np.ndarray) and len(images) > HOST_CHUNK_ROWS:
         parts = [
@@ -92,13 +96,18 @@ def _per_image(
 
 
 def terms_of(
-    state: TrainState, terms: tuple[str, ...] = TERMS, each_member: bool = False
+    state: TrainState,
+    terms: tuple[str, ...] = TERMS,
+    each_member: bool = False,
+    members_in_turn: bool = False,
 ) -> Callable[[jax.Array], dict]:
     """``images -> {term: [B, ...]}``, :func:`image_terms` of the state's model; for an
     ensemble, of every member, then combined: errors averaged over the members (each term is
     a per-image mean, so the ensemble's is the mean of the members'), codes side by side,
     and the members' ``disagreement``. With ``each_member``, an ensemble's terms are
-    ``[B, K, ...]``, one per member, not combined."""
+    ``[B, K, ...]``, one per member, not combined. ``members_in_turn``: an ensemble's members
+    one after another, not vmapped, for a converter that cannot follow ``vmap`` (jax2onnx's
+    layers have no batching rules); vmapped is faster in JAX (13% on 8 dense members)."""
     if not state.members:
         model = state.model
         return lambda x_uint8: image_terms(model, x_uint8, terms)
@@ -107,13 +116,20 @@ def terms_of(
         def one(params):
             return _terms_and_logits(nnx.merge(state.graphdef, params), x_uint8, terms)
 
-        # One vmapped pass over the members, all reading the same batch.
-        each, logits_KxBx_ = jax.vmap(one)(state.params)  # {term: [K, B, ...]}
+        if members_in_turn:
+            members = len(jax.tree.leaves(state.params)[0])
+            each, logits_KxBx_ = jax.tree.map(
+                lambda *m: jnp.stack(m),
+                *[one(jax.tree.map(lambda p, k=k: p[k], state.params)) for k in range(members)],
+            )
+        else:  # one vmapped pass over the members, all reading the same batch
+            each, logits_KxBx_ = jax.vmap(one)(state.params)  # {term: [K, B, ...]}
         if each_member:
             return {k: jnp.moveaxis(v, 0, 1) for k, v in each.items()}
-        out = {k: jnp.mean(v, axis=0) for k, v in each.items() if k != "code"}
-        if "code" in each:  # [K, B, D] -> [B, K * D]
-            out["code"] = jnp.moveaxis(each["code"], 0, 1).reshape(x_uint8.shape[0], -1)
+        out = {k: jnp.mean(v, axis=0) for k, v in each.items() if k not in SIDE_BY_SIDE}
+        for k in SIDE_BY_SIDE:
+            if k in each:  # [K, B, D] -> [B, K * D]
+                out[k] = jnp.moveaxis(each[k], 0, 1).reshape(x_uint8.shape[0], -1)
         if "disagreement" in terms:
             p_KxBxP = jax.nn.sigmoid(logits_KxBx_.astype(jnp.float32))
             p_KxBxP = p_KxBxP.reshape(*p_KxBxP.shape[:2], -1)
@@ -133,7 +149,11 @@ def image_terms(
 
 def _terms_and_logits(model, images_BxHxWxC, terms):
     x = to_float(images_BxHxWxC)
-    code = model.encode(x)
+    features = None
+    if "features" in terms:
+        code, features = model.encode_with_features(x)
+    else:
+        code = model.encode(x)
     logits = model.decode(code)
     bce = losses.bce_per_example(logits, x)
     entropy = losses.entropy_per_example(images_BxHxWxC)
@@ -145,6 +165,7 @@ def _terms_and_logits(model, images_BxHxWxC, terms):
         "elbo": bce + model.prior_term(x),
         "disagreement": jnp.zeros_like(bce),  # one model agrees with itself
         "code": code.reshape(x.shape[0], -1),
+        "features": features,
     }
     return {name: every[name] for name in terms}, logits
 

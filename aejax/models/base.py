@@ -6,6 +6,7 @@ from flax import nnx
 
 from aejax import backend
 from aejax.losses import bce_per_example
+from aejax.models.layers import MaxPool
 
 # Keras' defaults, which the reference numbers were measured with (flax's own default
 # kernel init is LeCun-normal).
@@ -36,6 +37,34 @@ class Autoencoder(nnx.Module):
     def encode(self, x_BxHxWxC: jax.Array) -> jax.Array:
         return backend.apply(self.encoder, x_BxHxWxC)
 
+    def encode_with_features(self, x_BxHxWxC: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """The code and the encoder's features ``[B, F]``: every stage's output (see
+        :meth:`encoder_stages`) averaged over its pixels (Lee et al. 2018's pooled
+        activations), the stages side by side. The code is computed stage by stage, and is
+        what :meth:`encode` gives."""
+        h, pooled = x_BxHxWxC, []
+        for stage in self.encoder_stages():
+            h = backend.apply(stage, h)
+            pooled.append(jnp.mean(h, axis=(1, 2)) if h.ndim == 4 else h.reshape(h.shape[0], -1))
+        return h, jnp.concatenate([p.astype(jnp.float32) for p in pooled], axis=1)
+
+    def encoder_stages(self) -> list:
+        """The encoder cut after each of its activations, or after the pooling that follows
+        one (so that the CPU backend still fuses a convolution with its activation and
+        pooling): one stage per layer of features. An encoder that is no ``nnx.Sequential``
+        is one stage."""
+        if not isinstance(getattr(self, "encoder", None), nnx.Sequential):
+            return [self.encode]
+        layers, stages, start = list(self.encoder.layers), [], 0
+        for i, layer in enumerate(layers):
+            followed_by_pool = i + 1 < len(layers) and isinstance(layers[i + 1], MaxPool)
+            if isinstance(layer, MaxPool) or (_is_activation(layer) and not followed_by_pool):
+                stages.append(nnx.Sequential(*layers[start : i + 1]))
+                start = i + 1
+        if start < len(layers):
+            stages.append(nnx.Sequential(*layers[start:]))
+        return stages
+
     def decode(self, z: jax.Array) -> jax.Array:
         """Codes to logits ``[B, H, W, C]`` (``jax.nn.sigmoid`` of them is the image)."""
         return backend.apply(self.decoder, z)
@@ -64,3 +93,9 @@ class Autoencoder(nnx.Module):
         models that sample (unused here)."""
         del key
         return bce_per_example(self.logits(x_BxHxWxC), x_BxHxWxC), {}
+
+
+def _is_activation(layer) -> bool:
+    # flax's activations are plain functions; the layers of an nnx.Sequential that are not
+    # modules are the activations between them.
+    return not isinstance(layer, nnx.Module)

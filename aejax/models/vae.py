@@ -53,6 +53,13 @@ class VAE(Autoencoder):
     def encode(self, x_BxHxWxC: jax.Array) -> jax.Array:
         return self.posterior(x_BxHxWxC)[0]
 
+    def encode_with_features(self, x_BxHxWxC: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """The code and its features: the hidden layer's activations and the code, ``[B,
+        hidden + latent]``."""
+        h = nnx.relu(self.hidden_in(x_BxHxWxC.reshape(x_BxHxWxC.shape[0], -1)))
+        code = self.mean(h)
+        return code, jnp.concatenate([h, code], axis=1).astype(jnp.float32)
+
     def decode(self, z_BxL: jax.Array) -> jax.Array:
         return self.out(nnx.relu(self.hidden_out(z_BxL))).reshape(z_BxL.shape[0], *self.image_shape)
 

@@ -5,6 +5,8 @@ statistics they are fitted with.
 :mod:`.reconstruction`     ``bce``, ``mse``, ``kl``, ``entropy``, ``elbo``, ``disagreement``
 :mod:`.latent`             ``latent``: Mahalanobis distance of the code (Ledoit-Wolf)
 :mod:`.knn`                ``knn``: distance to the k-th nearest training code
+:mod:`.features`           ``feat-maha``, ``feat-knn``: the same, of every encoder layer's
+                           pooled activations
 :mod:`.typicality`         ``typ-<score>``: two-sided robust z of ``log`` score
 :mod:`.combined`           ``typ-max``, ``typ-rss``, ``typ-rss-knn``
 :mod:`.joint`              ``joint``: Mahalanobis distance of every statistic's ``z`` at once
@@ -24,7 +26,7 @@ the score the results file chose).
 """
 
 # Imported in the order the scores are computed: each registers its own.
-from aejax.ood import reconstruction, latent, knn, typicality, combined, joint  # noqa: F401, I001
+from aejax.ood import reconstruction, latent, knn, features, typicality, combined, joint  # noqa: F401, I001
 from aejax.ood.registry import Score, names, register, registered, unregister
 from aejax.ood.stats import Stats, every_score, fit, load, save, stats_path
 

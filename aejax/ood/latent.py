@@ -4,6 +4,8 @@ the training images' codes, its covariance shrunk by Ledoit-Wolf (the conv net's
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -84,24 +86,35 @@ def fit_gaussian(codes_NxD: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, 
     return mean, None, low_rank, float(shrinkage)
 
 
-def _fit(train: dict, held_out: dict) -> dict:
-    mean, precision, low_rank, shrinkage = fit_gaussian(np.asarray(train["code"], np.float64))
-    gaussian = {"precision": precision} if precision is not None else low_rank
-    return {"mean": mean, **gaussian, "_shrinkage": shrinkage}
+def fit_term(term: str) -> Callable[[dict, dict], dict]:
+    """``fit`` of a Gaussian over the training images' ``term`` (``[N, D]``)."""
+
+    def fit(train: dict, held_out: dict) -> dict:
+        mean, precision, low_rank, shrinkage = fit_gaussian(np.asarray(train[term], np.float64))
+        gaussian = {"precision": precision} if precision is not None else low_rank
+        return {"mean": mean, **gaussian, "_shrinkage": shrinkage}
+
+    return fit
 
 
-def _compute(fitted: dict, x: dict) -> jax.Array:
-    code = jnp.asarray(x["code"], jnp.float32)
-    if "precision" in fitted:
-        return mahalanobis(code, fitted["mean"], fitted["precision"])
-    # Fewer training codes than dimensions: the Gaussian's low-rank form.
-    return mahalanobis_low_rank(
-        code,
-        fitted["mean"],
-        fitted["basis"],
-        fitted["inverse_variance"],
-        fitted["isotropic_precision"],
-    )
+def compute_term(term: str) -> Callable[[dict, dict], jax.Array]:
+    """``compute`` of the squared Mahalanobis distance of ``term`` from :func:`fit_term`'s
+    Gaussian."""
+
+    def compute(fitted: dict, x: dict) -> jax.Array:
+        values = jnp.asarray(x[term], jnp.float32)
+        if "precision" in fitted:
+            return mahalanobis(values, fitted["mean"], fitted["precision"])
+        # Fewer training images than dimensions: the Gaussian's low-rank form.
+        return mahalanobis_low_rank(
+            values,
+            fitted["mean"],
+            fitted["basis"],
+            fitted["inverse_variance"],
+            fitted["isotropic_precision"],
+        )
+
+    return compute
 
 
-register(Score("latent", ("code",), _compute, _fit))
+register(Score("latent", ("code",), compute_term("code"), fit_term("code")))
