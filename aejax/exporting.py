@@ -77,13 +77,15 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def decision(detector) -> Callable:
+def decision(detector, members_in_turn: bool = False) -> Callable:
     """``detector``'s decision as a pure function of uint8 images ``[N, H, W, C]``, its
-    parameters and statistics constants inside it."""
+    parameters and statistics constants inside it (an ensemble's members vmapped, or with
+    ``members_in_turn`` one after another: :func:`aejax.core.terms_of`)."""
     from aejax import core
     from aejax.detector import decide
 
-    terms_of, fitted = core.terms_of(detector.state), detector.fitted()
+    terms_of = core.terms_of(detector.state, members_in_turn=members_in_turn)
+    fitted = detector.fitted()
     score = detector.threshold.score
 
     def detect(images_NxHxWxC):
@@ -149,7 +151,10 @@ def write_onnx(detector, path: Path) -> None:
     import jax
     import jax.numpy as jnp
 
+    # Imported before jax2onnx traces: it tells the model's activations by the functions
+    # flax had before the converter patched them.
     from aejax import backend
+    from aejax.backend import cpu  # noqa: F401
 
     try:
         import onnx
@@ -159,7 +164,7 @@ def write_onnx(detector, path: Path) -> None:
             "--format onnx needs jax2onnx and onnx: bash scripts/setup.sh dev installs them "
             "(or pip install 'aejax[onnx]')"
         ) from None
-    detect, names = decision(detector), outputs(detector)
+    detect, names = decision(detector, members_in_turn=True), outputs(detector)
 
     def ordered(images_NxHxWxC):
         out, seen, values = detect(images_NxHxWxC), set(), []
@@ -178,10 +183,18 @@ def write_onnx(detector, path: Path) -> None:
         warnings.simplefilter("ignore")
         for q in quiet:
             q.setLevel(logging.ERROR)
-        model = to_onnx(ordered, inputs=[spec], input_names=["images"], output_names=list(names),
-                        model_name="aejax_detector")  # fmt: skip
-        for q, level in zip(quiet, levels, strict=True):
-            q.setLevel(level)
+        try:
+            model = to_onnx(ordered, inputs=[spec], input_names=["images"],
+                            output_names=list(names), model_name="aejax_detector")  # fmt: skip
+        except Exception as e:  # the converter's own errors, of any type: one line
+            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise AejaxError(
+                f"jax2onnx cannot convert this {detector.config.arch} run ({reason}): export "
+                "it with --format saved_model"
+            ) from None
+        finally:
+            for q, level in zip(quiet, levels, strict=True):
+                q.setLevel(level)
     with files.atomic_path(path) as tmp:
         onnx.save(model, str(tmp))
         _check_onnx(detector, tmp, names)

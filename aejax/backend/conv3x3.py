@@ -216,10 +216,11 @@ def conv3x3_pool_bias_relu(x_CxBxHxW: jax.Array, w_HWIO: jax.Array, bias_C: jax.
     w) + bias))`` (adding one number to a window keeps its order) for a quarter of the adds;
     the gradient goes to each window's first maximum (as select-and-scatter does). The
     convolution of the input (im2col) form only: for a layer with fewer inputs than outputs."""
-    return _conv3x3_pool_bias_relu_fwd(x_CxBxHxW, w_HWIO, bias_C)[0]
+    # The forward pass alone (scoring, and what an exporter traces): no gradient routes.
+    return _corners_pooled_out(x_CxBxHxW, w_HWIO, bias_C)[-1]
 
 
-def _conv3x3_pool_bias_relu_fwd(x_CxBxHxW, w_HWIO, bias_C):
+def _corners_pooled_out(x_CxBxHxW, w_HWIO, bias_C):
     # The convolution evaluated separately at the four corners of every pooling window: the
     # max is then elementwise over four contiguous arrays instead of a strided 2x2 interleave.
     k_1xTxIxO, _ = _phase_kernels(w_HWIO, upsampled=False)
@@ -228,9 +229,14 @@ def _conv3x3_pool_bias_relu_fwd(x_CxBxHxW, w_HWIO, bias_C):
     corners = [_matmul(kernel, c) for c in cols]
     pooled = jnp.maximum(jnp.maximum(corners[0], corners[1]), jnp.maximum(corners[2], corners[3]))
     out = jax.nn.relu(pooled + bias_C[:, None, None, None])
+    return k_1xTxIxO, cols, corners, pooled, out
+
+
+def _conv3x3_pool_bias_relu_fwd(x_CxBxHxW, w_HWIO, bias_C):
+    k_1xTxIxO, cols, corners, pooled, out = _corners_pooled_out(x_CxBxHxW, w_HWIO, bias_C)
     # Where each output's gradient goes: the index of the window's first maximum, or 4 where
     # the relu is off; kept instead of the four corners.
-    route = jnp.full(pooled.shape, 3, jnp.int8)
+    route = jnp.full_like(pooled, 3, jnp.int8)
     for k in (2, 1, 0):
         route = jnp.where(corners[k] == pooled, jnp.int8(k), route)
     route = _kept_in_memory(jnp.where(out > 0, route, jnp.int8(4)))

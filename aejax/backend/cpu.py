@@ -34,9 +34,13 @@ from aejax.backend.conv3x3 import conv3x3, conv3x3_pool_bias_relu, upsample_2x2
 from aejax.backend.pooling import pool_bias_relu
 from aejax.models.layers import MaxPool, UpSample
 
+# The activation functions as they are when aejax is imported, told apart by identity: a
+# converter (jax2onnx) replaces flax's and jax's attributes with its own while it traces,
+# and the layers of a model built before that are these.
+RELU = nnx.relu
 # Layers that act on each value alone: the same channels first or last.
 ELEMENTWISE = (
-    nnx.relu,
+    RELU,
     nnx.sigmoid,
     nnx.tanh,
     nnx.gelu,
@@ -87,7 +91,7 @@ def _weights(conv: nnx.Conv, x) -> tuple[jax.Array, jax.Array, jax.Array]:
 
 
 def _conv_relu_pool(layers, x):
-    if len(layers) < 3 or not (is_conv3x3(layers[0]) and layers[1] is nnx.relu):
+    if len(layers) < 3 or not (is_conv3x3(layers[0]) and layers[1] is RELU):
         return None
     if not _is_pool2(layers[2], x):  # the convolution keeps H and W
         return None
