@@ -25,7 +25,7 @@ import jax
 import numpy as np
 
 from aejax import config as configs
-from aejax import core, data, metrics, models, ood, parallel, run, thresholds
+from aejax import core, data, inputs, metrics, models, ood, parallel, run, thresholds
 from aejax.config import RunConfig
 from aejax.detector import Detector
 from aejax.errors import AejaxError
@@ -65,6 +65,11 @@ class ScoredSet:
         self.label = self.label or self.name
 
 
+# Images of a folder or .npy OOD set decoded and scored at once (Scorer.streamed_set), and
+# those kept for the report's figures.
+STREAM_ROWS, KEPT_IMAGES = 8192, 10
+
+
 class Scorer:
     """Computes the per-image terms of image sets with one model, over the devices."""
 
@@ -87,14 +92,37 @@ class Scorer:
         images, labels = source.load(rows)
         return self.array_set(source.name, images, labels, role or split, source.label)
 
-    def ood_set(self, source: data.Source) -> ScoredSet:
-        """A dataset's test split, or every image of a folder or array (already converted
-        to the model's shape: :meth:`aejax.data.Source.converted_to`)."""
+    def ood_set(self, source: data.Source, stats: ood.Stats, shape) -> ScoredSet:
+        """A dataset's test split, or every image of a folder or array, converted to the
+        model's ``shape`` and streamed (:meth:`streamed_set`)."""
         if source.converts:
-            scored = self.array_set(source.name, *source.load_all(), "all", source.label)
-            scored.converted = True
-            return scored
+            return self.streamed_set(source, stats, shape)
         return self.array_set(source.name, *source.load("test"), "test", source.label)
+
+    def streamed_set(self, source: data.Source, stats: ood.Stats, shape) -> ScoredSet:
+        """Every image of a folder or ``.npy`` file, decoded and scored :data:`STREAM_ROWS`
+        at a time (:mod:`aejax.inputs`, as ``aejax.score`` reads them), converted to
+        ``shape``: memory holds a chunk of images whatever the set's size, and of each image
+        its scores and per-image errors (not its code); :data:`KEPT_IMAGES` images are kept
+        for the report's figures."""
+        every = inputs.items([source.spec])
+        silent = frozenset({"resize", "channels"})  # an OOD set's conversion is reported
+        kept, terms, scores = [], [], []
+        for given in inputs.prefetched(inputs.chunks(every, shape, STREAM_ROWS, silent=silent)):
+            n = len(given.images)
+            placed = self.placement.put_rows(
+                n, lambda a, b, x=given.images: x[a:b], row_shape=given.images.shape[1:]
+            )
+            chunk = self.terms(placed, n)
+            scores.append(stats.all_scores(chunk))
+            terms.append({k: v for k, v in chunk.items() if v.ndim == 1})
+            kept.append(given.images[: KEPT_IMAGES - sum(len(k) for k in kept)])
+        joined = {k: np.concatenate([t[k] for t in terms]) for k in terms[0]}
+        labels = np.zeros(len(every), np.int32)  # unlabelled
+        scored = ScoredSet(source.name, "all", np.concatenate(kept), labels, joined,
+                           label=source.label, converted=True)  # fmt: skip
+        scored.scores = {k: np.concatenate([s[k] for s in scores]) for k in scores[0]}
+        return scored
 
     def array_set(self, name, images_np, labels, split="test", label="") -> ScoredSet:
         images = self.placement.put_rows(
@@ -238,9 +266,10 @@ def evaluate(
             like = test.images if name == "inverted" else np.zeros_like(test.images)
             outs.append(scorer.array_set(name, *synthetic.synthetic_set(name, like, config.seed)))
         else:
-            outs.append(scorer.ood_set(source))
+            outs.append(scorer.ood_set(source, found.stats, test.images.shape[1:]))
     for s in (test, found.holdout, *outs):
-        s.scores = found.stats.all_scores(s.terms)
+        if not s.scores:  # a streamed set's are computed as it is read
+            s.scores = found.stats.all_scores(s.terms)
     detector = _detector(state, run_config, workdir, found, config.threshold, config.score)
     report = _report(run_config, meta, found, detector.threshold, test, outs)
     report["workdir"] = str(workdir)

@@ -134,6 +134,15 @@ def markdown(rows: list[dict]) -> list[str]:
             * 1024
             / (last["images"] - first["images"])
         )
+        steady = (last["score_seconds"] - first["score_seconds"]) / (
+            last["pillow_seconds"] - first["pillow_seconds"]
+        )
+        lines += [
+            "",
+            f"Throughput once started (the {last['images'] - first['images']:,} more files of "
+            f"the larger count, which pay no start-up or compilation): `aejax.score` takes "
+            f"{steady:.2f}x Pillow's time.",
+        ]
         lines += [
             "",
             f"Memory: {per_file:.1f} KB more per file, for the list of the files' paths (sorted "

@@ -8,10 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
+from aejax import data, evaluation, ood, train
 from aejax import eval as eval_cli
-from aejax import evaluation, ood, train
 from aejax import report as eval_report
+from aejax.detector import Detector
 from aejax.ood import synthetic
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -143,6 +145,22 @@ def test_the_library_entry_point_reports_what_the_cli_reports(trained, tmp_path)
     assert result.report["ood"] == from_cli["ood"]
     assert result.report["in_distribution"] == from_cli["in_distribution"]
     assert eval_report.write(result, tmp_path / "lib") == from_cli["files"]
+
+
+def test_a_folder_ood_set_is_streamed_with_the_scores_of_one_batch(trained, tmp_path, monkeypatch):
+    _, workdir = trained
+    folder = tmp_path / "clothes"
+    folder.mkdir()
+    clothes = data.load("fashion_mnist", "test[:50]")[0]
+    for i, image in enumerate(clothes):
+        Image.fromarray(image[..., 0]).save(folder / f"{i:03d}.png")
+    monkeypatch.setattr(evaluation, "STREAM_ROWS", 7)  # 8 chunks, the last of 1 image
+    (out,) = evaluation.evaluate(workdir, evaluation.EvalConfig(ood=(str(folder),))).outs
+    assert len(out.labels) == 50 and len(out.images) == evaluation.KEPT_IMAGES
+    np.testing.assert_array_equal(out.images, clothes[: evaluation.KEPT_IMAGES])
+    want = Detector.load(workdir).detect(clothes)  # the 50 files' images at once
+    for name in ood.names():
+        np.testing.assert_allclose(out.scores[name], want[name], rtol=1e-4, atol=1e-4)
 
 
 def test_synthetic_sets_are_seeded_and_well_formed():

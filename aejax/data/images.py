@@ -117,7 +117,9 @@ def convert(image, size: tuple[int, int], channels: int) -> np.ndarray:
             f"an image converts to grey or RGB, not to {channels} channels: give arrays of "
             "the model's shape"
         )
-    image = image.convert("RGB" if channels == 3 else "L")
+    mode = "RGB" if channels == 3 else "L"
+    if image.mode != mode:  # (a conversion to its own mode is a copy)
+        image = image.convert(mode)
     if (image.height, image.width) != tuple(size):
         image = image.resize((size[1], size[0]), Image.Resampling.BILINEAR)
     return np.asarray(image, np.uint8).reshape(size[0], size[1], channels)
