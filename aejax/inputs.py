@@ -45,9 +45,9 @@ def _shape_text(shape) -> str:
     return "x".join(map(str, shape))
 
 
-def _files_of(path: Path) -> list[Path]:
+def _files_of(path: Path) -> list[Path] | list[str]:
     if path.is_dir():
-        found = decoding.image_files(path)
+        found = decoding.image_paths(path)
         if not found:
             raise AejaxError(
                 f"{path} holds no PNG/JPEG images: give image files, folders of them, or "
@@ -64,7 +64,7 @@ def _files_of(path: Path) -> list[Path]:
     return [path]
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, slots=True)  # slots: a hundred thousand of them
 class Item:
     """One image of the inputs, not yet decoded: a file, or a row of a ``.npy`` array."""
 
@@ -81,7 +81,7 @@ def items(paths: list[str | Path]) -> list[Item]:
     for given in paths:
         for path in _files_of(Path(given)):
             name = str(path)
-            if path.suffix.lower() == ".npy":
+            if name.lower().endswith(".npy"):
                 rows = len(decoding.read_npy(path))  # memory-mapped: the header only
                 out += [Item(f"{name}[{i}]", name, i) for i in range(rows)]
             else:
