@@ -138,7 +138,7 @@ def write_saved_model(detector, folder: Path, platforms: tuple[str, ...] = PLATF
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def outputs(detector) -> tuple[str, ...]:
+def outputs() -> tuple[str, ...]:
     """The decision's outputs, in the order an ONNX model lists them."""
     return ("score", "p_value", "ood", *ood.names())
 
@@ -164,7 +164,7 @@ def write_onnx(detector, path: Path) -> None:
             "--format onnx needs jax2onnx and onnx: bash scripts/setup.sh dev installs them "
             "(or pip install 'aejax[onnx]')"
         ) from None
-    detect, names = decision(detector, members_in_turn=True), outputs(detector)
+    detect, names = decision(detector, members_in_turn=True), outputs()
 
     def ordered(images_NxHxWxC):
         out, seen, values = detect(images_NxHxWxC), set(), []

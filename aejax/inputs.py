@@ -111,19 +111,17 @@ def _decode(
 
 
 def chunks(
-    paths: list[str | Path] | list[Item],
+    every: list[Item],
     shape: tuple[int, int, int],
     rows: int,
     *,
     silent: frozenset[str] = frozenset(),
 ) -> Iterator[Inputs]:
-    """The images of ``paths`` (or of :func:`items`), ``rows`` at a time, as uint8
-    ``[n, *shape]``: memory holds one chunk whatever the inputs' size (:func:`prefetched`
-    decodes the next beside it). ``silent``: conversions that are the run's own
-    preprocessing (``"resize"``, ``"channels"``), not counted in ``converted``."""
+    """The images of ``every`` (:func:`items`), ``rows`` at a time, as uint8 ``[n,
+    *shape]``: memory holds one chunk whatever the inputs' size (:func:`prefetched` decodes
+    the next beside it). ``silent``: conversions that are the run's own preprocessing
+    (``"resize"``, ``"channels"``), not counted in ``converted``."""
     shape = tuple(shape)
-    listed = [p for p in paths if isinstance(p, Item)]
-    every = listed if len(listed) == len(paths) else items(paths)
     arrays: dict = {}
     for start in range(0, len(every), rows):
         chunk = every[start : start + rows]
