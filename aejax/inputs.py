@@ -101,7 +101,7 @@ def _decode(
                 arrays[item.path] = decoding.read_npy(Path(item.path))
             row = np.asarray(arrays[item.path][item.row])
             return decoding.conformed(row, shape), row.shape, True
-        with decoding.open_image(Path(item.path)) as image:
+        with decoding.open_image(item.path) as image:  # the str: a Path per file is measurable
             had = (image.height, image.width, len(image.getbands()))
             same_mode = image.mode == {1: "L", 3: "RGB"}.get(shape[2])
             return decoding.convert(image, shape[:2], shape[2]), had, same_mode

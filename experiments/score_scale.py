@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -28,6 +29,8 @@ from pathlib import Path
 import numpy as np
 from common import OOD_RUNS, ROOT, cpu_name, run_aejax, train, write_results
 from PIL import Image
+
+REPEATS = 3  # runs of the scoring command per count
 
 
 def make_folder(folder: Path, n: int) -> list[Path]:
@@ -92,7 +95,11 @@ def main() -> int:
             out = Path(tmp) / f"scores{n}.csv"
             command = [sys.executable, "-m", "aejax.score", "--workdir", str(workdir),
                        str(folder), "--out", str(out)]  # fmt: skip
-            seconds, rss = timed(command)
+            # Medians of three runs each: the machine's timings and even its peak RSS (the
+            # compilation's share) vary between runs.
+            runs = [timed(command) for _ in range(REPEATS)]
+            seconds = statistics.median(t for t, _ in runs)
+            rss = int(statistics.median(m for _, m in runs))
             row = {
                 "cpu": cpu_name(), "images": n, "pillow_seconds": round(pillow, 2),
                 "score_seconds": round(seconds, 2), "score_peak_rss_mb": rss,
@@ -115,8 +122,8 @@ def markdown(rows: list[dict]) -> list[str]:
         f"Written by `python experiments/score_scale.py` on {rows[0]['cpu']} (2 cores): "
         "`python -m aejax.score --workdir runs/ood/dense-mnist FOLDER --out scores.csv` on "
         "folders of 28x28 PNG files, the whole command (start-up, JAX's compilation, "
-        "decoding, scoring, the CSV) against Pillow alone decoding the same files one after "
-        "another in one process.",
+        "decoding, scoring, the CSV; median of three runs) against Pillow alone decoding the "
+        "same files one after another in one process.",
         "",
         "| PNG files | Pillow alone, s | `aejax.score`, s | ratio | peak RSS of `aejax.score` |",
         "|---|---|---|---|---|",

@@ -44,7 +44,7 @@ def _too_large(path, size: str = "") -> AejaxError:
     )
 
 
-def open_image(path: Path, decode: bool = True, source=None) -> "PIL.Image.Image":  # noqa: F821, UP037
+def open_image(path: Path | str, decode: bool = True, source=None) -> "PIL.Image.Image":  # noqa: F821, UP037
     """The image file at ``path`` (read from ``source``, its bytes, when given), decoded
     (else only its header read: size and mode), or one error naming it; an image over
     :data:`MAX_PIXELS` is refused before it is decoded."""
