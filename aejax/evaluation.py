@@ -109,11 +109,7 @@ class Scorer:
         silent = frozenset({"resize", "channels"})  # an OOD set's conversion is reported
         kept, terms, scores = [], [], []
         for given in inputs.prefetched(inputs.chunks(every, shape, STREAM_ROWS, silent=silent)):
-            n = len(given.images)
-            placed = self.placement.put_rows(
-                n, lambda a, b, x=given.images: x[a:b], row_shape=given.images.shape[1:]
-            )
-            chunk = self.terms(placed, n)
+            chunk = self.array_terms(given.images)
             scores.append(stats.all_scores(chunk))
             terms.append({k: v for k, v in chunk.items() if v.ndim == 1})
             kept.append(given.images[: KEPT_IMAGES - sum(len(k) for k in kept)])
@@ -125,11 +121,14 @@ class Scorer:
         return scored
 
     def array_set(self, name, images_np, labels, split="test", label="") -> ScoredSet:
+        return ScoredSet(name, split, images_np, labels, self.array_terms(images_np), label=label)
+
+    def array_terms(self, images_np: np.ndarray) -> dict:
+        """The terms of host images, placed over the devices row-wise."""
         images = self.placement.put_rows(
             len(images_np), lambda a, b: images_np[a:b], row_shape=images_np.shape[1:]
         )
-        terms = self.terms(images, len(images_np))
-        return ScoredSet(name, split, images_np, labels, terms, label=label)
+        return self.terms(images, len(images_np))
 
 
 @dataclasses.dataclass

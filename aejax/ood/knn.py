@@ -94,16 +94,14 @@ def fit_term(term: str, standardised: bool = False) -> Callable[[dict, dict], di
     def fit(train: dict, held_out: dict) -> dict:
         values = np.asarray(train[term], np.float64)
         rows = np.random.default_rng(0).permutation(len(values))[:KNN_BANK]  # a fixed sample
-        centre, inverse_scale = np.zeros(values.shape[1]), np.ones(values.shape[1])
+        bank, scaling = values[np.sort(rows)], {}
         if standardised:
-            centre = values.mean(axis=0)
-            inverse_scale = 1 / np.maximum(values.std(axis=0), 1e-6)
-        bank = (values[np.sort(rows)] - centre) * inverse_scale
-        return {
-            "bank": np.asarray(normalised(jnp.asarray(bank, jnp.float32))),
-            "centre": centre,
-            "inverse_scale": inverse_scale,
-        }
+            scaling = {
+                "centre": values.mean(axis=0),
+                "inverse_scale": 1 / np.maximum(values.std(axis=0), 1e-6),
+            }
+            bank = (bank - scaling["centre"]) * scaling["inverse_scale"]
+        return {"bank": np.asarray(normalised(jnp.asarray(bank, jnp.float32))), **scaling}
 
     return fit
 
@@ -116,7 +114,9 @@ def compute_term(term: str) -> Callable[[dict, dict], jax.Array]:
         # for any N, symbolic N included (the exported detector), so both give the same bits;
         # Detector.detect feeds at most DETECT_ROWS images at a time to bound the memory.
         bank = fitted["bank"]
-        values = (jnp.asarray(x[term], jnp.float32) - fitted["centre"]) * fitted["inverse_scale"]
+        values = jnp.asarray(x[term], jnp.float32)
+        if "centre" in fitted:  # standardised (fit_term)
+            values = (values - fitted["centre"]) * fitted["inverse_scale"]
         return kth_distance(values, bank, min(KNN_K, bank.shape[0]))
 
     return compute
