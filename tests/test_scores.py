@@ -149,7 +149,7 @@ def test_knn_score_is_brute_force_nearest_neighbours(stats):
 
 @pytest.mark.parametrize("bank_rows", [5000, 4321, 300, "ties"])
 def test_the_kth_nearest_is_exact_whatever_the_bank(bank_rows):
-    # The search prunes the bank by groups of knn.GROUP codes: exact for banks of any size
+    # The search prunes the bank by levels of groups (knn.GROUPS): exact for banks of any size
     # (a last group part empty, or fewer groups than k) and with ties (codes banked twice).
     rng = np.random.default_rng(12)
     codes = rng.normal(size=(400, 15)).astype(np.float32)

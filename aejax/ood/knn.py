@@ -23,9 +23,11 @@ def normalised(code_NxD: jax.Array) -> jax.Array:
     return code_NxD / jnp.maximum(jnp.linalg.norm(code_NxD, axis=1, keepdims=True), 1e-12)
 
 
-# Bank codes per group when the k nearest are searched (kth_distance): KNN_BANK's 5000 are 100
-# groups, so each pass over candidates reads 10 groups of 50, not the 5000.
-GROUP = 50
+# Columns per group at each level of the k-th nearest search (_kth_largest_column): KNN_BANK's
+# 5000 are 100 groups of 50, whose k best hold the k nearest; those 10 x 50 candidates are 50
+# groups of 10, whose k best hold them too; the last passes read 10 x 10 values, not 5000
+# (two levels: the whole distance 1.4x faster than one: experiments/results/knn_kth.md).
+GROUPS = (50, 10)
 
 
 @functools.partial(jax.jit, static_argnames="k")
@@ -44,33 +46,43 @@ def _kth_largest_column(s_NxM: jax.Array, k: int) -> jax.Array:
     values, as in top_k), without sorting: lax.top_k sorts, many times slower on XLA:CPU
     (experiments/results/knn_kth.md).
 
-    The columns in groups of :data:`GROUP`: the k largest values lie in the k groups of
+    The columns in groups (:data:`GROUPS`): the k largest values lie in the k groups of
     largest maxima (a group holding one of them has a maximum at least as large, and at most
-    k groups can), so k - 1 passes that each drop a row's maximum run over those k groups'
-    values only, not over all M."""
+    k groups can), so only those groups' values are searched further, in smaller groups, and
+    the k - 1 passes that each drop a row's maximum run over the last level's k groups."""
+    columns_NxM = None  # each candidate's bank column; None: the candidates are the bank
+    for group in GROUPS:
+        if -(-s_NxM.shape[1] // group) <= k:  # few candidates: every one stays
+            continue
+        s_NxM, kept_NxC = _best_groups(s_NxM, group, k)
+        columns_NxM = (
+            kept_NxC if columns_NxM is None else jnp.take_along_axis(columns_NxM, kept_NxC, 1)
+        )
+    kth_N = _drop_max_passes(s_NxM, k)
+    if columns_NxM is None:
+        return kth_N
+    return jnp.take_along_axis(columns_NxM, kth_N[:, None], axis=1)[:, 0]
+
+
+def _best_groups(s_NxM: jax.Array, group: int, k: int) -> tuple[jax.Array, jax.Array]:
+    """The values of each row's ``k`` groups (of ``group`` columns) of largest maxima
+    ``[N, k * group]``, and the column each came from."""
     n, m = s_NxM.shape
-    groups = -(-m // GROUP)
-    if groups <= k:  # a small bank: every column is a candidate
-        return _drop_max_passes(s_NxM, k)
-    s_NxGxS = jnp.pad(s_NxM, ((0, 0), (0, groups * GROUP - m)), constant_values=-jnp.inf).reshape(
-        n, groups, GROUP
-    )
+    groups = -(-m // group)
+    s_NxGxS = jnp.pad(s_NxM, ((0, 0), (0, groups * group - m)), constant_values=-jnp.inf)
+    s_NxGxS = s_NxGxS.reshape(n, groups, group)
     group_max_NxG = jnp.max(s_NxGxS, axis=2)
     top_groups = []
-    for _ in range(k):  # the k groups of largest maxima (k is small: unrolled)
+    for _ in range(k):  # k is small: unrolled
         best_N = jnp.argmax(group_max_NxG, axis=1)
         top_groups.append(best_N)
         group_max_NxG = jnp.where(jnp.arange(groups) == best_N[:, None], -jnp.inf, group_max_NxG)
     groups_NxK = jnp.stack(top_groups, axis=1)
-    candidates_NxKxS = jnp.take_along_axis(s_NxGxS, groups_NxK[:, :, None], axis=1)
-    kth_in_candidates_N = _drop_max_passes(candidates_NxKxS.reshape(n, k * GROUP), k)
-    # Each candidate's bank column, looked up rather than divided out: jax2onnx cannot
-    # convert a remainder of a batch of symbolic size.
-    columns_NxKxS = groups_NxK[:, :, None] * GROUP + jnp.arange(GROUP)
-    kth_N = jnp.take_along_axis(
-        columns_NxKxS.reshape(n, k * GROUP), kth_in_candidates_N[:, None], axis=1
-    )
-    return kth_N[:, 0]
+    best_NxC = jnp.take_along_axis(s_NxGxS, groups_NxK[:, :, None], axis=1).reshape(n, k * group)
+    # Each value's column, looked up rather than divided out: jax2onnx cannot convert a
+    # remainder of a batch of symbolic size.
+    columns_NxC = (groups_NxK[:, :, None] * group + jnp.arange(group)).reshape(n, k * group)
+    return best_NxC, columns_NxC
 
 
 def _drop_max_passes(s_NxM: jax.Array, k: int) -> jax.Array:
