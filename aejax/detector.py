@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from collections.abc import Callable
 from pathlib import Path
 
 import jax
@@ -44,15 +45,25 @@ def decide(fitted: dict, terms: dict, score: str) -> dict[str, jax.Array]:
 
 
 # Images scored per call: the knn scores compare every image with the whole bank of training
-# codes ([rows, 5000] floats each), so rows are bounded here rather than inside the scorer;
-# 2048 rows' similarities (40 MB a score) are as fast per image as more, and hold less.
-DETECT_ROWS = 2048
+# codes ([rows, 5000] floats each), so rows are bounded here rather than inside the scorer.
+# 512 rows' similarities are 10 MB a score; from 1024 rows on, glibc hands each call's buffers
+# fresh from the OS (mmap), and their page faults cost a third of the CPU time of scoring
+# (experiments/results/score_scale.md).
+DETECT_ROWS = 512
 
 
 @functools.partial(jax.jit, static_argnames=("score", "batch_sharding"))
 def _detect(state, fitted, images_NxHxWxC, score, batch_sharding=None):
+    """:func:`decide`'s outputs stacked ``[outputs, N]``, float32 (``ood`` as 0/1): one
+    array to copy to the host, not one per output, each of which waited for the GIL (while
+    ``aejax.score`` decodes on a thread, up to Python's switch interval each)."""
     terms = core.per_image(state, images_NxHxWxC, batch_sharding=batch_sharding)
-    return decide(fitted, terms, score)
+    return jnp.stack([v.astype(jnp.float32) for v in decide(fitted, terms, score).values()])
+
+
+def _output_names() -> tuple[str, ...]:
+    """The keys of :func:`decide`, in its order (the rows of :func:`_detect`)."""
+    return ("score", "p_value", "ood", *ood.names())
 
 
 def anomaly_maps(model, images_BxHxWxC: jax.Array) -> dict[str, jax.Array]:
@@ -162,6 +173,14 @@ class Detector:
         self, images_NxHxWxC: np.ndarray, batch_sharding: jax.sharding.Sharding | None = None
     ) -> dict[str, np.ndarray]:
         """``score``, ``p_value``, ``ood`` and every score, per image ``[N]``."""
+        return self.detect_async(images_NxHxWxC, batch_sharding)()
+
+    def detect_async(
+        self, images_NxHxWxC: np.ndarray, batch_sharding: jax.sharding.Sharding | None = None
+    ) -> Callable[[], dict[str, np.ndarray]]:
+        """:meth:`detect`, started: returns at once (JAX's asynchronous dispatch), and the
+        function it returns waits for the scores. ``aejax.score`` writes one chunk's rows while
+        the next one is scored."""
         images_NxHxWxC = np.asarray(images_NxHxWxC)
         self.check_images(images_NxHxWxC)
         fitted, n = self.fitted(), len(images_NxHxWxC)
@@ -175,7 +194,14 @@ class Detector:
             )  # fmt: skip
             for i in range(0, max(n, 1), DETECT_ROWS)
         ]
-        return {k: np.concatenate([np.asarray(p[k]) for p in parts]) for k in parts[0]}
+
+        def collected() -> dict[str, np.ndarray]:
+            stacked = np.concatenate([np.asarray(p) for p in parts], axis=1)
+            out = dict(zip(_output_names(), stacked, strict=True))
+            out["ood"] = out["ood"].astype(bool)
+            return out
+
+        return collected
 
     def score(self, images_NxHxWxC: np.ndarray) -> np.ndarray:
         """The run's score of each image ``[N]`` (higher: more anomalous)."""

@@ -94,21 +94,29 @@ def score_images(request: ScoreRequest, sink: TextIO | None = None) -> ScoreResu
         # into, so their scores are those of scoring them at once, to the bit (XLA:CPU's
         # elementwise loops round a batch's last elements by another path).
         rows = detection.DETECT_ROWS
-        for start, given in zip(
-            range(0, len(every), rows),
-            inputs.prefetched(
-                inputs.chunks(every, found.image_shape, rows, silent=frozenset(silent))
-            ),
-            strict=True,
-        ):
-            detected = found.detect(given.images, batch_sharding=batch)
+        chunks = inputs.prefetched(
+            inputs.chunks(every, found.image_shape, rows, silent=frozenset(silent))
+        )
+
+        def write(given: inputs.Inputs, start: int, scored) -> None:
+            detected = scored()  # waits for the chunk's scores
             converted.update(given.converted)
             scores.append(detected["score"])
             verdicts.append(detected["ood"])
-            writer.writerows(csv_rows(given.sources, detected))
+            rows_file.write(csv_lines(given.sources, detected))
             if request.maps is not None:
                 write_maps(request.maps, found, given, first=start)
             progress.update(len(given.sources))
+
+        # A chunk's rows are written while the next chunk is scored (XLA computes without
+        # the GIL that formatting the rows holds).
+        in_flight = None
+        for start, given in zip(range(0, len(every), rows), chunks, strict=True):
+            started = (given, start, found.detect_async(given.images, batch_sharding=batch))
+            if in_flight is not None:
+                write(*in_flight)
+            in_flight = started
+        write(*in_flight)
         score, ood_N = np.concatenate(scores), np.concatenate(verdicts)
         text = None
         if contamination:  # the top of these scores: known once every image is scored
@@ -142,16 +150,27 @@ def _unfinished(out: Path) -> Path:
     return out.with_name(f"{out.name}.unfinished")
 
 
-def csv_rows(sources: list[str], detected: dict) -> list[list]:
-    """One row per image: source, score, p_value, ood, every score (9 digits: float32
-    round-trips exactly)."""
-    columns = [detected[k].tolist() for k in ("score", "p_value", *ood.names())]
-    verdicts = detected["ood"].tolist()
-    return [
-        [source, *(f"{column[i]:.9g}" for column in columns[:2]), int(verdicts[i]),
-         *(f"{column[i]:.9g}" for column in columns[2:])]
-        for i, source in enumerate(sources)
-    ]  # fmt: skip
+def csv_lines(sources: list[str], detected: dict) -> str:
+    """One CSV line per image: source, score, p_value, ood, every score (9 digits: float32
+    round-trips exactly), as :mod:`csv`'s writer would write them."""
+    columns = [detected[k].tolist() for k in ("score", "p_value")]
+    scores = [detected[k].tolist() for k in ood.names()]
+    verdicts = detected["ood"].astype(np.uint8).tolist()
+    # One %-format per row, not csv.writer over a string per value: the rows are formatted
+    # holding the GIL, which the decoding thread needs (experiments/results/score_scale.md).
+    line = "%s,%.9g,%.9g,%d" + ",%.9g" * len(scores) + "\r\n"
+    rows = zip(map(_csv_field, sources), *columns, verdicts, *scores, strict=True)
+    return "".join([line % row for row in rows])
+
+
+def _csv_field(text: str) -> str:
+    """``text`` as :mod:`csv` writes a field: quoted where it holds a comma, a quote or a line
+    break (csv's QUOTE_MINIMAL with its default dialect), else as it is."""
+    if not any(c in text for c in ',"\r\n'):
+        return text
+    field = io.StringIO()
+    csv.writer(field).writerow([text])  # its own line end, which decides its quoting too
+    return field.getvalue().removesuffix("\r\n")
 
 
 def _copy_with_verdicts(rows: TextIO, out: TextIO, ood_N: np.ndarray) -> None:
@@ -163,11 +182,10 @@ def _copy_with_verdicts(rows: TextIO, out: TextIO, ood_N: np.ndarray) -> None:
 
 
 def csv_text(sources: list[str], detected: dict) -> str:
-    """The CSV of :func:`csv_rows`, with its header, as text."""
+    """The CSV of :func:`csv_lines`, with its header, as text."""
     text = io.StringIO()
-    writer = csv.writer(text)
-    writer.writerow(header())
-    writer.writerows(csv_rows(sources, detected))
+    csv.writer(text).writerow(header())
+    text.write(csv_lines(sources, detected))
     return text.getvalue()
 
 

@@ -2,6 +2,7 @@
 epoch on 10k MNIST images), real image files, folders and .npy arrays."""
 
 import csv
+import io
 import json
 import os
 import subprocess
@@ -412,6 +413,28 @@ def test_map_names_number_each_image_and_keep_brackets_of_paths():
     assert scoring.map_name(0, "some/dir/digit.png") == "00000_digit.png"
     assert scoring.map_name(4, "runs [old]/batch[1].npy[3]") == "00004_batch[1]-3.png"
     assert scoring.map_name(5, "photos [2024]/x.jpg") == "00005_x.png"
+
+
+def test_csv_lines_are_what_the_csv_module_writes_and_reads_back():
+    # Sources with commas, quotes, line breaks and spaces; values with 9 digits, NaN, inf, -0.
+    sources = ["plain.png", "a,b.png", 'say "hi".png', "two\nlines.png", "cr\r.png", " lead.png"]
+    rng = np.random.default_rng(0)
+    detected = {k: rng.standard_normal(6).astype(np.float32) for k in ("score", "p_value")}
+    detected |= {k: rng.standard_normal(6).astype(np.float32) * 1e6 for k in ood.names()}
+    detected["score"][:3] = [np.nan, np.inf, -0.0]
+    detected["ood"] = np.array([True, False, True, False, False, True])
+    text = io.StringIO()
+    csv.writer(text).writerows(
+        [source, f"{detected['score'][i]:.9g}", f"{detected['p_value'][i]:.9g}",
+         int(detected["ood"][i]), *(f"{detected[k][i]:.9g}" for k in ood.names())]
+        for i, source in enumerate(sources)
+    )  # fmt: skip
+    assert scoring.csv_lines(sources, detected) == text.getvalue()
+    rows = list(csv.reader(io.StringIO(scoring.csv_text(sources, detected), newline="")))
+    assert [r[0] for r in rows[1:]] == sources
+    for k in ood.names():  # 9 digits: every float32 read back to the bit
+        column = np.array([r[rows[0].index(k)] for r in rows[1:]], np.float32)
+        np.testing.assert_array_equal(column, detected[k])
 
 
 def test_a_folder_larger_than_a_chunk_streams_to_the_csv_of_one_batch(
