@@ -9,7 +9,9 @@ Each input is one of
 
 Every image becomes uint8 ``[H, W, C]`` of the run's shape through
 :func:`aejax.data.images.convert`, the function that prepared a folder's training images:
-Pillow's conversion to grey or RGB, then a bilinear resize. The rule for images of another
+Pillow's conversion to grey or RGB, then a bilinear resize. A PNG already in that shape needs
+neither, and libspng decodes it (:func:`aejax.data.images.plain_png`: the same pixels,
+faster). The rule for images of another
 size or channel count: *converted, with a warning*, unless the run's own preprocessing did
 the same (a folder run converts every file to its channels; ``--image-size`` resized them),
 in which case nothing is said. What is not safe to guess is an error: a file that does not
@@ -101,6 +103,9 @@ def _decode(
                 arrays[item.path] = decoding.read_npy(Path(item.path))
             row = np.asarray(arrays[item.path][item.row])
             return decoding.conformed(row, shape), row.shape, True
+        plain = decoding.plain_png(item.path, shape)  # most files, where given in shape
+        if plain is not None:
+            return plain, shape, True
         with decoding.open_image(item.path) as image:  # the str: a Path per file is measurable
             had = (image.height, image.width, len(image.getbands()))
             same_mode = image.mode == {1: "L", 3: "RGB"}.get(shape[2])

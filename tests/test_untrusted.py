@@ -104,3 +104,99 @@ def test_deciding_takes_bounded_memory(bomb):
     out = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True)
     assert out.returncode == 0 and out.stdout.strip(), out.stderr
     assert int(out.stdout) < 150_000  # kB: the interpreter, NumPy and Pillow
+
+
+def png_file(path, pixels_HxWxC: np.ndarray, chunks: tuple = (), depth: int = 8, tail=b""):
+    """A PNG of ``pixels_HxWxC`` (grey for C = 1, RGB for 3; filter 0 rows), made here byte
+    by byte, with ``chunks`` (kind, body) before its data and ``tail`` after its end."""
+    height, width, channels = pixels_HxWxC.shape
+    rows = pixels_HxWxC.astype(">u2" if depth == 16 else np.uint8).reshape(height, -1)
+    raw = b"".join(b"\0" + row.tobytes() for row in rows)
+    header = struct.pack(">IIBBBBB", width, height, depth, {1: 0, 3: 2}[channels], 0, 0, 0)
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", header)
+        + b"".join(_chunk(kind, body) for kind, body in chunks)
+        + _chunk(b"IDAT", zlib.compress(raw)) + _chunk(b"IEND", b"") + tail
+    )  # fmt: skip
+    return path
+
+
+def decoded_by_pillow_only(item, shape, monkeypatch):
+    with monkeypatch.context() as m:
+        m.setitem(sys.modules, "pyspng", None)  # plain_png finds no libspng: Pillow decodes
+        assert decoding.plain_png(item.path, shape) is None
+        return inputs._decode(item, shape, {})
+
+
+PIXELS = np.random.default_rng(0).integers(0, 256, (28, 28, 3), np.uint8)
+
+
+@pytest.mark.parametrize(
+    "name, channels, chunks",
+    [
+        ("grey", 1, ()),
+        ("rgb", 3, ()),
+        ("grey, transparent 7", 1, ((b"tRNS", b"\0\x07"),)),
+        ("rgb, transparent", 3, ((b"tRNS", b"\0\x07\0\x08\0\x09"),)),
+        ("gamma 1.0 and sRGB", 3, ((b"gAMA", struct.pack(">I", 100_000)), (b"sRGB", b"\0"))),
+        ("a large text", 1, ((b"tEXt", b"note\0" + b"x" * 100_000),)),
+    ],
+)
+def test_pngs_in_the_models_shape_decode_to_pillows_pixels(
+    name, channels, chunks, tmp_path, monkeypatch
+):
+    # A PNG in shape goes through libspng (plain_png); its samples must be Pillow's, whatever
+    # the ancillary chunks say (transparency, gamma: neither decoder applies them).
+    path = png_file(tmp_path / "x.png", PIXELS[..., :channels], chunks)
+    shape = (28, 28, channels)
+    item = inputs.Item(str(path), str(path))
+    plain = decoding.plain_png(str(path), shape)
+    by_pillow, had, same_mode = decoded_by_pillow_only(item, shape, monkeypatch)
+    if name == "a large text":  # the file is over plain_png's size bound: Pillow reads it
+        assert plain is None
+    else:
+        np.testing.assert_array_equal(plain, PIXELS[..., :channels])
+    np.testing.assert_array_equal(inputs._decode(item, shape, {})[0], by_pillow)
+    assert (had, same_mode) == (shape, True)
+
+
+@pytest.mark.parametrize(
+    "name", ["palette", "rgba", "grey+alpha", "16-bit", "1-bit", "other size", "grey for rgb",
+             "jpeg", "data after the end", "truncated", "broken data"],
+)  # fmt: skip
+def test_other_pngs_and_damaged_files_go_to_pillow(name, tmp_path, monkeypatch):
+    # Anything but a plain PNG in shape is Pillow's to decode (or to refuse, naming it), so
+    # aejax.score gives it the pixels, conversions and errors it always did.
+    path, shape = tmp_path / "x.png", (28, 28, 3)
+    grey = Image.fromarray(PIXELS[..., 0])
+    if name in ("palette", "rgba", "grey+alpha", "1-bit", "jpeg"):
+        image = {"palette": grey.convert("P"), "rgba": grey.convert("RGBA"),
+                 "grey+alpha": grey.convert("LA"), "1-bit": grey.convert("1"),
+                 "jpeg": grey.convert("RGB")}[name]  # fmt: skip
+        image.save(path, format="JPEG" if name == "jpeg" else "PNG")
+    elif name == "16-bit":
+        png_file(path, PIXELS.astype(np.uint16) * 257, depth=16)
+    elif name == "other size":
+        png_file(path, PIXELS[:27])
+    elif name == "grey for rgb":
+        png_file(path, PIXELS[..., :1])
+    elif name == "data after the end":
+        png_file(path, PIXELS, tail=bytes(200_000))
+    else:
+        data = png_file(path, PIXELS).read_bytes()
+        idat = data.index(b"IDAT") + 4
+        data = data[: idat + 100] if name == "truncated" else (
+            data[:idat] + bytes(50) + data[idat + 50 :])  # fmt: skip
+        path.write_bytes(data)
+    assert decoding.plain_png(str(path), shape) is None
+    item = inputs.Item(str(path), str(path))
+    try:
+        expected = decoded_by_pillow_only(item, shape, monkeypatch)
+    except AejaxError as e:
+        with pytest.raises(AejaxError, match="cannot read") as got:
+            inputs._decode(item, shape, {})
+        assert str(got.value) == str(e)
+        return
+    got = inputs._decode(item, shape, {})
+    np.testing.assert_array_equal(got[0], expected[0])
+    assert got[1:] == expected[1:]

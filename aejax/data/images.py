@@ -2,9 +2,10 @@
 
 Every image a user gives (a folder to train on, a file or ``.npy`` to score) goes through
 here: Pillow decodes it, :func:`convert` turns it grey or RGB and resizes it (bilinear),
-:func:`conformed` does the same to an array's row. Files are untrusted: one that does not
-decode is an error naming it, one over :data:`MAX_PIXELS` is refused from its header before
-anything is decoded.
+:func:`conformed` does the same to an array's row. A PNG already in the model's shape is
+decoded by libspng instead, when scoring (:func:`plain_png`): the same pixels. Files are
+untrusted: one that does not decode is an error naming it, one over :data:`MAX_PIXELS` is
+refused from its header before anything is decoded.
 """
 
 from __future__ import annotations
@@ -68,6 +69,48 @@ def open_image(path: Path | str, decode: bool = True, source=None) -> "PIL.Image
         except (OSError, SyntaxError, ValueError) as e:
             raise _unreadable(path, e) from None
     return image
+
+
+# A plain PNG's file is at most this many times its pixels' bytes (plus 64 KB of chunks) for
+# plain_png to read it whole; any larger (huge metadata, data after the image) goes to
+# Pillow, which reads a file as far as it needs.
+_PLAIN_PNG_OVERHEAD = 4
+
+
+def plain_png(path: str, shape: tuple[int, int, int]) -> np.ndarray | None:
+    """The pixels of the PNG file at ``path``, uint8 ``[H, W, C]``, when it is already in
+    ``shape``: ``H x W``, 8-bit, grey for C = 1 or RGB for 3, not interlaced. Decoded by
+    libspng (pyspng): PNG is lossless, so these are the samples Pillow gives (checked in
+    tests/test_untrusted.py), at a fraction of Pillow's cost per file, which for small images
+    is mostly Python (experiments/results/score_scale.md). None for any other file, or when
+    pyspng is not installed (platforms without its wheel) or refuses the file: Pillow then
+    decodes it, or names it in an error (:func:`open_image`), as for any file."""
+    height, width, channels = shape
+    colour_type = {1: 0, 3: 2}.get(channels)  # PNG's grey and RGB, no alpha, no palette
+    try:
+        import pyspng
+    except ImportError:
+        return None
+    try:
+        with open(path, "rb") as f:
+            head = f.read(29)  # the signature and IHDR's length, type and fields
+            if (
+                head[:8] != _PNG_SIGNATURE
+                or head[12:16] != b"IHDR"
+                or struct.unpack(">II", head[16:24]) != (width, height)
+                or tuple(head[24:29]) != (8, colour_type, 0, 0, 0)  # depth, type, interlace
+            ):
+                return None
+            pixel_bytes = height * width * channels
+            if os.fstat(f.fileno()).st_size > _PLAIN_PNG_OVERHEAD * pixel_bytes + 65536:
+                return None
+            data = head + f.read()
+        pixels = pyspng.load(data)
+    except Exception:  # noqa: BLE001 (any refusal: Pillow decides, with its own error)
+        return None
+    if pixels.dtype != np.uint8 or pixels.size != height * width * channels:
+        return None
+    return pixels.reshape(height, width, channels)
 
 
 def _unreadable(path, error: Exception) -> AejaxError:
