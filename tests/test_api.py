@@ -47,19 +47,26 @@ np.savez(sys.argv[1], images=images,
          dec_w=p["decoder"]["layers"][0]["kernel"][...],
          dec_b=p["decoder"]["layers"][0]["bias"][...],
          latent_mean=stats.fitted["latent"]["mean"],
-         latent_precision=stats.fitted["latent"]["precision"],
+         latent_whitening=stats.fitted["latent"]["whitening"],
          knn_bank=stats.fitted["knn"]["bank"],
          feat_mean=stats.fitted["feat-maha"]["mean"],
-         feat_precision=stats.fitted["feat-maha"]["precision"],
+         feat_whitening=stats.fitted["feat-maha"]["whitening"],
          feat_bank=stats.fitted["feat-knn"]["bank"],
          feat_centre=stats.fitted["feat-knn"]["centre"],
          feat_inverse_scale=stats.fitted["feat-knn"]["inverse_scale"],
          joint_mean=stats.fitted["joint"]["mean"],
-         joint_precision=stats.fitted["joint"]["precision"],
+         joint_whitening=stats.fitted["joint"]["whitening"],
          typicality=np.array([[stats.fitted[f"z-{k}"][v] for v in ("log_median", "log_scale")]
                               for k in typicality.RAW]),
          **{f"score_{k}": v for k, v in got.items()})
 """
+
+
+def quadratic(centred_NxD: np.ndarray, whitening_DxD: np.ndarray) -> np.ndarray:
+    """The squared Mahalanobis distances as the textbook writes them, c^T P c, with the
+    precision P = W W^T in float64 (aejax sums squares of c W in float32)."""
+    precision = whitening_DxD.astype(np.float64) @ whitening_DxD.T.astype(np.float64)
+    return np.sum((centred_NxD @ precision) * centred_NxD, axis=1)
 
 
 def numpy_scores(f) -> dict[str, np.ndarray]:
@@ -79,12 +86,12 @@ def numpy_scores(f) -> dict[str, np.ndarray]:
         "entropy": entropy,
         "elbo": bce,
         "disagreement": np.zeros_like(bce),  # one model
-        "latent": np.sum((centred @ f["latent_precision"]) * centred, axis=1),
+        "latent": quadratic(centred, f["latent_whitening"]),
     }
     raw["knn"] = kth_distance(code, f["knn_bank"])
     # The dense net's encoder is one layer: its features are its code.
     centred = code - f["feat_mean"]
-    raw["feat-maha"] = np.sum((centred @ f["feat_precision"]) * centred, axis=1)
+    raw["feat-maha"] = quadratic(centred, f["feat_whitening"])
     standardised = (code - f["feat_centre"]) * f["feat_inverse_scale"]
     raw["feat-knn"] = kth_distance(standardised, f["feat_bank"])
     out, signed = dict(raw), {}
@@ -95,7 +102,7 @@ def numpy_scores(f) -> dict[str, np.ndarray]:
     out["typ-max"], out["typ-rss"] = parts.max(axis=0), np.sqrt(np.sum(parts**2, axis=0))
     out["typ-rss-knn"] = np.sqrt(np.sum(parts**2, axis=0) + np.maximum(signed["knn"], 0) ** 2)
     every_z = np.stack([signed[name] for name in typicality.RAW], axis=1) - f["joint_mean"]
-    out["joint"] = np.sum((every_z @ f["joint_precision"]) * every_z, axis=1)
+    out["joint"] = quadratic(every_z, f["joint_whitening"])
     return out
 
 

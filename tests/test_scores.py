@@ -110,7 +110,7 @@ def test_stats_round_trip_through_the_saved_file(stats, tmp_path):
     loaded = ood.load(path)
     np.testing.assert_array_equal(loaded.fitted["latent"]["mean"], stats.fitted["latent"]["mean"])
     np.testing.assert_array_equal(
-        loaded.fitted["latent"]["precision"], stats.fitted["latent"]["precision"]
+        loaded.fitted["latent"]["whitening"], stats.fitted["latent"]["whitening"]
     )
     assert set(loaded.fitted) == set(stats.fitted) and loaded.meta == stats.meta
     for score, arrays in stats.fitted.items():  # the typicality statistics among them
@@ -268,7 +268,7 @@ def test_a_few_dozen_training_images_still_give_every_score(tmp_path):
         terms["code"] = rng.normal(size=(len(terms["bce"]), 32)).astype(np.float32)
     stats = ood.fit(train, held_out, {"dataset": "x"})
     assert (
-        stats.fitted["knn"]["bank"].shape == (6, 32) and "precision" not in stats.fitted["latent"]
+        stats.fitted["knn"]["bank"].shape == (6, 32) and "whitening" not in stats.fitted["latent"]
     )
     new = synthetic_terms(rng, 4)
     new["code"] = rng.normal(size=(4, 32)).astype(np.float32)
@@ -280,7 +280,7 @@ def test_a_few_dozen_training_images_still_give_every_score(tmp_path):
     path = ood.stats_path(tmp_path, 3)
     ood.save(stats, path)
     loaded = ood.load(path)
-    assert "precision" not in loaded.fitted["latent"]
+    assert "whitening" not in loaded.fitted["latent"]
     for name, values in got.items():
         np.testing.assert_array_equal(loaded.all_scores(new)[name], values)
 
@@ -295,14 +295,14 @@ def test_the_joint_density_of_a_gaussian_sample_gives_its_mahalanobis_distances(
     values = np.column_stack([sample, np.zeros(len(sample)), 3 * sample[:, 0] + 1])
     fitted = joint.fit_joint(values)
     assert fitted["_statistics"] == 3
-    assert not fitted["precision"][3:].any() and not fitted["precision"][:, 3:].any()
+    assert not fitted["whitening"][3:].any() and not fitted["whitening"][:, 3:].any()
     points = rng.multivariate_normal([1.0, -2.0, 0.5], covariance, 5)
     centred = points - [1.0, -2.0, 0.5]
     known = np.einsum("nf,fg,ng->n", centred, np.linalg.inv(covariance), centred)
     got = latent.mahalanobis(
         np.column_stack([points, np.zeros(5), 3 * points[:, 0] + 1]).astype(np.float32),
         fitted["mean"].astype(np.float32),
-        fitted["precision"].astype(np.float32),
+        fitted["whitening"].astype(np.float32),
     )
     np.testing.assert_allclose(got, known, rtol=0.03, atol=0.02)
 

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from aejax.ood.latent import mahalanobis
+from aejax.ood.latent import mahalanobis, whitening
 from aejax.ood.registry import Score, register
 from aejax.ood.typicality import RAW
 
@@ -41,19 +41,20 @@ def independent_columns(values_NxF: np.ndarray) -> np.ndarray:
 
 
 def fit_joint(values_NxF: np.ndarray) -> dict:
-    """Mean ``[F]`` and precision ``[F, F]`` of the Ledoit-Wolf Gaussian of the independent
-    columns, the precision 0 in the rows and columns of the others."""
+    """Mean ``[F]`` and whitening ``[F, F]`` (:func:`aejax.ood.latent.whitening`) of the
+    Ledoit-Wolf Gaussian of the independent columns, 0 in the rows and columns of the
+    others."""
     from sklearn.covariance import LedoitWolf
 
     values = np.asarray(values_NxF, np.float64)
     keep = independent_columns(values)
     mean = values.mean(axis=0)
-    precision = np.zeros((values.shape[1],) * 2)
+    whitened = np.zeros((values.shape[1],) * 2)
     if keep.any():
         gaussian = LedoitWolf().fit(values[:, keep])
         mean[keep] = gaussian.location_
-        precision[np.ix_(keep, keep)] = gaussian.precision_
-    return {"mean": mean, "precision": precision, "_statistics": int(keep.sum())}
+        whitened[np.ix_(keep, keep)] = whitening(gaussian.precision_)
+    return {"mean": mean, "whitening": whitened, "_statistics": int(keep.sum())}
 
 
 def _fit(train: dict, held_out: dict) -> dict:
@@ -62,7 +63,7 @@ def _fit(train: dict, held_out: dict) -> dict:
 
 def _compute(fitted: dict, x: dict) -> jax.Array:
     z_NxF = jnp.stack([jnp.asarray(x[s], jnp.float32) for s in STATISTICS], axis=1)
-    return mahalanobis(z_NxF, fitted["mean"], fitted["precision"])
+    return mahalanobis(z_NxF, fitted["mean"], fitted["whitening"])
 
 
 register(Score("joint", STATISTICS, _compute, _fit, cross_fitted=True))

@@ -14,10 +14,24 @@ from aejax.ood.registry import Score, register
 
 
 @jax.jit
-def mahalanobis(code_NxD: jax.Array, mean_D: jax.Array, precision_DxD: jax.Array) -> jax.Array:
-    """Squared Mahalanobis distances ``[N]``."""
-    centred = code_NxD - mean_D
-    return jnp.sum((centred @ precision_DxD) * centred, axis=1)
+def mahalanobis(code_NxD: jax.Array, mean_D: jax.Array, whitening_DxD: jax.Array) -> jax.Array:
+    r"""Squared Mahalanobis distances ``[N]``, :math:`\|(x - \mu) W\|^2` for a precision
+    :math:`P = W W^\top` (:func:`whitening`).
+
+    Not :math:`(x - \mu)^\top P (x - \mu)`: where the covariance is ill-conditioned (the conv
+    net's pooled features: condition ~1e6) that form's float32 rounding moves a distance by up
+    to 2e-4 of itself, and two runtimes (XLA, onnxruntime) round it differently; a sum of
+    squares of whitened values moves by ~4e-6."""
+    whitened_NxD = (code_NxD - mean_D) @ whitening_DxD
+    return jnp.sum(jnp.square(whitened_NxD), axis=1)
+
+
+def whitening(precision_DxD: np.ndarray) -> np.ndarray:
+    """A ``W`` with ``W W^T`` the (positive semi-definite) precision, in float64: its
+    eigenvectors scaled by the square roots of its eigenvalues (a singular precision's zero
+    eigenvalues give zero columns)."""
+    eigenvalues, vectors = np.linalg.eigh(np.asarray(precision_DxD, np.float64))
+    return vectors * np.sqrt(np.clip(eigenvalues, 0, None))
 
 
 @jax.jit
@@ -91,7 +105,7 @@ def fit_term(term: str) -> Callable[[dict, dict], dict]:
 
     def fit(train: dict, held_out: dict) -> dict:
         mean, precision, low_rank, shrinkage = fit_gaussian(np.asarray(train[term], np.float64))
-        gaussian = {"precision": precision} if precision is not None else low_rank
+        gaussian = {"whitening": whitening(precision)} if precision is not None else low_rank
         return {"mean": mean, **gaussian, "_shrinkage": shrinkage}
 
     return fit
@@ -103,8 +117,8 @@ def compute_term(term: str) -> Callable[[dict, dict], jax.Array]:
 
     def compute(fitted: dict, x: dict) -> jax.Array:
         values = jnp.asarray(x[term], jnp.float32)
-        if "precision" in fitted:
-            return mahalanobis(values, fitted["mean"], fitted["precision"])
+        if "whitening" in fitted:
+            return mahalanobis(values, fitted["mean"], fitted["whitening"])
         # Fewer training images than dimensions: the Gaussian's low-rank form.
         return mahalanobis_low_rank(
             values,
