@@ -55,8 +55,7 @@ DETECT_ROWS = 512
 @functools.partial(jax.jit, static_argnames=("score", "batch_sharding"))
 def _detect(state, fitted, images_NxHxWxC, score, batch_sharding=None):
     """:func:`decide`'s outputs stacked ``[outputs, N]``, float32 (``ood`` as 0/1): one
-    array to copy to the host, not one per output, each of which waited for the GIL (while
-    ``aejax.score`` decodes on a thread, up to Python's switch interval each)."""
+    array to copy to the host per call, not one per output."""
     terms = core.per_image(state, images_NxHxWxC, batch_sharding=batch_sharding)
     return jnp.stack([v.astype(jnp.float32) for v in decide(fitted, terms, score).values()])
 

@@ -11,12 +11,11 @@ Every image becomes uint8 ``[H, W, C]`` of the run's shape through
 :func:`aejax.data.images.convert`, the function that prepared a folder's training images:
 Pillow's conversion to grey or RGB, then a bilinear resize. A PNG already in that shape needs
 neither, and libspng decodes it (:func:`aejax.data.images.plain_png`: the same pixels,
-faster). The rule for images of another
-size or channel count: *converted, with a warning*, unless the run's own preprocessing did
-the same (a folder run converts every file to its channels; ``--image-size`` resized them),
-in which case nothing is said. What is not safe to guess is an error: a file that does not
-decode, an array that is not uint8 (floats in [0, 1] or [0, 255]?) or not a stack of
-images, a file of another type, an input that holds no image.
+faster). The rule for images of another size or channel count: *converted, with a warning*,
+unless the run's own preprocessing did the same (a folder run converts every file to its
+channels; ``--image-size`` resized them), in which case nothing is said. What is not safe to
+guess is an error: a file that does not decode, an array that is not uint8 (floats in [0, 1]
+or [0, 255]?) or not a stack of images, a file of another type, an input that holds no image.
 """
 
 from __future__ import annotations

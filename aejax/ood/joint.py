@@ -49,12 +49,12 @@ def fit_joint(values_NxF: np.ndarray) -> dict:
     values = np.asarray(values_NxF, np.float64)
     keep = independent_columns(values)
     mean = values.mean(axis=0)
-    whitened = np.zeros((values.shape[1],) * 2)
+    whitening_FxF = np.zeros((values.shape[1],) * 2)
     if keep.any():
         gaussian = LedoitWolf().fit(values[:, keep])
         mean[keep] = gaussian.location_
-        whitened[np.ix_(keep, keep)] = whitening(gaussian.precision_)
-    return {"mean": mean, "whitening": whitened, "_statistics": int(keep.sum())}
+        whitening_FxF[np.ix_(keep, keep)] = whitening(gaussian.precision_)
+    return {"mean": mean, "whitening": whitening_FxF, "_statistics": int(keep.sum())}
 
 
 def _fit(train: dict, held_out: dict) -> dict:
