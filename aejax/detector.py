@@ -60,8 +60,9 @@ def _detect(state, fitted, images_NxHxWxC, score, batch_sharding=None):
     return jnp.stack([v.astype(jnp.float32) for v in decide(fitted, terms, score).values()])
 
 
-def _output_names() -> tuple[str, ...]:
-    """The keys of :func:`decide`, in its order (the rows of :func:`_detect`)."""
+def outputs() -> tuple[str, ...]:
+    """The keys of :func:`decide`, in its order: the rows of a detection, an exported
+    model's outputs, a CSV's columns after ``source``."""
     return ("score", "p_value", "ood", *ood.names())
 
 
@@ -196,7 +197,7 @@ class Detector:
 
         def collected() -> dict[str, np.ndarray]:
             stacked = np.concatenate([np.asarray(p) for p in parts], axis=1)
-            out = dict(zip(_output_names(), stacked, strict=True))
+            out = dict(zip(outputs(), stacked, strict=True))
             out["ood"] = out["ood"].astype(bool)
             return out
 

@@ -138,16 +138,12 @@ def write_saved_model(detector, folder: Path, platforms: tuple[str, ...] = PLATF
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def outputs() -> tuple[str, ...]:
-    """The decision's outputs, in the order an ONNX model lists them."""
-    return ("score", "p_value", "ood", *ood.names())
-
-
 def write_onnx(detector, path: Path) -> None:
     """``detector``'s decision as an ONNX model (opset 23) at ``path``: input ``images``,
-    uint8 ``[N, H, W, C]``, N dynamic; outputs :func:`outputs`. Converted by jax2onnx from
-    the computation :mod:`aejax.backend`'s CPU layers trace (plain ``lax`` convolutions,
-    pooling by reshapes: what aejax computes on CPU, and what ONNX runtimes mostly run on)."""
+    uint8 ``[N, H, W, C]``, N dynamic; outputs :func:`aejax.detector.outputs`. Converted by
+    jax2onnx from the computation :mod:`aejax.backend`'s CPU layers trace (plain ``lax``
+    convolutions, pooling by reshapes: what aejax computes on CPU, and what ONNX runtimes
+    mostly run on)."""
     import jax
     import jax.numpy as jnp
 
@@ -164,6 +160,8 @@ def write_onnx(detector, path: Path) -> None:
             "--format onnx needs jax2onnx and onnx: bash scripts/setup.sh dev installs them "
             "(or pip install 'aejax[onnx]')"
         ) from None
+    from aejax.detector import outputs
+
     detect, names = decision(detector, members_in_turn=True), outputs()
 
     def ordered(images_NxHxWxC):

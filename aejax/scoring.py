@@ -141,8 +141,9 @@ def score_images(request: ScoreRequest, sink: TextIO | None = None) -> ScoreResu
 
 
 def header() -> list[str]:
-    """The CSV's columns: every score registered now (a notebook may register its own)."""
-    return ["source", "score", "p_value", "ood", *ood.names()]
+    """The CSV's columns: the detection's (every score registered now: a notebook may
+    register its own) after ``source``."""
+    return ["source", *detection.outputs()]
 
 
 def _unfinished(out: Path) -> Path:

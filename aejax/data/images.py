@@ -86,6 +86,7 @@ def plain_png(path: str, shape: tuple[int, int, int]) -> np.ndarray | None:
     pyspng is not installed (platforms without its wheel) or refuses the file: Pillow then
     decodes it, or names it in an error (:func:`open_image`), as for any file."""
     height, width, channels = shape
+    pixel_bytes = height * width * channels
     colour_type = {1: 0, 3: 2}.get(channels)  # PNG's grey and RGB, no alpha, no palette
     try:
         import pyspng
@@ -101,14 +102,13 @@ def plain_png(path: str, shape: tuple[int, int, int]) -> np.ndarray | None:
                 or tuple(head[24:29]) != (8, colour_type, 0, 0, 0)  # depth, type, interlace
             ):
                 return None
-            pixel_bytes = height * width * channels
             if os.fstat(f.fileno()).st_size > _PLAIN_PNG_OVERHEAD * pixel_bytes + 65536:
                 return None
             data = head + f.read()
         pixels = pyspng.load(data)
     except Exception:  # noqa: BLE001 (any refusal: Pillow decides, with its own error)
         return None
-    if pixels.dtype != np.uint8 or pixels.size != height * width * channels:
+    if pixels.dtype != np.uint8 or pixels.size != pixel_bytes:
         return None
     return pixels.reshape(height, width, channels)
 
