@@ -93,7 +93,7 @@ def entropy_per_example(images_BxHxWxC: jax.Array) -> jax.Array:
         h = jnp.asarray(_LEVEL_ENTROPY)[x.astype(jnp.int32)]
     else:
         h = _binary_entropy(jnp.clip(x.astype(jnp.float32), 0, 1))
-    return jnp.mean(h.reshape(h.shape[0], -1), axis=1)
+    return _mean_per_example(h)
 
 
 def kl_per_pixel(logits: jax.Array, images_uint8: jax.Array) -> jax.Array:

@@ -7,6 +7,7 @@ from flax import nnx
 from aejax import backend
 from aejax.losses import bce_per_example
 from aejax.models.layers import MaxPool
+from aejax.reductions import accurate_mean
 
 # Keras' defaults, which the reference numbers were measured with (flax's own default
 # kernel init is LeCun-normal).
@@ -40,12 +41,13 @@ class Autoencoder(nnx.Module):
     def encode_with_features(self, x_BxHxWxC: jax.Array) -> tuple[jax.Array, jax.Array]:
         """The code and the encoder's features ``[B, F]``: every stage's output (see
         :meth:`encoder_stages`) averaged over its pixels (Lee et al. 2018's pooled
-        activations), the stages side by side. The code is computed stage by stage, and is
-        what :meth:`encode` gives."""
+        activations; :func:`aejax.reductions.accurate_mean`), the stages side by side. The
+        code is computed stage by stage, and is what :meth:`encode` gives."""
         h, pooled = x_BxHxWxC, []
         for stage in self.encoder_stages():
             h = backend.apply(stage, h)
-            pooled.append(jnp.mean(h, axis=(1, 2)) if h.ndim == 4 else h.reshape(h.shape[0], -1))
+            flat = h.ndim != 4
+            pooled.append(h.reshape(h.shape[0], -1) if flat else accurate_mean(h, axis=(1, 2)))
         return h, jnp.concatenate([p.astype(jnp.float32) for p in pooled], axis=1)
 
     def encoder_stages(self) -> list:
