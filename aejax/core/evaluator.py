@@ -40,15 +40,15 @@ def per_image(
     r"""The one per-image evaluator: ``{term: [N, ...]}`` for each of ``terms`` (of TERMS).
 
     ``bce`` and ``mse``: reconstruction errors (:mod:`aejax.losses`); ``entropy``: the image's
-    own mean binary entropy; ``kl``: ``bce - entropy``; ``elbo``: ``bce`` plus the model's
-    ``prior_term``; ``disagreement``: an ensemble's per-pixel variance of its members'
-    reconstructions, averaged over the pixels (0 for one model); ``code``: the flattened
-    code; ``features``: the encoder's pooled activations, layer by layer
-    (:meth:`aejax.models.Autoencoder.encode_with_features`). Every score, ``eval_loss`` and
-    the evaluation report derive from it. Runs ``batch_size`` images at a time (default:
-    the model's ``eval_batch_size``; see :func:`batched`), so device memory stays bounded
-    whatever N; with ``batch_sharding``, each batch is split over the devices. Terms not
-    asked for are not computed (XLA drops them). A NumPy array larger than
+    own mean binary entropy; ``kl``: ``bce - entropy`` (:func:`aejax.losses.kl_per_example`);
+    ``elbo``: ``bce`` plus the model's ``prior_term``; ``disagreement``: an ensemble's
+    per-pixel variance of its members' reconstructions, averaged over the pixels (0 for one
+    model); ``code``: the flattened code; ``features``: the encoder's pooled activations,
+    layer by layer (:meth:`aejax.models.Autoencoder.encode_with_features`). Every score,
+    ``eval_loss`` and the evaluation report derive from it. Runs ``batch_size`` images at a
+    time (default: the model's ``eval_batch_size``; see :func:`batched`), so device memory
+    stays bounded whatever N; with ``batch_sharding``, each batch is split over the devices.
+    Terms not asked for are not computed (XLA drops them). A NumPy array larger than
     :data:`HOST_CHUNK_ROWS` (a memory-mapped split) is sent to the device in chunks.
     ``each_member``: an ensemble's terms member by member, ``[N, K, ...]``, instead of
     combined.
@@ -160,7 +160,7 @@ def _terms_and_logits(model, images_BxHxWxC, terms):
     every = {
         "bce": bce,
         "mse": losses.mse_per_example(logits, x),
-        "kl": bce - entropy,
+        "kl": losses.kl_per_example(logits, images_BxHxWxC),
         "entropy": entropy,
         "elbo": bce + model.prior_term(x),
         "disagreement": jnp.zeros_like(bce),  # one model agrees with itself
