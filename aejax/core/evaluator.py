@@ -124,6 +124,16 @@ def terms_of(
             )
         else:  # one vmapped pass over the members, all reading the same batch
             each, logits_KxBx_ = jax.vmap(one)(state.params)  # {term: [K, B, ...]}
+        if "kl" in terms:
+            # The members' kl at once, each pixel's level looked up beside its logits: vmapped,
+            # XLA wrote one lookup of the shared images to memory (15 floats a pixel) for the
+            # members to read, several times slower (the vmapped kl is then dropped unused).
+            images = jnp.broadcast_to(x_uint8, logits_KxBx_.shape)
+            kl = losses.kl_per_example(
+                logits_KxBx_.reshape(-1, *logits_KxBx_.shape[2:]),
+                images.reshape(-1, *images.shape[2:]),
+            )
+            each["kl"] = kl.reshape(logits_KxBx_.shape[:2])
         if each_member:
             return {k: jnp.moveaxis(v, 0, 1) for k, v in each.items()}
         out = {k: jnp.mean(v, axis=0) for k, v in each.items() if k not in SIDE_BY_SIDE}
