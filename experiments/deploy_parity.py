@@ -11,7 +11,8 @@ the dense net, the conv net and a dense ensemble of 2, each fitted by ``python -
 both exports; the table gives each score's largest relative difference. Each variant runs in
 a process of its own (``measure``), the plain one with the features' mean swapped for
 ``jnp.mean`` before anything is traced. The time (``timing``) is ``Detector.detect`` on
-10,000 MNIST test images, the two poolings in turn in one process.
+10,000 MNIST test images, the two poolings in turn in one process. The results keep a
+section for each CPU the script has run on; a run replaces its own CPU's.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import ROOT, cpu_name, run_aejax, train, write_results
+from common import RESULTS, ROOT, cpu_name, run_aejax, train, write_results
 
 RUNS = {
     "dense": ["--arch", "dense"],
@@ -132,7 +133,7 @@ def timing(run: str, out: Path) -> None:
 
 
 def main() -> None:
-    rows, seconds = [], {}
+    rows = []
     for run, options in RUNS.items():
         train(*options, workdir=workdir(run))
         run_aejax("eval", "--workdir", str(workdir(run)), "--ood", "uniform")
@@ -147,41 +148,58 @@ def main() -> None:
         with tempfile.NamedTemporaryFile(suffix=".json") as out:
             command = [sys.executable, __file__, "timing", run, out.name]
             subprocess.run(command, check=True, cwd=ROOT / "experiments")
-            seconds[run] = json.loads(Path(out.name).read_text())
-        print(run, seconds[run], flush=True)
+            seconds = json.loads(Path(out.name).read_text())
+        for r in rows[-len(VARIANTS) :]:
+            r["detect_s"] = seconds[r["variant"]]
+        print(run, seconds, flush=True)
+    # Each CPU vectorises and fuses its own way, so earlier CPUs' rows are kept beside this one's.
+    cpu = cpu_name()
+    earlier = RESULTS / "deploy_parity.json"
+    kept = json.loads(earlier.read_text()) if earlier.is_file() else []
+    results = [r for r in kept if r["cpu"] != cpu] + [{"cpu": cpu, **r} for r in rows]
+    write_results("deploy_parity", results, markdown(results))
+
+
+def markdown(results: list[dict]) -> list[str]:
     lines = [
         "# Deployment parity: the exported detectors against aejax's own scores",
         "",
-        f"`python experiments/deploy_parity.py` on {cpu_name()}: runs with `aejax.train`'s "
-        "defaults, 500 MNIST and 500 Fashion-MNIST test images, the largest relative "
-        "difference of each score between `Detector.detect` (what `aejax.score` writes) and "
-        "the ONNX model run by onnxruntime / the SavedModel run by TensorFlow, each in a "
-        "process without JAX. *plain*: the encoder's features pooled by a float32 `jnp.mean` "
-        "(aejax before); *accurate*: by `aejax.reductions.accurate_mean` (aejax now). Raw "
-        "scores are held to 1e-5 (tests/test_score.py).",
+        "`python experiments/deploy_parity.py`, once on each CPU named below: runs with "
+        "`aejax.train`'s defaults, 500 MNIST and 500 Fashion-MNIST test images, the largest "
+        "relative difference of each score between `Detector.detect` (what `aejax.score` "
+        "writes) and the ONNX model run by onnxruntime / the SavedModel run by TensorFlow, each "
+        "in a process without JAX. *plain*: the encoder's features pooled by a float32 "
+        "`jnp.mean` (aejax before); *accurate*: by `aejax.reductions.accurate_mean` (aejax "
+        "now). Raw scores are held to 1e-5 (tests/test_score.py).",
         "",
-        "| run | pooling | runtime | " + " | ".join(SHOWN) + " |",
-        "|---|---|---|" + "---|" * len(SHOWN),
-    ]
-    for r in rows:
-        for kind, differences in r["differences"].items():
-            cells = " | ".join(f"{differences[name]:.1e}" for name in SHOWN)
-            lines.append(f"| {r['run']} | {r['variant']} | {RUNTIMES[kind]} | {cells} |")
-    lines += [
-        "",
-        "`Detector.detect` on 10,000 MNIST test images, in one process, the poolings in turn "
-        "(three rounds; the median of each round's median of 5 runs after compilation). The "
-        "dense nets pool nothing: their two columns run the same program, and show how much "
+        "The time: `Detector.detect` on 10,000 MNIST test images, in one process, the poolings "
+        "in turn (three rounds; the median of each round's median of 5 runs after compilation). "
+        "The dense nets pool nothing: their two columns run the same program, and show how much "
         "the time varies.",
-        "",
-        "| run | plain pooling | accurate pooling | accurate / plain |",
-        "|---|---|---|---|",
     ]
-    for run, s in seconds.items():
-        lines.append(f"| {run} | {s['plain']:.3f} s | {s['accurate']:.3f} s "
-                     f"| {s['accurate'] / s['plain']:.2f}x |")  # fmt: skip
-    results = [{"cpu": cpu_name(), **r, "detect_s": seconds[r["run"]][r["variant"]]} for r in rows]
-    write_results("deploy_parity", results, lines)
+    for cpu in dict.fromkeys(r["cpu"] for r in results):
+        rows = [r for r in results if r["cpu"] == cpu]
+        lines += [
+            "",
+            f"## {cpu}",
+            "",
+            "| run | pooling | runtime | " + " | ".join(SHOWN) + " |",
+            "|---|---|---|" + "---|" * len(SHOWN),
+        ]
+        for r in rows:
+            for kind, differences in r["differences"].items():
+                cells = " | ".join(f"{differences[name]:.1e}" for name in SHOWN)
+                lines.append(f"| {r['run']} | {r['variant']} | {RUNTIMES[kind]} | {cells} |")
+        lines += [
+            "",
+            "| run | plain pooling | accurate pooling | accurate / plain |",
+            "|---|---|---|---|",
+        ]
+        for run in dict.fromkeys(r["run"] for r in rows):
+            s = {r["variant"]: r["detect_s"] for r in rows if r["run"] == run}
+            lines.append(f"| {run} | {s['plain']:.3f} s | {s['accurate']:.3f} s "
+                         f"| {s['accurate'] / s['plain']:.2f}x |")  # fmt: skip
+    return lines
 
 
 if __name__ == "__main__":
