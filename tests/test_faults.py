@@ -348,7 +348,11 @@ def test_a_run_killed_between_interval_checkpoints_resumes_bit_identically(train
     assert "--checkpoint-every" not in default_interval
     process = start_aejax("train", *default_interval, "--epochs", 1000, "--workdir", workdir)
     wait_for_checkpoint(process, workdir, 1)
-    time.sleep(1)  # epochs beyond the checkpoint, none of them saved
+    # Epochs beyond the checkpoint, none of them saved: waited for rather than slept on (a
+    # loaded machine trains slower), and well before the next save is due, 5 s after it.
+    deadline = time.monotonic() + 3
+    while len(epochs_done(workdir)) <= 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert sorted(p.name for p in (workdir / "checkpoints").iterdir()) == ["1"]
