@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from aejax import core, losses, ood, run, thresholds
+from aejax import core, losses, ood, run, thresholds, xla
 from aejax.config import RunConfig
 from aejax.errors import AejaxError
 from aejax.parallel import Placement
@@ -184,16 +184,17 @@ class Detector:
         images_NxHxWxC = np.asarray(images_NxHxWxC)
         self.check_images(images_NxHxWxC)
         fitted, n = self.fitted(), len(images_NxHxWxC)
-        parts = [
-            _detect(
-                self.state,
-                fitted,
-                images_NxHxWxC[i : i + DETECT_ROWS],
-                self.threshold.score,
-                batch_sharding,
-            )  # fmt: skip
-            for i in range(0, max(n, 1), DETECT_ROWS)
-        ]
+        with xla.full_precision():
+            parts = [
+                _detect(
+                    self.state,
+                    fitted,
+                    images_NxHxWxC[i : i + DETECT_ROWS],
+                    self.threshold.score,
+                    batch_sharding,
+                )  # fmt: skip
+                for i in range(0, max(n, 1), DETECT_ROWS)
+            ]
 
         def collected() -> dict[str, np.ndarray]:
             stacked = np.concatenate([np.asarray(p) for p in parts], axis=1)
@@ -219,4 +220,6 @@ class Detector:
         """Reconstructions and per-pixel anomaly maps (:func:`anomaly_maps`)."""
         images_NxHxWxC = np.asarray(images_NxHxWxC)
         self.check_images(images_NxHxWxC)
-        return {k: np.asarray(v) for k, v in _maps(self.state, images_NxHxWxC).items()}
+        with xla.full_precision():
+            maps = _maps(self.state, images_NxHxWxC)
+        return {k: np.asarray(v) for k, v in maps.items()}

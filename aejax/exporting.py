@@ -103,7 +103,8 @@ def exported(detector, platforms: tuple[str, ...] = PLATFORMS) -> "jax.export.Ex
     detect = decision(detector)
     (n,) = jax.export.symbolic_shape("n")
     spec = jax.ShapeDtypeStruct((n, *detector.image_shape), jnp.uint8)
-    return jax.export.export(jax.jit(detect), platforms=platforms)(spec)
+    with xla.full_precision():
+        return jax.export.export(jax.jit(detect), platforms=platforms)(spec)
 
 
 def write_saved_model(detector, folder: Path, platforms: tuple[str, ...] = PLATFORMS) -> None:
@@ -130,7 +131,9 @@ def write_saved_model(detector, folder: Path, platforms: tuple[str, ...] = PLATF
     tmp = folder.with_name(f".{folder.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        tf.saved_model.save(module, str(tmp), signatures={"serving_default": module.detect})
+        with xla.full_precision():  # traced (and lowered) here
+            signatures = {"serving_default": module.detect.get_concrete_function()}
+            tf.saved_model.save(module, str(tmp), signatures=signatures)
         if folder.exists():
             shutil.rmtree(folder)
         os.replace(tmp, folder)
@@ -177,7 +180,7 @@ def write_onnx(detector, path: Path) -> None:
     # no news to a user: what matters is checked below.
     quiet = [logging.getLogger(n) for n in ("onnx_ir", "jax2onnx")]
     levels = [q.level for q in quiet]
-    with backend.use("cpu"), warnings.catch_warnings():
+    with backend.use("cpu"), xla.full_precision(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for q in quiet:
             q.setLevel(logging.ERROR)

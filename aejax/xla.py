@@ -14,6 +14,7 @@ The flags only touch XLA:CPU; GPU and TPU backends ignore them. A flag the user'
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import sys
@@ -38,6 +39,20 @@ CPU_FLAGS = ("--xla_cpu_experimental_ynn_fusion_type=", "--xla_cpu_prefer_vector
 # DebugOptions, common to every backend. The arrays do not change (LLVM reassociates no
 # float arithmetic without fast-math): tests/test_core.py compares with eager flax.
 QUICK_COMPILE = {"xla_backend_optimization_level": 0}
+
+
+def full_precision() -> contextlib.AbstractContextManager:
+    """The context aejax evaluates and scores in: float32 matrix products and convolutions at
+    float32's full precision (``jax.default_matmul_precision("highest")``).
+
+    On NVIDIA GPUs JAX's default is TF32 (10 bits of mantissa): a detector's scores there
+    were up to 1e-3 off the CPU's for the same checkpoint, its k-NN distances and ``joint``
+    far more, and a few verdicts changed (experiments/results/gpu_check.md). XLA:CPU computes
+    the same bits either way. A context, not a process-wide setting: the user's own JAX code
+    keeps its own; training keeps JAX's default."""
+    import jax
+
+    return jax.default_matmul_precision("highest")
 
 
 def quick_jit(fn: Callable | None = None, **jit_options) -> Callable:

@@ -53,6 +53,11 @@ def per_image(
     ``each_member``: an ensemble's terms member by member, ``[N, K, ...]``, instead of
     combined.
     """
+    with xla.full_precision():
+        return _per_image_in_chunks(state, images, terms, batch_size, batch_sharding, each_member)
+
+
+def _per_image_in_chunks(state, images, terms, batch_size, batch_sharding, each_member):
     if isinstance(images, np.ndarray) and len(images) > HOST_CHUNK_ROWS:
         parts = [
             _per_image(
