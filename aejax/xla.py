@@ -49,7 +49,8 @@ def full_precision() -> contextlib.AbstractContextManager:
     were up to 1e-3 off the CPU's for the same checkpoint, its k-NN distances and ``joint``
     far more, and a few verdicts changed (experiments/results/gpu_check.md). XLA:CPU computes
     the same bits either way. A context, not a process-wide setting: the user's own JAX code
-    keeps its own; training keeps JAX's default."""
+    keeps its own, and so does the training step (its held-out loss, from
+    :func:`aejax.core.per_image`, is at full precision)."""
     import jax
 
     return jax.default_matmul_precision("highest")

@@ -55,6 +55,14 @@ def summary(history: list[dict]) -> dict:
     }
 
 
+def largest_relative_differences(got: dict, want: dict, names) -> dict[str, float]:
+    """For each of ``names``: the largest relative difference of ``got[name]`` from
+    ``want[name]`` (arrays), in float64."""
+    import numpy as np
+
+    return {k: float(np.max(np.abs(got[k].astype(np.float64) / want[k] - 1))) for k in names}
+
+
 def cpu_name() -> str:
     """The CPU's model name (what ``lscpu`` calls it), for the results' headers."""
     for line in Path("/proc/cpuinfo").read_text().splitlines():

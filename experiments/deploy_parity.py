@@ -27,7 +27,15 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import RESULTS, ROOT, cpu_name, run_aejax, train, write_results
+from common import (
+    RESULTS,
+    ROOT,
+    cpu_name,
+    largest_relative_differences,
+    run_aejax,
+    train,
+    write_results,
+)
 
 RUNS = {
     "dense": ["--arch", "dense"],
@@ -94,10 +102,7 @@ def measure(run: str, variant: str, out: Path) -> None:
             command = [sys.executable, "-c", OUTSIDE_JAX, kind, model, "images.npy", "got.npz"]
             subprocess.run(command, check=True, cwd=tmp, env=env, capture_output=True)
             with np.load(tmp / "got.npz") as got:
-                differences[kind] = {
-                    name: float(np.max(np.abs(got[name].astype(np.float64) / want[name] - 1)))
-                    for name in SHOWN
-                }
+                differences[kind] = largest_relative_differences(got, want, SHOWN)
     out.write_text(json.dumps({"differences": differences}))
 
 

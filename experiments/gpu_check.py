@@ -24,6 +24,8 @@ import sys
 import time
 from pathlib import Path
 
+from common import largest_relative_differences
+
 RAW = ("bce", "mse", "kl", "entropy", "latent", "knn", "feat-maha", "feat-knn", "joint")
 RUNS = {"dense": ["--epochs", "5"], "conv": ["--epochs", "3"]}
 
@@ -91,14 +93,13 @@ def main(data_dir: Path, out_dir: Path) -> None:
         subprocess.run(command, check=True)
         exported = dict(np.load(out))
 
-        def worst(a, b):
-            return {k: float(np.max(np.abs(a[k].astype(np.float64) / b[k] - 1))) for k in RAW}
-
         report["runs"][arch] = {
             "train_seconds_whole_command": round(train_s, 1),
             "detect_platforms": [str(here["gpu"]["platform"]), str(here["cpu"]["platform"])],
-            "gpu_vs_cpu": worst(here["gpu"], here["cpu"]),
-            "artifact_on_gpu_vs_detect_on_gpu": worst(exported, here["gpu"]),
+            "gpu_vs_cpu": largest_relative_differences(here["gpu"], here["cpu"], RAW),
+            "artifact_on_gpu_vs_detect_on_gpu": largest_relative_differences(
+                exported, here["gpu"], RAW
+            ),
             "verdicts_equal_gpu_cpu": float(np.mean(here["gpu"]["ood"] == here["cpu"]["ood"])),
             "detect_seconds_10k": {p: float(here[p]["seconds"]) for p in ("gpu", "cpu")},
         }

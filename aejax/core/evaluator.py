@@ -54,24 +54,20 @@ def per_image(
     combined.
     """
     with xla.full_precision():
-        return _per_image_in_chunks(state, images, terms, batch_size, batch_sharding, each_member)
-
-
-def _per_image_in_chunks(state, images, terms, batch_size, batch_sharding, each_member):
-    if isinstance(images, np.ndarray) and len(images) > HOST_CHUNK_ROWS:
-        parts = [
-            _per_image(
-                state,
-                images[i : i + HOST_CHUNK_ROWS],
-                terms,
-                batch_size,
-                batch_sharding,
-                each_member,
-            )  # fmt: skip
-            for i in range(0, len(images), HOST_CHUNK_ROWS)
-        ]
-        return {k: jnp.concatenate([p[k] for p in parts]) for k in terms}
-    return _per_image(state, images, terms, batch_size, batch_sharding, each_member)
+        if isinstance(images, np.ndarray) and len(images) > HOST_CHUNK_ROWS:
+            parts = [
+                _per_image(
+                    state,
+                    images[i : i + HOST_CHUNK_ROWS],
+                    terms,
+                    batch_size,
+                    batch_sharding,
+                    each_member,
+                )  # fmt: skip
+                for i in range(0, len(images), HOST_CHUNK_ROWS)
+            ]
+            return {k: jnp.concatenate([p[k] for p in parts]) for k in terms}
+        return _per_image(state, images, terms, batch_size, batch_sharding, each_member)
 
 
 HOST_CHUNK_ROWS = 50_000  # what per_image sends to the device at once from host memory
