@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 
-from aejax import models
+from aejax import models, stopping
 from aejax.errors import AejaxError
 
 
@@ -20,14 +21,46 @@ def batch_size(arch: str, given: int | None = None) -> int:
     return given or models.get(arch).default_batch_size
 
 
+MIN_BATCH = 16
+STEPS_PER_EPOCH = 16  # at least, where the reference batch would give fewer
+# The most input pixels a default batch holds: what a training step keeps grows with them
+# (about 440 bytes a pixel for the conv net at its default width, measured with XLA's
+# memory analysis), so large images get smaller batches: 32 at 256x256, 8 at 512x512.
+BATCH_PIXELS = 2**21
+
+
+def data_batch_size(arch: str, n_train: int, image_shape: tuple[int, ...] | None = None) -> int:
+    """The batch size of an ``arch`` run on ``n_train`` training images of one's own: the
+    reference one (:func:`batch_size`) where it leaves :data:`STEPS_PER_EPOCH` steps an
+    epoch, else the power of two that does, at least :data:`MIN_BATCH` (the tutorial's
+    batch was chosen for 60,000 images: on 216 it gives 2 steps an epoch); then at most
+    :data:`BATCH_PIXELS` pixels of ``image_shape`` (H, W, C), so that large images fit.
+
+    >>> data_batch_size("conv", 54_000), data_batch_size("conv", 1600), data_batch_size("conv", 216)
+    (128, 64, 16)
+    >>> data_batch_size("conv", 3000, (256, 256, 3)), data_batch_size("conv", 300, (512, 512, 3))
+    (32, 8)
+    """
+    fits = 2 ** int(math.log2(max(1, n_train // STEPS_PER_EPOCH)))
+    batch = max(MIN_BATCH, min(batch_size(arch), fits))
+    if image_shape is not None:
+        pixels = image_shape[0] * image_shape[1]
+        batch = min(batch, 2 ** int(math.log2(max(1, BATCH_PIXELS // pixels))))
+    return batch
+
+
 @dataclasses.dataclass(frozen=True)
 class RunConfig:
     """What defines a training run. Defaults reproduce the reference runs."""
 
     arch: str = "dense"
     dataset: str = "mnist"
-    epochs: int = 15
-    batch_size: int = 0  # 0: the architecture's reference batch size (dense 256, conv 128)
+    # None: from the data (resolved): the tutorial's 15 on its datasets (REFERENCE_DATASETS),
+    # else the step ceiling's epochs, with early stopping (aejax.stopping).
+    epochs: int | None = None
+    # 0: from the data: the architecture's reference batch size (dense 256, conv 128) on
+    # the reference datasets, else data_batch_size.
+    batch_size: int = 0
     lr: float = 1e-3
     seed: int = 0
     # The last examples of the train split, held out (thresholds, statistics); None: a fifth
@@ -40,6 +73,9 @@ class RunConfig:
     # A folder's or array's preprocessing (aejax.data.sources): resize to [H, W], C channels.
     image_size: list[int] | None = None
     channels: int | None = None
+    # Stop once the held-out loss stops improving (aejax.stopping), keeping the best epoch;
+    # set when epochs come from the data, off when --epochs is given.
+    early_stopping: bool = False
 
     def resolved(
         self, image_shape: tuple[int, int, int] | None = None, n_train: int | None = None
@@ -47,11 +83,20 @@ class RunConfig:
         """Fills in the architecture's defaults, so the saved config says what was used;
         ``image_shape``, the data's ``(H, W, C)``, sets the model's shape options (those of
         ``image_shape`` and ``channels`` it has) unless they were given; ``n_train``, the size
-        of the data's train split, sets the held-out slice unless it was given."""
-        batch = batch_size(self.arch, self.batch_size)
+        of the data's train split, sets the held-out slice, the batch size and the epochs
+        unless they were given."""
         holdout = self.holdout
         if holdout is None and n_train is not None:
             holdout = default_holdout(n_train)
+        batch, epochs, early = self.batch_size, self.epochs, self.early_stopping
+        if self.dataset in REFERENCE_DATASETS or n_train is None:
+            batch = batch_size(self.arch, batch)
+            epochs = REFERENCE_EPOCHS if epochs is None else epochs
+        else:
+            batch = batch or data_batch_size(self.arch, n_train - holdout, image_shape)
+            if epochs is None:
+                epochs = stopping.ceiling_epochs(math.ceil((n_train - holdout) / batch))
+                early = True
         defaults = models.defaults(self.arch)
         given = models.check_options(self.arch, self.model)
         if image_shape is not None:
@@ -70,6 +115,8 @@ class RunConfig:
         return dataclasses.replace(
             self,
             batch_size=batch,
+            epochs=epochs,
+            early_stopping=early,
             holdout=holdout,
             model=_jsonable(model),
             image_size=image_size,
@@ -83,9 +130,11 @@ class RunConfig:
             if v is not None
         }
 
-    # Everything but `epochs` shapes the trajectory; a resumed run must agree on all of it.
+    # Everything but how long it trains shapes the trajectory; a resumed run must agree on
+    # all of it.
     def trajectory(self) -> dict:
-        return {k: v for k, v in dataclasses.asdict(self).items() if k != "epochs"}
+        length = ("epochs", "early_stopping")
+        return {k: v for k, v in dataclasses.asdict(self).items() if k not in length}
 
     def row_ranges(self, n_train: int) -> dict[str, tuple[str, int, int]]:
         """``{role: (tfds_split, start, stop)}`` for the rows trained on and held out, given
@@ -109,6 +158,11 @@ class RunConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
 
+
+# The tutorial's datasets and its training length on them: their runs reproduce it exactly
+# (experiments/results/seed_parity.md). Other data trains for as long as it needs.
+REFERENCE_DATASETS = ("mnist", "fashion_mnist")
+REFERENCE_EPOCHS = 15
 
 HOLDOUT = 1000  # the most images a run holds out by default (what MNIST's reference runs did)
 

@@ -3,7 +3,7 @@
 ::
 
     from aejax import AutoencoderDetector
-    det = AutoencoderDetector("conv", epochs=15, target_fpr=0.01)
+    det = AutoencoderDetector("conv", target_fpr=0.01)
     det.fit(normal_images)                 # uint8 [N, H, W(, C)], a TFDS name or a folder
     det.predict(new_images)                # 1 = OOD, 0 = in-distribution (PyOD's labels)
     det.decision_function(new_images)      # the scores (higher: more anomalous)
@@ -43,7 +43,7 @@ class AutoencoderDetector:
         self,
         arch: str = "dense",
         *,
-        epochs: int = 15,
+        epochs: int | None = None,
         batch_size: int = 0,
         lr: float = 1e-3,
         seed: int = 0,
@@ -85,7 +85,7 @@ class AutoencoderDetector:
 
         if isinstance(X, str | Path):
             dataset = str(X)
-            workdir = Path(self.workdir or run.default_workdir(self.arch, dataset))
+            workdir = Path(self.workdir or run.default_workdir(self.arch, dataset, self._given()))
         else:
             images = np.asarray(X)
             if images.dtype != np.uint8 or images.ndim not in (3, 4):
@@ -97,28 +97,30 @@ class AutoencoderDetector:
             workdir = Path(self.workdir or run.RUNS_DIR / f"{self.arch}-array-{digest}")
             dataset = str((workdir / "train_images.npy").absolute())
             _save_array(Path(dataset), images)
-        given = {
-            "arch": self.arch,
-            "dataset": dataset,
-            "epochs": self.epochs,
-            "batch_size": self.batch_size,
-            "lr": self.lr,
-            "seed": self.seed,
-            "model": self.model,
-        }
-        if self.holdout is not None:  # else sized from the data (new run) or the saved run's
-            given["holdout"] = self.holdout
+        given = {**self._given(), "dataset": dataset}
         source = data.source(dataset, self.data_dir)
         given["dataset"] = source.name
         facts = (None, None)
         if run.saved_config(workdir) is None:  # a new run: shaped and sized by the data
             facts = source.image_shape(), source.num_examples("train")
         config = run.resolve_config(given, workdir, *facts)
+        try:  # known before training: a threshold the held-out slice cannot support
+            self.threshold_policy().check_supported(config.holdout)
+        except ValueError as e:
+            raise AejaxError(str(e)) from None
         training.train_and_evaluate(config, workdir, data_dir=self.data_dir, source=source)
         detector = evaluation.fit_detector(
             workdir, score=self.score, threshold=self.threshold_policy(), data_dir=self.data_dir
         )
         return self._with(detector)
+
+    def _given(self) -> dict:
+        """The :class:`aejax.config.RunConfig` fields the options give (``model``: model
+        options); what is None comes from the data (a new run) or the saved run."""
+        given = {"arch": self.arch, "epochs": self.epochs, "batch_size": self.batch_size,
+                 "lr": self.lr, "seed": self.seed, "holdout": self.holdout,
+                 "model": dict(self.model)}  # fmt: skip
+        return {k: v for k, v in given.items() if v is not None}
 
     def _with(self, detector) -> AutoencoderDetector:
         self.detector_ = detector

@@ -18,6 +18,7 @@ import datetime
 import fcntl
 import json
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -34,10 +35,54 @@ RUNS_DIR = Path("runs")
 CHECKPOINT_FORMAT = 3
 
 
-def default_workdir(arch: str, dataset: str) -> Path:
-    """``runs/<arch>-<dataset>``: a folder by its last path component, a ``.npy`` file by its
-    stem, a TFDS name's slashes as ``-`` (:func:`aejax.data.display_name`)."""
-    return RUNS_DIR / f"{arch}-{data.display_name(dataset).replace('/', '-')}"
+def default_workdir(arch: str, dataset: str, given: dict | None = None) -> Path:
+    """``runs/<arch>-<dataset>[-<option>...]``: the dataset as :func:`aejax.data.display_name`
+    names it (a folder by its last path component, a ``.npy`` file by its stem), then each
+    option in ``given`` (:class:`RunConfig` fields; ``model``: model options) that makes the
+    run differ from the defaults, so that runs that differ never share a folder. How long
+    it trains is no difference (``--epochs`` extends a run).
+
+    >>> default_workdir("dense", "mnist").as_posix()
+    'runs/dense-mnist'
+    >>> given = {"ensemble": 8, "seed": 0, "epochs": 3, "model": {"depth": 3}}
+    >>> default_workdir("conv", "emnist/letters", given).as_posix()
+    'runs/conv-emnist_letters-ensemble8-depth3'
+    """
+    given = dict(given or {})
+    model = given.pop("model", {}) or {}
+    defaults = dataclasses.asdict(RunConfig())
+    parts = [arch, data.display_name(dataset)]
+    for name, value in given.items():
+        if name in _NAMED and value is not None and value != defaults[name]:
+            parts.append(_NAMED[name](value))
+    parts += [f"{name}{_compact(value)}" for name, value in model.items()]
+    return RUNS_DIR / _safe("-".join(parts))
+
+
+# How each option that shapes a run is written in its default workdir's name.
+_NAMED = {
+    "ensemble": lambda k: f"ensemble{k}",
+    "seed": lambda s: f"seed{s}",
+    "lr": lambda lr: f"lr{lr:g}",
+    "batch_size": lambda b: f"batch{b}",
+    "holdout": lambda n: f"holdout{n}",
+    "compute_dtype": str,
+    "mutation_rate": lambda r: f"mutation{r:g}",
+    "image_size": lambda hw: "x".join(map(str, hw)),
+    "channels": lambda c: {1: "grey", 3: "rgb"}.get(c, f"channels{c}"),
+}
+
+
+def _compact(value) -> str:
+    if isinstance(value, list | tuple):
+        return "x".join(map(_compact, value))
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _safe(name: str) -> str:
+    """A folder name from anything: what is not a letter, digit, ``.``, ``_`` or ``-`` as
+    ``_`` (a TFDS name's ``/`` and ``:``, a version's ``*``, spaces)."""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", name)
 
 
 LOCK_FILE = ".lock"
@@ -89,6 +134,8 @@ def resolve_config(
     given. Reads only; an option that clashes with the saved run is an error."""
     given = dict(given)
     model_given = given.pop("model", {})
+    if given.get("epochs") is not None:  # a length asked for: no early stopping
+        given["early_stopping"] = False
     saved = saved_config(workdir)
     if saved is None:
         config = dataclasses.replace(RunConfig(), **given, model=model_given)
@@ -169,6 +216,13 @@ def saved_config(workdir: Path) -> RunConfig | None:
         return RunConfig.from_dict(checkpoints.meta()["config"])
 
 
+def model_step(history: list[dict]) -> int | None:
+    """The epoch whose checkpoint is the run's model, from the ``history`` of its newest
+    checkpoint: the best epoch of a run that stopped early (the ``stopped`` record of its
+    last epoch, written by :meth:`aejax.training.Trainer.save`), else None (the latest)."""
+    return history[-1].get("stopped", {}).get("best_epoch") if history else None
+
+
 def latest_workdir() -> Path:
     """The run under ``runs/`` with the most recently written checkpoint."""
     candidates = [
@@ -188,7 +242,8 @@ def latest_workdir() -> Path:
 def restore(
     workdir: str | Path, step: int | None = None, placement: Placement | None = None
 ) -> tuple[core.TrainState, RunConfig, dict]:
-    """``(state, config, meta)`` of a trained run; ``step`` None means the latest epoch; with a
+    """``(state, config, meta)`` of a trained run; ``step`` None means the run's model: the
+    latest epoch, or the best one of a run that stopped early (:func:`model_step`); with a
     placement, the state is replicated over its devices."""
     workdir = Path(workdir)
     if not (workdir / "checkpoints").is_dir():
@@ -197,6 +252,8 @@ def restore(
             f"(python -m aejax.train --workdir {workdir}) or give another --workdir"
         )
     with Checkpoints(workdir / "checkpoints", read_only=True) as checkpoints:
+        if step is None:
+            step = model_step(checkpoints.meta()["history"])
         meta = checkpoints.meta(step)
         config = RunConfig.from_dict(meta["config"])
         if config.arch not in models.names():

@@ -141,10 +141,13 @@ def _target_rank(fpr: float, n: int) -> int:
     j = max(1, math.ceil((n + 1) * (1 - fpr) - 1e-9))  # the epsilon: (n+1)(1-F) is often whole
     if j > n:
         smallest = _round_up(1 / (n + 1))
+        need = math.ceil((1 - fpr) / fpr - 1e-9)  # the least n with (n + 1)(1 - F) <= n
         raise ValueError(
             f"{n} held-out images cannot set a threshold for FPR {fpr:g}: the smallest target "
-            f"they support is {smallest:g}; ask for {smallest:g} or more, or hold out more "
-            "images (aejax.train --holdout)"
+            f"they support is {smallest:g}; ask for {smallest:g} or more, or hold out at "
+            f"least {need} images (aejax.train --holdout; the estimator's holdout=; by "
+            f"default a fifth of the training images is held out, so {5 * need} images give "
+            f"{need})"
         )
     return j
 

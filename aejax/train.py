@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from aejax import cli, core, data, models, parallel, training
+from aejax import cli, core, data, models, parallel, run, training
 from aejax.clock import PhaseClock, seconds_since_start
 
 
@@ -53,7 +53,13 @@ def _parser() -> argparse.ArgumentParser:
         help="a folder's images are "
         "converted to grey (1) or RGB (3) (default: RGB if any is in colour)",
     )
-    p.add_argument("--epochs", type=cli.integer(1), help="train until this epoch (default 15)")
+    p.add_argument(
+        "--epochs",
+        type=cli.integer(1),
+        help="train until this epoch (default: 15 on mnist and fashion_mnist, as the "
+        "tutorial; other data trains until its held-out loss stops improving, 500 to 12,000 "
+        "optimizer steps, and keeps its best epoch)",
+    )
     p.add_argument(
         "--batch-size",
         type=cli.integer(1),
@@ -172,17 +178,21 @@ def train_command(args: argparse.Namespace) -> int:
     result = training.train(request(args), clock)
     if not parallel.is_main_process():
         return 0
-    history, state = result.history, result.state
-    last = history[-1]
+    history, state, config = result.history, result.state, result.config
+    model = history[(run.model_step(history) or len(history)) - 1]  # its kept epoch
     seconds = np.median([h["epoch_seconds"] for h in history])
-    spread = f" ± {last['val_loss_sd']:.4f} over {state.members} members" if state.members else ""
+    spread = f" ± {model['val_loss_sd']:.4f} over {state.members} members" if state.members else ""
+    phrase, warning = training.convergence(history)
     print(
-        f"{result.config.arch} on {data.display_name(result.config.dataset)}: "
-        f"{last['epoch']} epochs, "
-        f"{core.param_count(state):,} params, test BCE {last['val_loss']:.4f}{spread}"
-        f", median {seconds:.2f} s/epoch; run in {result.workdir}",
+        f"{config.arch} on {data.display_name(config.dataset)}: {len(history)} epochs "
+        f"({history[-1].get('steps', 0):,} steps of {config.batch_size}), "
+        f"{core.param_count(state):,} params, "
+        f"test BCE {model['val_loss']:.4f}{spread}; {phrase}; median {seconds:.2f} s/epoch; "
+        f"run in {result.workdir}",
         file=sys.stdout,
     )
+    if warning:
+        print(warning, file=sys.stderr)
     return 0
 
 

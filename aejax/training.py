@@ -20,10 +20,11 @@ import time
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
-from aejax import board, core, data, files, models, parallel, xla
+from aejax import board, core, data, files, losses, models, parallel, stopping, xla
 from aejax.checkpoint import Checkpoints
 from aejax.clock import PhaseClock, seconds_since_start
 from aejax.config import RunConfig
@@ -35,6 +36,7 @@ from aejax.run import (
     check_resumes,
     default_workdir,
     device_defaults,
+    model_step,
     move_aside,
     resolve_config,
     restore_state,
@@ -128,6 +130,13 @@ class Trainer:
         # One device: leave placement to XLA, as a user of the plain functions would.
         self.batch_sharding = placement.batch if placement.size > 1 else None
         self.board = board.Board(workdir)
+        # Convergence is judged on the held-out slice (the test split where there is none),
+        # as KL: its BCE less its images' own entropy, the part training can remove.
+        self.watched = "holdout_loss" if "holdout" in self.sets else "val_loss"
+        self.floor = mean_entropy(*self.sets["holdout" if "holdout" in self.sets else "test"])
+        self.steps_per_epoch = math.ceil(self.sets["train"][1] / config.batch_size)
+        self.best: tuple[int, core.TrainState] | None = None  # an early-stopping run's model
+        self.best_saved = False
 
     def described_rows(self) -> str:
         """E.g. "216 training images, 54 more held out (--holdout) for eval's threshold"."""
@@ -138,13 +147,49 @@ class Trainer:
             "threshold and statistics"
         )
 
+    def describe_start(self, history: list[dict], stopped: bool) -> str:
+        """The command's first line: what it trains, on what, for how long."""
+        if stopped:
+            return (
+                f"{self.workdir} stopped at epoch {len(history)}, its held-out loss converged "
+                f"(epoch {model_step(history)} kept): nothing to train; --epochs N trains "
+                "further"
+            )
+        if history:
+            doing = f"resuming {self.workdir} from epoch {len(history)}"
+        else:
+            doing = f"training {self.config.arch} on {self.source.label} in {self.workdir}"
+        source = ", streaming batches from disk" if self.streaming else ""
+        if self.config.early_stopping:
+            rule = stopping.DEFAULT_RULE
+            length = (f"until the held-out loss stops improving ({rule.min_steps:,} to "
+                      f"{rule.max_steps:,} steps of {self.config.batch_size}; --epochs N "
+                      "for a fixed length)")  # fmt: skip
+        else:
+            length = f"for {self.config.epochs} epochs of {self.config.batch_size}"
+        return (f"{doing}, on {parallel.describe(self.placement)}{source}; "
+                f"{self.described_rows()}; {length}")  # fmt: skip
+
     def initial_state(self, checkpoints: Checkpoints) -> tuple[core.TrainState, list[dict]]:
         if checkpoints.latest_step() is None:
             state = fresh_state(self.config)
             core.check_image_shape(state, self.sets["test"][0].shape[1:])
             return self.placement.replicate(state), []
         state, meta = restore_state(checkpoints, None, self.config, self.placement)
-        return state, meta["history"]
+        history = meta["history"]
+        if self.config.epochs < len(history):
+            raise AejaxError(
+                f"{self.workdir} has trained {len(history)} epochs already, more than "
+                f"--epochs {self.config.epochs}: give more epochs to train further, or --fresh "
+                "to start over (the run is kept aside)"
+            )
+        if self.config.early_stopping:  # its model: the best epoch, which is saved
+            best_epoch = model_step(history) or len(history)
+            best = state
+            if best_epoch != len(history):
+                best = restore_state(checkpoints, best_epoch, self.config, self.placement)[0]
+            self.best, self.best_saved = (best_epoch, jax.tree.map(jnp.copy, best)), True
+        return state, history
 
     def evaluate(self, state) -> dict:
         """Test and held-out BCE; an ensemble's as the mean over its members, with their
@@ -196,10 +241,13 @@ class Trainer:
         )
         train_metrics = {k: float(v) for k, v in train_metrics.items()}
         train_seconds = time.perf_counter() - start
+        evaluated = self.evaluate(state)
         metrics = {
             "epoch": epoch,
             **train_metrics,
-            **self.evaluate(state),
+            **evaluated,
+            "watched_kl": evaluated[self.watched] - self.floor,
+            "steps": epoch * self.steps_per_epoch,  # optimizer steps so far
             "train_seconds": round(train_seconds, 3),
             "epoch_seconds": round(time.perf_counter() - start, 3),
             "images_per_second": round(n / train_seconds, 1),
@@ -220,11 +268,20 @@ class Trainer:
         return state, metrics
 
     def write_records(self, history: list[dict]) -> None:
+        """``metrics.jsonl``, rewritten whole (at the start: a resumed run's epochs)."""
         if not self.is_main:
             return
         files.write_text(
             self.workdir / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in history)
         )
+
+    def append_record(self, metrics: dict) -> None:
+        """One epoch's line, appended: a run of thousands of short epochs (one's own few
+        hundred images) would rewrite the whole file thousands of times. A line cut short
+        by a kill is dropped by the resumed run's :meth:`write_records`."""
+        if self.is_main:
+            with open(self.workdir / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(metrics) + "\n")
 
     def fit(self) -> tuple[core.TrainState, list[dict]]:
         if self.is_main:
@@ -237,17 +294,13 @@ class Trainer:
             with self.clock("initialisation"):
                 state, history = self.initial_state(checkpoints)
             self.clock.epochs_before = len(history)
+            # An early-stopping run that stopped before trains no further unless asked.
+            stopped = self.config.early_stopping and model_step(history) is not None
             if self.is_main:
-                doing = (
-                    f"resuming {self.workdir} from epoch {len(history)}"
-                    if history
-                    else f"training {self.config.arch} on {self.source.label} in {self.workdir}"
-                )
-                source = ", streaming batches from disk" if self.streaming else ""
-                print(f"{doing}, on {parallel.describe(self.placement)}{source}; "
-                      f"{self.described_rows()}", file=sys.stderr)  # fmt: skip
+                print(self.describe_start(history, stopped), file=sys.stderr)
             self.write_records(history)  # drops lines of epochs that never got a checkpoint
-            for epoch in range(len(history) + 1, self.config.epochs + 1):
+            last = len(history) if stopped else self.config.epochs
+            for epoch in range(len(history) + 1, last + 1):
                 state, metrics = self.run_epoch(state, epoch)
                 check_finite(epoch, {k: metrics[k] for k in ("loss", "val_loss")})
                 history.append(metrics)
@@ -255,22 +308,47 @@ class Trainer:
                 if warning and self.is_main:
                     tqdm.write(warning, file=sys.stderr)
                 with self.clock("checkpoints"):
-                    checkpoints.save(
-                        epoch,
-                        state,
-                        {
-                            "config": dataclasses.asdict(self.config),
-                            "history": history,
-                            "format": CHECKPOINT_FORMAT,
-                        },
-                        force=epoch == self.config.epochs,
-                    )
+                    done = self.save(checkpoints, state, history)
                 with self.clock("records"):  # metrics.jsonl, TensorBoard
-                    self.write_records(history)
+                    self.append_record(metrics)
                     self.write_board(state, metrics)
+                if done:
+                    break
                 check_interrupted()
         self.board.close()
-        return state, history
+        return (state if self.best is None else self.best[1]), history
+
+    def save(self, checkpoints: Checkpoints, state, history: list[dict]) -> bool:
+        """Checkpoints the epoch just trained; returns whether training is done.
+
+        A run of a fixed length saves every epoch the interval lets through, and its last.
+        An early-stopping run saves only its improving epochs (so its checkpoints never go
+        past its best until it stops) and keeps the best in memory; when the rule stops it,
+        it saves the best (if the interval skipped it) and then the last epoch, whose
+        history says ``stopped`` (:func:`stopped`): the run's model is the best, and the last
+        epoch's state is where ``--epochs N`` would go on from, as if it had never stopped."""
+        epoch = len(history)
+
+        def meta(epochs: list[dict]) -> dict:
+            return {"config": dataclasses.asdict(self.config), "history": epochs,
+                    "format": CHECKPOINT_FORMAT}  # fmt: skip
+
+        if not self.config.early_stopping:
+            checkpoints.save(epoch, state, meta(history), force=epoch == self.config.epochs)
+            return False
+        decision = stopping.decide([h["watched_kl"] for h in history], self.steps_per_epoch)
+        if decision.stop:
+            history[-1]["stopped"] = {"reason": decision.reason, "best_epoch": decision.best_epoch}
+        if decision.best_epoch == epoch:
+            # The next epoch donates `state`'s buffers: the best is kept as a copy.
+            self.best = epoch, jax.tree.map(jnp.copy, state)
+            self.best_saved = checkpoints.save(epoch, state, meta(history), force=decision.stop)
+        elif decision.stop:
+            best_epoch, best_state = self.best
+            if not self.best_saved:
+                checkpoints.save(best_epoch, best_state, meta(history[:best_epoch]), force=True)
+            checkpoints.save(epoch, state, meta(history), force=True)
+        return decision.stop
 
     def write_board(self, state, metrics: dict) -> None:
         """The epoch's numbers, and every few epochs a reconstruction grid, to TensorBoard."""
@@ -285,7 +363,7 @@ class Trainer:
             return
         self.board.scalars(epoch, {  # an ensemble's per-member lists: in metrics.jsonl
             f"{'loss' if 'loss' in k else 'speed'}/{k}": v
-            for k, v in metrics.items() if k != "epoch" and not isinstance(v, list)
+            for k, v in metrics.items() if k != "epoch" and isinstance(v, int | float)
         })  # fmt: skip
         if grid is not None:
             self.board.images(epoch, "reconstructions/test", grid)
@@ -302,6 +380,56 @@ def _first_reconstructed(state, images, k: int = 8):
 @xla.quick_jit(static_argnums=2)  # a few images once a run: its compile time is what counts
 def _first_reconstructed_program(state, images, k):
     return images[:k], core.reconstruct(state, images[:k])
+
+
+def mean_entropy(images, n: int, chunk: int = 1024) -> float:
+    """The mean entropy of the first ``n`` of ``images`` (:func:`aejax.losses.entropy_per_example`):
+    the BCE no model goes below on them."""
+    total = 0.0
+    for start in range(0, n, chunk):
+        rows = images[start : min(n, start + chunk)]
+        total += float(np.sum(np.asarray(losses.entropy_per_example(rows), np.float64)))
+    return total / max(n, 1)
+
+
+# How much a run's held-out KL fell over its last fifth of epochs (convergence()): up to
+# CONVERGED it had converged; past STILL_IMPROVING, a run of the length asked for was still
+# improving fast (a warning); a run stopped by the step ceiling warns past CONVERGED, since
+# nobody chose its length.
+CONVERGED = 0.01
+STILL_IMPROVING = 0.05
+
+
+def convergence(history: list[dict]) -> tuple[str, str | None]:
+    """What a run's held-out losses say of its training length: a phrase for the summary
+    line, and a warning when it ended while still improving fast (None otherwise)."""
+    kl = [h["watched_kl"] for h in history if "watched_kl" in h]
+    record = history[-1].get("stopped")
+    if record and record["reason"] == "converged":
+        best = record["best_epoch"]
+        return (
+            f"converged: held-out loss stopped improving after epoch {best} "
+            f"(the model kept), stopped at epoch {len(history)}",
+            None,
+        )
+    fell = stopping.trend(kl) if len(kl) == len(history) else None
+    if fell is None:
+        return "", None
+    phrase = f"held-out KL fell {fell:.1%} over the last fifth of the epochs"
+    if fell <= CONVERGED:
+        return phrase + ": converged", None
+    if record:  # the step ceiling
+        why = f"it stopped at the ceiling of {stopping.DEFAULT_RULE.max_steps:,} steps"
+    elif fell <= STILL_IMPROVING:
+        return phrase + ": still improving, slowly", None
+    else:
+        why = f"{len(history)} epochs were asked for"
+    more = 2 * len(history)
+    warning = (
+        f"warning: the held-out loss was still falling ({fell:.1%} over the last fifth of "
+        f"the epochs) when training ended: {why}; train further with --epochs {more}"
+    )
+    return phrase + ": still improving", warning
 
 
 def memory_budget() -> int:
@@ -403,7 +531,8 @@ def _setup(request: TrainRequest):
         source = data.source(given["dataset"], request.data_dir, **options)
         given["dataset"] = source.name
     arch = given.get("arch", RunConfig.arch)
-    workdir = request.workdir or default_workdir(arch, given.get("dataset", RunConfig.dataset))
+    dataset = given.get("dataset", RunConfig.dataset)
+    workdir = request.workdir or default_workdir(arch, dataset, given)
     arch, batch_size = device_defaults(given, None if request.fresh else workdir)
     models.check_options(arch, given["model"])  # before any work: one line if it is wrong
     placement = parallel.setup(
