@@ -1,7 +1,7 @@
 """TensorBoard event files of a run: ``tensorboard --logdir runs`` shows every run.
 
 Training writes each epoch's losses and speed, and a grid of test images over their
-reconstructions every :data:`IMAGES_EVERY` epochs and at the last; evaluation adds each set's
+reconstructions at the epochs :func:`images_due` names and at the last; evaluation adds each set's
 score histogram, the AUROCs and the ROC figure. The events go straight into the run's
 directory (``events.out.tfevents.*``, one file per command).
 
@@ -13,6 +13,7 @@ traceback from a thread.
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 import time
@@ -20,7 +21,18 @@ from pathlib import Path
 
 import numpy as np
 
-IMAGES_EVERY = 5  # epochs between reconstruction grids
+IMAGES_EVERY = 5  # epochs between reconstruction grids, at first
+
+
+def images_due(epoch: int) -> bool:
+    """Whether epoch ``epoch`` gets a reconstruction grid: epoch :data:`IMAGES_EVERY`, then
+    every 10 epochs up to 100, every 100 up to 1000, and so on (a run of a few hundred
+    images trains thousands of short epochs, and a grid costs a reconstruction and a PNG).
+
+    >>> [e for e in range(1, 400) if images_due(e)]
+    [5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 100, 200, 300]
+    """
+    return epoch % max(IMAGES_EVERY, 10 ** int(math.log10(epoch))) == 0
 
 
 class Board:

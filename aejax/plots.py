@@ -25,14 +25,30 @@ def _save(fig, path: str | Path) -> Path:
 
 
 def loss_curve(history: list[dict], path: str | Path, title: str = "") -> Path:
-    """Training and validation loss per epoch (each key of ``history`` ending in ``loss``)."""
-    fig, ax = plt.subplots(figsize=(6, 4))
+    """Training and validation loss per epoch (each key of ``history`` ending in ``loss``);
+    beside them, where the history has it, the watched held-out KL on a log scale (what
+    early stopping judges: :mod:`aejax.stopping`), and the epoch a stopped run kept."""
+    with_kl = "watched_kl" in history[-1]
+    fig, axes = plt.subplots(1, 1 + with_kl, figsize=(6 + 5 * with_kl, 4), squeeze=False)
     epochs = [h["epoch"] for h in history]
+    style = {"marker": "o", "ms": 3} if len(history) <= 60 else {}
+    ax = axes[0, 0]
     for key in [k for k in history[-1] if k.endswith("loss")]:
-        ax.plot(epochs, [h.get(key, np.nan) for h in history], marker="o", ms=3, label=key)
+        ax.plot(epochs, [h.get(key, np.nan) for h in history], label=key, **style)
     ax.set(xlabel="epoch", ylabel="binary cross-entropy", title=title)
-    ax.grid(alpha=0.3)
-    ax.legend()
+    if with_kl:
+        kl = axes[0, 1]
+        kl.plot(epochs, [h.get("watched_kl", np.nan) for h in history], color="C3",
+                label="held-out KL", **style)  # fmt: skip
+        kl.set_yscale("log")
+        kl.set(xlabel="epoch", ylabel="held-out BCE less the images' entropy",
+               title="what training can still remove (held-out KL)")  # fmt: skip
+    kept = history[-1].get("stopped", {}).get("best_epoch")
+    for a in axes.flat:
+        if kept:
+            a.axvline(kept, color="grey", ls="--", lw=1, label=f"kept: epoch {kept}")
+        a.grid(alpha=0.3)
+        a.legend()
     return _save(fig, path)
 
 

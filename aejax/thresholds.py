@@ -141,7 +141,7 @@ def _target_rank(fpr: float, n: int) -> int:
     j = max(1, math.ceil((n + 1) * (1 - fpr) - 1e-9))  # the epsilon: (n+1)(1-F) is often whole
     if j > n:
         smallest = _round_up(1 / (n + 1))
-        need = math.ceil((1 - fpr) / fpr - 1e-9)  # the least n with (n + 1)(1 - F) <= n
+        need = held_out_needed(fpr)
         raise ValueError(
             f"{n} held-out images cannot set a threshold for FPR {fpr:g}: the smallest target "
             f"they support is {smallest:g}; ask for {smallest:g} or more, or hold out at "
@@ -150,6 +150,17 @@ def _target_rank(fpr: float, n: int) -> int:
             f"{need})"
         )
     return j
+
+
+def held_out_needed(fpr: float) -> int:
+    r"""The fewest held-out images that can set a threshold for target FPR :math:`F`
+    (:func:`at_target_fpr`): the least :math:`n` with :math:`(n + 1)(1 - F) \le n`, that is
+    :math:`n \ge (1 - F) / F`.
+
+    >>> held_out_needed(0.05), held_out_needed(0.01), held_out_needed(0.001)
+    (19, 99, 999)
+    """
+    return math.ceil((1 - fpr) / fpr - 1e-9)
 
 
 def _round_up(x: float, digits: int = 2) -> float:

@@ -354,7 +354,7 @@ class Trainer:
         """The epoch's numbers, and every few epochs a reconstruction grid, to TensorBoard."""
         epoch = metrics["epoch"]
         grid = None
-        if epoch % board.IMAGES_EVERY == 0 or epoch == self.config.epochs:
+        if board.images_due(epoch) or epoch == self.config.epochs or "stopped" in metrics:
             # Every process computes it: the state spans all of them (a computation that
             # only process 0 entered would wait for the others forever).
             first, recon = _first_reconstructed(state, self.sets["test"][0])

@@ -130,15 +130,22 @@ def skimage_image(name: str):
 
 def crops32(image_HxWx3, n: int, rng):
     """``n`` random squares of 32-96 pixels of the image, resized to 32x32 ``[n, 32, 32, 3]``."""
+    return crops(image_HxWx3, n, 32, rng)
+
+
+def crops(image_HxWx3, n: int, side: int, rng):
+    """``n`` random squares of ``side`` to 3 ``side`` pixels of the image, resized to
+    ``side`` x ``side``: ``[n, side, side, 3]``."""
     import numpy as np
     from PIL import Image
 
     photo = Image.fromarray(image_HxWx3)
-    out = np.empty((n, 32, 32, 3), np.uint8)
+    out = np.empty((n, side, side, 3), np.uint8)
     for i in range(n):
-        side = int(rng.integers(32, 97))
-        x, y = rng.integers(0, photo.width - side), rng.integers(0, photo.height - side)
-        out[i] = np.asarray(photo.resize((32, 32), Image.BILINEAR, box=(x, y, x + side, y + side)))
+        square = int(rng.integers(side, min(3 * side + 1, photo.width, photo.height)))
+        x, y = rng.integers(0, photo.width - square), rng.integers(0, photo.height - square)
+        box = (x, y, x + square, y + square)
+        out[i] = np.asarray(photo.resize((side, side), Image.BILINEAR, box=box))
     return out
 
 

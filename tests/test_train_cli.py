@@ -42,7 +42,10 @@ def test_writes_every_file_and_resumes(tmp_path, capsys):
     workdir = tmp_path / "run"
     assert train.main([*SMALL, "--epochs", "2", "--workdir", str(workdir)]) == 0
     summary = capsys.readouterr().out.strip().splitlines()[-1]
-    assert summary.startswith("dense on mnist: 2 epochs, 24,319 params, test BCE 0.")
+    # 10,000 images an epoch at the tutorial's batch: 40 steps an epoch.
+    assert summary.startswith(
+        "dense on mnist: 2 epochs (80 steps of 256), 24,319 params, test BCE 0."
+    )
     config = json.loads((workdir / "config.json").read_text())
     assert config == {
         "arch": "dense",
@@ -58,6 +61,7 @@ def test_writes_every_file_and_resumes(tmp_path, capsys):
         "model": {"latent_dim": 15, "image_shape": [28, 28, 1]},
         "image_size": None,
         "channels": None,
+        "early_stopping": False,
     }
     assert [m["epoch"] for m in metrics(workdir)] == [1, 2]
     assert (workdir / "loss.png").stat().st_size > 10_000
