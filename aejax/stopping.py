@@ -34,6 +34,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
+
+from aejax.errors import AejaxError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,9 +84,30 @@ def decide(kl: list[float], steps_per_epoch: int, rule: Rule = DEFAULT_RULE) -> 
     return Decision(False, best + 1, epochs, "training")
 
 
-def ceiling_epochs(steps_per_epoch: int, rule: Rule = DEFAULT_RULE) -> int:
-    """The most epochs a run with this many steps an epoch trains unless told."""
-    return math.ceil(rule.max_steps / steps_per_epoch)
+def max_steps() -> int:
+    """The step ceiling of a new run: :data:`DEFAULT_RULE`'s, or ``$AEJAX_MAX_STEPS`` (a
+    quicker first look, a test). A run saves the epochs it comes to in its config, so the
+    variable never changes a run that exists."""
+    text = os.environ.get("AEJAX_MAX_STEPS")
+    if text is None:
+        return DEFAULT_RULE.max_steps
+    if not text.isdigit() or int(text) < 1:
+        raise AejaxError(f"AEJAX_MAX_STEPS={text!r}: give a whole number of steps, 1 or more")
+    return int(text)
+
+
+def ceiling_epochs(steps_per_epoch: int) -> int:
+    """The most epochs a new run with this many steps an epoch trains unless told."""
+    return math.ceil(max_steps() / steps_per_epoch)
+
+
+def rule_for(epochs: int, steps_per_epoch: int) -> Rule:
+    """:data:`DEFAULT_RULE` for a run whose ceiling is ``epochs`` epochs (its config's): the
+    floor never above the ceiling."""
+    ceiling = epochs * steps_per_epoch
+    return dataclasses.replace(
+        DEFAULT_RULE, max_steps=ceiling, min_steps=min(DEFAULT_RULE.min_steps, ceiling)
+    )
 
 
 def trend(kl: list[float], fraction: float = 0.2) -> float | None:

@@ -161,7 +161,7 @@ class Trainer:
             doing = f"training {self.config.arch} on {self.source.label} in {self.workdir}"
         source = ", streaming batches from disk" if self.streaming else ""
         if self.config.early_stopping:
-            rule = stopping.DEFAULT_RULE
+            rule = stopping.rule_for(self.config.epochs, self.steps_per_epoch)
             length = (f"until the held-out loss stops improving ({rule.min_steps:,} to "
                       f"{rule.max_steps:,} steps of {self.config.batch_size}; --epochs N "
                       "for a fixed length)")  # fmt: skip
@@ -336,7 +336,8 @@ class Trainer:
         if not self.config.early_stopping:
             checkpoints.save(epoch, state, meta(history), force=epoch == self.config.epochs)
             return False
-        decision = stopping.decide([h["watched_kl"] for h in history], self.steps_per_epoch)
+        rule = stopping.rule_for(self.config.epochs, self.steps_per_epoch)
+        decision = stopping.decide([h["watched_kl"] for h in history], self.steps_per_epoch, rule)
         if decision.stop:
             history[-1]["stopped"] = {"reason": decision.reason, "best_epoch": decision.best_epoch}
         if decision.best_epoch == epoch:
@@ -419,7 +420,7 @@ def convergence(history: list[dict]) -> tuple[str, str | None]:
     if fell <= CONVERGED:
         return phrase + ": converged", None
     if record:  # the step ceiling
-        why = f"it stopped at the ceiling of {stopping.DEFAULT_RULE.max_steps:,} steps"
+        why = f"it stopped at its ceiling of {history[-1].get('steps', 0):,} steps"
     elif fell <= STILL_IMPROVING:
         return phrase + ": still improving, slowly", None
     else:
