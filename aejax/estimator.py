@@ -28,9 +28,11 @@ percentile of their scores).
 from __future__ import annotations
 
 import hashlib
+import warnings
 from pathlib import Path
 
 import numpy as np
+from sklearn.exceptions import ConvergenceWarning
 
 from aejax import ood, thresholds
 from aejax.errors import AejaxError
@@ -80,7 +82,13 @@ class AutoencoderDetector:
 
     def fit(self, X: np.ndarray | str | Path) -> AutoencoderDetector:
         """Trains on ``X`` (uint8 images ``[N, H, W]`` / ``[N, H, W, C]``, a TFDS dataset's
-        name or a folder of images) and fits the scores and threshold. Returns ``self``."""
+        name or a folder of images) and fits the scores and threshold. Returns ``self``.
+
+        ``epochs=None`` (the default) trains as ``python -m aejax.train`` does: the tutorial's
+        15 epochs on MNIST and Fashion-MNIST, any other data until its held-out loss stops
+        improving (:mod:`aejax.stopping`). ``convergence_`` then says how training ended; a
+        run that ended while still improving warns (``ConvergenceWarning``). A threshold the
+        held-out slice cannot support is an error before any training."""
         from aejax import data, evaluation, run, training
 
         if isinstance(X, str | Path):
@@ -108,7 +116,14 @@ class AutoencoderDetector:
             self.threshold_policy().check_supported(config.holdout)
         except ValueError as e:
             raise AejaxError(str(e)) from None
-        training.train_and_evaluate(config, workdir, data_dir=self.data_dir, source=source)
+        _, history = training.train_and_evaluate(
+            config, workdir, data_dir=self.data_dir, source=source
+        )
+        # How training ended, as the command's summary line says it; a run that ended while
+        # still improving warns the way scikit-learn's iterative estimators do.
+        self.convergence_, warning = training.convergence(history)
+        if warning:
+            warnings.warn(warning.removeprefix("warning: "), ConvergenceWarning, stacklevel=2)
         detector = evaluation.fit_detector(
             workdir, score=self.score, threshold=self.threshold_policy(), data_dir=self.data_dir
         )

@@ -147,3 +147,31 @@ def test_an_early_stopped_run_keeps_its_best_and_goes_on_only_when_asked(tmp_pat
     # An --epochs below what it has trained is one clear line.
     assert train.main([*common, "--epochs", "2"]) == 2
     assert f"has trained {more} epochs already" in capsys.readouterr().err
+
+
+def test_a_target_fpr_the_held_out_slice_cannot_support_fails_before_training(tmp_path):
+    from aejax import AutoencoderDetector
+    from aejax.errors import AejaxError
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (300, 16, 16), np.uint8)  # ~216 train images, 54 held out
+    det = AutoencoderDetector("dense", target_fpr=0.01, workdir=tmp_path / "run")
+    with pytest.raises(AejaxError, match=r"54 held-out images .* hold out at least 99 images"):
+        det.fit(images)
+    # Nothing was trained: no checkpoint, no epoch.
+    assert not (tmp_path / "run" / "checkpoints").exists()
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()
+
+
+@pytest.mark.slow
+def test_the_estimator_says_how_training_ended(tmp_path, monkeypatch):
+    from sklearn.exceptions import ConvergenceWarning
+
+    from aejax import AutoencoderDetector
+
+    monkeypatch.setenv("AEJAX_MAX_STEPS", "20")  # far too short: it must say so
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (200, 8, 8), np.uint8)
+    with pytest.warns(ConvergenceWarning, match="still falling .* --epochs"):
+        det = AutoencoderDetector("dense", workdir=tmp_path / "run").fit(images)
+    assert "still improving" in det.convergence_
