@@ -22,6 +22,9 @@ def batch_size(arch: str, given: int | None = None) -> int:
 
 
 MIN_BATCH = 16
+# At most: the rule counts optimizer steps (aejax.stopping), and a batch of 32 bounds what
+# the step ceiling costs (12,000 steps of 32 images), whatever the folder's size.
+MAX_BATCH = 32
 STEPS_PER_EPOCH = 16  # at least, where the reference batch would give fewer
 # The most input pixels a default batch holds: what a training step keeps grows with them
 # (about 440 bytes a pixel for the conv net at its default width, measured with XLA's
@@ -31,18 +34,18 @@ BATCH_PIXELS = 2**21
 
 def data_batch_size(arch: str, n_train: int, image_shape: tuple[int, ...] | None = None) -> int:
     """The batch size of an ``arch`` run on ``n_train`` training images of one's own: the
-    reference one (:func:`batch_size`) where it leaves :data:`STEPS_PER_EPOCH` steps an
-    epoch, else the power of two that does, at least :data:`MIN_BATCH` (the tutorial's
-    batch was chosen for 60,000 images: on 216 it gives 2 steps an epoch); then at most
-    :data:`BATCH_PIXELS` pixels of ``image_shape`` (H, W, C), so that large images fit.
+    power of two that leaves :data:`STEPS_PER_EPOCH` steps an epoch, between
+    :data:`MIN_BATCH` and :data:`MAX_BATCH` (the tutorial's batch was chosen for 60,000
+    images: on 216 it gives 2 steps an epoch); then at most :data:`BATCH_PIXELS` pixels of
+    ``image_shape`` (H, W, C), so that large images fit in memory.
 
-    >>> data_batch_size("conv", 54_000), data_batch_size("conv", 1600), data_batch_size("conv", 216)
-    (128, 64, 16)
+    >>> data_batch_size("conv", 54_000), data_batch_size("conv", 400), data_batch_size("conv", 216)
+    (32, 16, 16)
     >>> data_batch_size("conv", 3000, (256, 256, 3)), data_batch_size("conv", 300, (512, 512, 3))
     (32, 8)
     """
     fits = 2 ** int(math.log2(max(1, n_train // STEPS_PER_EPOCH)))
-    batch = max(MIN_BATCH, min(batch_size(arch), fits))
+    batch = max(MIN_BATCH, min(MAX_BATCH, batch_size(arch), fits))
     if image_shape is not None:
         pixels = image_shape[0] * image_shape[1]
         batch = min(batch, 2 ** int(math.log2(max(1, BATCH_PIXELS // pixels))))

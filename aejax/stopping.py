@@ -43,11 +43,11 @@ from aejax.errors import AejaxError
 class Rule:
     """The stopping rule's constants (see the module's docstring for the rule)."""
 
-    min_steps: int = 500  # S_min: no run stops sooner
+    min_steps: int = 250  # S_min: no run stops sooner
     max_steps: int = 12_000  # S_max: no run trains longer without being asked
-    patience: float = 0.25  # p: the steps without improvement, as a fraction of s_b
-    min_patience_steps: int = 250  # P_min
-    min_delta: float = 0.005  # delta: a relative fall of the KL that counts as improving
+    patience: float = 0.1  # p: the steps without improvement, as a fraction of s_b
+    min_patience_steps: int = 1000  # P_min
+    min_delta: float = 0.01  # delta: a relative fall of the KL that counts as improving
 
 
 DEFAULT_RULE = Rule()

@@ -86,7 +86,9 @@ def test_the_data_sets_the_batch_and_the_length_except_on_the_reference_datasets
     assert own.holdout == 54 and own.batch_size == 16 and own.early_stopping
     assert own.epochs == math.ceil(stopping.DEFAULT_RULE.max_steps / math.ceil(216 / 16))
     big = RunConfig(arch="dense", dataset="/data/crops").resolved((32, 32, 3), 100_000)
-    assert big.batch_size == 256  # the reference batch, where it leaves 16 steps an epoch
+    assert big.batch_size == config.MAX_BATCH
+    large = RunConfig(arch="conv", dataset="/data/crops").resolved((512, 512, 3), 3000)
+    assert large.batch_size == 8  # 2 megapixels a batch
     given = RunConfig(arch="conv", dataset="/data/crops", epochs=3, batch_size=8)
     given = given.resolved((32, 32, 3), 270)
     assert (given.epochs, given.batch_size, given.early_stopping) == (3, 8, False)
