@@ -183,12 +183,16 @@ def train_command(args: argparse.Namespace) -> int:
     seconds = np.median([h["epoch_seconds"] for h in history])
     spread = f" ± {model['val_loss_sd']:.4f} over {state.members} members" if state.members else ""
     phrase, warning = training.convergence(history)
+    steps = (
+        f" ({history[-1]['steps']:,} steps of {config.batch_size})"
+        if "steps" in history[-1]
+        else ""
+    )
     print(
-        f"{config.arch} on {data.display_name(config.dataset)}: {len(history)} epochs "
-        f"({history[-1].get('steps', 0):,} steps of {config.batch_size}), "
-        f"{core.param_count(state):,} params, "
-        f"test BCE {model['val_loss']:.4f}{spread}; {phrase}; median {seconds:.2f} s/epoch; "
-        f"run in {result.workdir}",
+        f"{config.arch} on {data.display_name(config.dataset)}: {len(history)} epochs{steps}, "
+        f"{core.param_count(state):,} params, test BCE {model['val_loss']:.4f}{spread}; "
+        + (f"{phrase}; " if phrase else "")
+        + f"median {seconds:.2f} s/epoch; run in {result.workdir}",
         file=sys.stdout,
     )
     if warning:

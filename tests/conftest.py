@@ -12,6 +12,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # The decoded-array cache of this session (subprocesses inherit it): the tests fill it from
 # TFDS themselves, and their tiny temporary datasets stay out of the user's cache.
 os.environ.setdefault("AEJAX_CACHE_DIR", tempfile.mkdtemp(prefix="aejax-test-cache-"))
+# Runs on the tests' own folders and arrays train until converged, up to 12,000 steps by
+# default (aejax.stopping): the tests' runs stop at 300 (tests/test_stopping.py checks the
+# real ceiling).
+os.environ.setdefault("AEJAX_MAX_STEPS", "300")
 
 import jax  # noqa: E402
 

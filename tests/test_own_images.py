@@ -31,8 +31,7 @@ def test_the_readme_commands_work_on_a_folder_of_n_images(n, tmp_path):
     other = write_images(tmp_path / "other_images", 40, size=48, mode="L", seed=1)
     new = write_images(tmp_path / "new_images", 5, size=32, seed=2)
     places = {"~/my_images": my_images, "/data/other_images": other, "~/new_images": new}
-    # A ceiling of 300 steps keeps the test short (the defaults train up to 12,000).
-    env = {**os.environ, "TFDS_DATA_DIR": str(tmp_path / "tfds"), "AEJAX_MAX_STEPS": "300"}
+    env = {**os.environ, "TFDS_DATA_DIR": str(tmp_path / "tfds")}  # AEJAX_MAX_STEPS: conftest
     outputs = []
     for command in readme_own_images_commands():
         for placeholder, path in places.items():

@@ -47,8 +47,7 @@ def test_the_readme_tour_runs_in_order_after_the_quickstart(tmp_path):
         "digits/": write_images(tmp_path / "digits", 4, size=28, mode="L", seed=3),
     }
     np.save(tmp_path / "batch.npy", np.zeros((3, 28, 28), np.uint8))
-    # A ceiling of 300 steps keeps the own-images run short (the defaults train up to 12,000).
-    env = {**os.environ, "AEJAX_MAX_STEPS": "300"}
+    env = dict(os.environ)  # the own-images run stops at the tests' AEJAX_MAX_STEPS (conftest)
     for command in commands:
         for placeholder, path in places.items():
             command = command.replace(placeholder, str(path))

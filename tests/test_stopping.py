@@ -79,7 +79,8 @@ def test_decisions_depend_only_on_the_epochs_so_far():
     assert bests == sorted(bests)  # the best only moves forward
 
 
-def test_the_data_sets_the_batch_and_the_length_except_on_the_reference_datasets():
+def test_the_data_sets_the_batch_and_the_length_except_on_the_reference_datasets(monkeypatch):
+    monkeypatch.delenv("AEJAX_MAX_STEPS", raising=False)  # the tests' own ceiling (conftest)
     reference = RunConfig(arch="conv", dataset="mnist").resolved((28, 28, 1), 60_000)
     assert (reference.epochs, reference.batch_size, reference.early_stopping) == (15, 128, False)
     own = RunConfig(arch="conv", dataset="/data/crops").resolved((32, 32, 3), 270)
@@ -96,7 +97,9 @@ def test_the_data_sets_the_batch_and_the_length_except_on_the_reference_datasets
 
 
 @pytest.mark.slow
-def test_an_early_stopped_run_keeps_its_best_and_goes_on_only_when_asked(tmp_path, capsys):
+def test_an_early_stopped_run_keeps_its_best_and_goes_on_only_when_asked(
+    tmp_path, capsys, monkeypatch
+):
     rng = np.random.default_rng(0)
     # 80 small grey images of a few blurred blobs: a dense run converges in seconds.
     yy, xx = np.mgrid[:12, :12]
@@ -105,6 +108,7 @@ def test_an_early_stopped_run_keeps_its_best_and_goes_on_only_when_asked(tmp_pat
         cy, cx = rng.uniform(3, 9, 2)
         images[i, ..., 0] = 255 * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / 6)
     np.save(tmp_path / "blobs.npy", images)
+    monkeypatch.setenv("AEJAX_MAX_STEPS", "3000")  # room to converge (the tests' is 300)
     workdir = tmp_path / "run"
     common = ["--dataset", str(tmp_path / "blobs.npy"), "--workdir", str(workdir)]
     assert train.main([*common, "--checkpoint-every", "0"]) == 0
