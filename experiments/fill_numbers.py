@@ -186,6 +186,51 @@ def own_images() -> str:
     return "\n".join(lines)
 
 
+def own_data_defaults() -> str:
+    """docs/own_images.md: a real run's last lines, and the defaults against the old ones."""
+    rows = load("own_data_defaults.json")
+    run = (RESULTS / "own_data_defaults_run.txt").read_text().rstrip()
+    lines = [
+        "A run with the defaults, on 300 crops at 32x32 (its last lines):",
+        "",
+        f"```text\n{run}\n```",
+        "",
+        f"On {rows[0]['cpu']}, 2 cores; seconds: the whole training command; worst: the "
+        "lowest AUROC over the three other photos and the synthetic sets "
+        "(`experiments/results/own_data_defaults.md` has each).",
+        "",
+        "| images | default: steps, seconds, ends | worst AUROC: default | 15 epochs | "
+        "150 epochs |",
+        "|---|---|---|---|---|",
+    ]
+    by_row: dict[str, dict] = {}
+    for r in rows:
+        by_row.setdefault(r["row"], {})[r["setting"]] = r
+    for settings in by_row.values():
+        d = settings["default"]
+        worst = [min(settings[s]["auroc"].values()) for s in ("default", "15 epochs", "150 epochs")]
+        lines.append(
+            f"| {d['images']} {d['mode']} {d['side']}x{d['side']} | {d['steps']:,}, "
+            f"{d['train_seconds']:.0f} s, {d['stopped']}{' (warned)' if d['warned'] else ''} | "
+            + " | ".join(f"{w:.3f}" for w in worst)
+            + " |"
+        )
+    memory = load("own_data_memory.json")
+    lines += [
+        "",
+        f"At {memory['side']}x{memory['side']} RGB the default batch is "
+        f"{memory['batch_size']} images, and `python -m aejax.train --arch conv` with the "
+        f"defaults peaks at {memory['peak_rss_mb']:,} MB RSS (whole process, "
+        "`experiments/results/own_data_memory.json`).",
+    ]
+    return "\n".join(lines)
+
+
+def stopping_protocol() -> str:
+    """docs/own_images.md: the stopping rule and the protocol that chose it."""
+    return (RESULTS / "stopping_protocol.md").read_text().split("\n", 2)[2].rstrip()
+
+
 def quickstart() -> str:
     timing = load("quickstart.json")
     lines = (RESULTS / "quickstart.txt").read_text().rstrip().splitlines()
@@ -243,6 +288,8 @@ def headline() -> str:
 RENDER = {
     "quickstart": quickstart,
     "own_images": own_images,
+    "own_data_defaults": own_data_defaults,
+    "stopping_protocol": stopping_protocol,
     "speed": speed,
     "seed_parity": seed_parity,
     "ood_default": ood_default,

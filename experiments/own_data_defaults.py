@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -107,10 +108,36 @@ def row(n: int, side: int, mode: str) -> list[dict]:
     return out
 
 
+def memory(side: int = 256, n: int = 300, steps: int = 40) -> dict:
+    """The peak RSS of ``python -m aejax.train --arch conv`` with the defaults on ``n`` RGB
+    crops of ``side`` x ``side``: the default batch for them, ``steps`` optimizer steps
+    (``AEJAX_MAX_STEPS``: memory peaks within the first steps), whole process."""
+    data = folder(NORMAL, n, side, "rgb", seed=0)
+    workdir = WORK / "runs" / f"{data.name}-memory"
+    shutil.rmtree(workdir, ignore_errors=True)
+    env = {**os.environ, "AEJAX_MAX_STEPS": str(steps)}
+    command = [sys.executable, "-m", "aejax.train", "--arch", "conv", "--dataset", str(data),
+               "--workdir", str(workdir)]  # fmt: skip
+    # A fresh child's peak: ru_maxrss of RUSAGE_CHILDREN is the largest finished child's.
+    probe = "import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True); "
+    probe += "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
+    out = subprocess.run([sys.executable, "-c", probe, *command], cwd=ROOT, env=env,
+                         capture_output=True, text=True, check=True)  # fmt: skip
+    config = json.loads((workdir / "config.json").read_text())
+    return {"cpu": cpu_name(), "images": n, "side": side, "batch_size": config["batch_size"],
+            "steps": steps, "peak_rss_mb": round(int(out.stdout.split()[-1]) / 1024)}  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--rows", help="comma-separated rows such as 300-rgb32 (default: all)")
+    p.add_argument("--memory", action="store_true", help="only the peak RSS at 256x256")
     args = p.parse_args(argv)
+    if args.memory:
+        result = memory()
+        (RESULTS / "own_data_memory.json").write_text(json.dumps(result, indent=1) + "\n")
+        print(result)
+        return
     wanted = set(args.rows.split(",")) if args.rows else None
     rows = []
     for side in SIDES:
