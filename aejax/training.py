@@ -150,10 +150,11 @@ class Trainer:
     def describe_start(self, history: list[dict], stopped: bool) -> str:
         """The command's first line: what it trains, on what, for how long."""
         if stopped:
+            why = {"converged": "its held-out loss converged", "ceiling": "at its step ceiling"}
             return (
-                f"{self.workdir} stopped at epoch {len(history)}, its held-out loss converged "
-                f"(epoch {model_step(history)} kept): nothing to train; --epochs N trains "
-                "further"
+                f"{self.workdir} stopped at epoch {len(history)}, "
+                f"{why[history[-1]['stopped']['reason']]} (epoch {model_step(history)} kept): "
+                "nothing to train; --epochs N trains further"
             )
         if history:
             doing = f"resuming {self.workdir} from epoch {len(history)}"
@@ -325,8 +326,9 @@ class Trainer:
         An early-stopping run saves only its improving epochs (so its checkpoints never go
         past its best until it stops) and keeps the best in memory; when the rule stops it,
         it saves the best (if the interval skipped it) and then the last epoch, whose
-        history says ``stopped`` (:func:`stopped`): the run's model is the best, and the last
-        epoch's state is where ``--epochs N`` would go on from, as if it had never stopped."""
+        history says ``stopped`` (:func:`aejax.run.model_step`): the run's model is the
+        best, and the last epoch's state is where ``--epochs N`` would go on from, as if it
+        had never stopped."""
         epoch = len(history)
 
         def meta(epochs: list[dict]) -> dict:
@@ -410,7 +412,7 @@ def convergence(history: list[dict]) -> tuple[str, str | None]:
         best = record["best_epoch"]
         return (
             f"converged: held-out loss stopped improving after epoch {best} "
-            f"(the model kept), stopped at epoch {len(history)}",
+            f"(that epoch kept), stopped at epoch {len(history)}",
             None,
         )
     fell = stopping.trend(kl) if len(kl) == len(history) else None
