@@ -154,7 +154,8 @@ def check_image_shape(state: TrainState, shape: tuple[int, ...]) -> None:
     state = member(state, 0) if state.members else state  # the members share one shape
     try:
         out = jax.eval_shape(lambda s, x: s.model(x), state, x).shape[1:]
-    except (TypeError, ValueError) as e:
+    # ArithmeticError: a pooling that leaves a side of 0 divides by it (depth 6 at 28x28).
+    except (TypeError, ValueError, ArithmeticError) as e:
         out = f"an error ({str(e).splitlines()[0][:120]})"
     if out != tuple(shape):
         dims = "x".join(map(str, shape))

@@ -132,10 +132,13 @@ class TfdsSource(TfdsBacked):
             b = lib.builder(self.spec, data_dir=self.data_dir)
         except lib.core.registered.DatasetNotFoundError:
             raise UnknownDataset(
-                f"unknown dataset {self.spec!r}: give a TFDS image dataset (mnist, "
-                "fashion_mnist, cifar10, ...), the path of a folder of PNG/JPEG images, or "
-                "a .npy array of images"
+                f"unknown dataset {self.spec!r} (no TFDS dataset, and no such folder or file): "
+                "give a TFDS image dataset (mnist, fashion_mnist, cifar10, ...), the path of a "
+                "folder of PNG/JPEG images, or a .npy array of images"
             ) from None
+        except (AssertionError, ValueError) as e:  # TFDS's word on a version or config
+            reason = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+            raise UnknownDataset(f"TFDS cannot open {self.spec!r}: {reason}") from None
         features = b.info.features
         image = features["image"] if "image" in features else None
         if image is None:

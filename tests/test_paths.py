@@ -1,0 +1,52 @@
+"""What a user types for a dataset: a path (``~`` too, as the shell leaves it in
+``--dataset=~/x``), a TFDS name, or a mistake of either kind, told apart in one place
+(aejax.data.sources.resolve): each mistake is one line naming what was typed."""
+
+import numpy as np
+import pytest
+
+from aejax import data, train
+from aejax.errors import AejaxError
+from tests.helpers import write_images
+
+
+@pytest.mark.parametrize(
+    ("spec", "says"),
+    [
+        ("{tmp}/no_such_dir", "no_such_dir: no such folder or file"),
+        ("{tmp}/typo.npy", "typo.npy: no such file"),
+        ("typo.npy", "typo.npy: no such file"),
+        ("fashion_mnist[:1000]", "without a split (fashion_mnist, not [:1000])"),
+        ("no_such_dataset", "unknown dataset 'no_such_dataset' (no TFDS dataset, and no such"),
+        ("mnist:1.0.0", "TFDS cannot open 'mnist:1.0.0': "),
+    ],
+)
+def test_a_dataset_that_is_not_there_is_one_line_naming_it(spec, says, tmp_path, capsys):
+    spec = spec.format(tmp=tmp_path)
+    with pytest.raises(AejaxError, match=None) as caught:
+        data.source(spec).image_shape()
+    assert says in str(caught.value) and "\n" not in str(caught.value)
+    # The command says the same, as one error line, exit code 2.
+    assert train.main(["--dataset", spec, "--epochs", "1", "--workdir", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and says in err and "\n" not in err, err
+    assert not (tmp_path / "r" / "checkpoints").exists()
+
+
+def test_a_leading_tilde_is_the_home_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    write_images(tmp_path / "my_images", 6, size=16)
+    np.save(tmp_path / "batch.npy", np.zeros((4, 8, 8, 1), np.uint8))
+    assert data.source("~/my_images").name == str(tmp_path / "my_images")
+    assert data.source("~/batch.npy").name == str(tmp_path / "batch.npy")
+    with pytest.raises(AejaxError, match=f"{tmp_path}/nothing: no such folder"):
+        data.source("~/nothing")
+
+
+@pytest.mark.slow
+def test_a_depth_the_images_cannot_be_pooled_by_is_one_line(tmp_path, capsys):
+    argv = ["--arch", "conv", "--model", "depth=6", "--epochs", "1", "--holdout", "50000"]
+    assert train.main([*argv, "--workdir", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: this model turns 28x28x1 images into") and "\n" not in err
+    assert "multiples of 64" in err
