@@ -62,11 +62,21 @@ def configure(
     if coordinator_address or distributed:
         # CPU processes need a cross-process collectives library; GPU/TPU ignore this.
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
-        jax.distributed.initialize(
-            coordinator_address=coordinator_address,
-            num_processes=num_processes,
-            process_id=process_id,
-        )
+        try:
+            jax.distributed.initialize(
+                coordinator_address=coordinator_address,
+                num_processes=num_processes,
+                process_id=process_id,
+            )
+        except ValueError as e:  # JAX found no cluster to take the job's shape from
+            if coordinator_address:
+                raise
+            raise AejaxError(
+                "--distributed found no cluster to join (JAX detects SLURM, TPU pods and "
+                "other clusters from their environment; "
+                f"{str(e).strip().splitlines()[0]}): run it under srun or on the pod, or "
+                "give --coordinator-address HOST:PORT --num-processes N --process-id I"
+            ) from None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -50,3 +50,17 @@ def test_a_depth_the_images_cannot_be_pooled_by_is_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: this model turns 28x28x1 images into") and "\n" not in err
     assert "multiples of 64" in err
+
+
+def test_distributed_without_a_cluster_is_one_line(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "OMPI_", "TPU"))}
+    command = [sys.executable, "-m", "aejax.train", "--distributed", "--epochs", "1",
+               "--workdir", str(tmp_path / "r")]  # fmt: skip
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stderr
+    err = result.stderr.strip()
+    assert err.startswith("error: --distributed found no cluster to join") and "\n" not in err
