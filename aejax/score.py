@@ -25,7 +25,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from aejax import cli, scoring
+from aejax import cli, plural, scoring
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -80,11 +80,12 @@ def score_command(args: argparse.Namespace) -> int:
         )
     n, flagged = result.sources, int(result.ood.sum())
     print(
-        f"{n} images scored with checkpoint {result.detector.step} of {result.workdir}: "
+        f"{plural.count(n, 'image')} scored with checkpoint {result.detector.step} of "
+        f"{result.workdir}: "
         f"{flagged} flagged as OOD ({flagged / n:.1%})\n"
         f"threshold: {result.detector.threshold.describe()}"
         + (f"\nwrote {args.out}" if args.out else "")
-        + (f"\nwrote {n} anomaly maps to {args.maps}" if args.maps else ""),
+        + (f"\nwrote {plural.count(n, 'anomaly map')} to {args.maps}" if args.maps else ""),
         file=sys.stderr,
     )
     return 0

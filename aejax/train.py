@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from aejax import cli, core, data, models, parallel, run, training
+from aejax import cli, core, data, models, parallel, plural, run, training
 from aejax.clock import PhaseClock, seconds_since_start
 
 
@@ -189,7 +189,8 @@ def train_command(args: argparse.Namespace) -> int:
         else ""
     )
     print(
-        f"{config.arch} on {data.display_name(config.dataset)}: {len(history)} epochs{steps}, "
+        f"{config.arch} on {data.display_name(config.dataset)}: "
+        f"{plural.count(len(history), 'epoch')}{steps}, "
         f"{core.param_count(state):,} params, test BCE {model['val_loss']:.4f}{spread}; "
         + (f"{phrase}; " if phrase else "")
         + f"median {seconds:.2f} s/epoch; run in {result.workdir}",
