@@ -101,6 +101,10 @@ class AutoencoderDetector:
                     f"fit takes uint8 images [N, H, W] or [N, H, W, C], not {images.dtype} "
                     f"{list(images.shape)}"
                 )
+            if len(images) < 2:  # a test split needs one image, training another
+                raise AejaxError(
+                    f"fit needs 2 images at least, and a few dozen to learn from: got {len(images)}"
+                )
             digest = hashlib.sha256(images.tobytes()).hexdigest()[:8]
             workdir = Path(self.workdir or run.RUNS_DIR / f"{self.arch}-array-{digest}")
             dataset = str((workdir / "train_images.npy").absolute())

@@ -209,7 +209,8 @@ def batched(
     # As many batches as batch_size asks for, of equal size: 10,000 images in batches of at
     # most 2048 go as 5 x 2000, needing no padding (whose copy of every image is a
     # measurable part of a small net's evaluation).
-    batch_size = math.ceil(n / math.ceil(n / batch_size))
+    # No images: no batch (an empty result of each output's shape).
+    batch_size = math.ceil(n / math.ceil(n / batch_size)) if n else 1
     if batch_sharding is not None:  # every batch must split evenly over the devices
         devices = len(batch_sharding.device_set)
         batch_size = math.ceil(batch_size / devices) * devices
