@@ -7,6 +7,7 @@ import contextlib
 import errno
 import json
 import os
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,7 +19,8 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     removed when the write fails (a full disk leaves no ``.tmp`` files behind).
 
     The temporary name keeps ``path``'s suffix, which matplotlib and NumPy choose the format
-    by.
+    by, and is this writer's own (process and a random part): two commands writing the same
+    file at once never write into one temporary file; the last to finish wins whole.
 
     >>> import tempfile
     >>> target = Path(tempfile.mkdtemp()) / "a.txt"
@@ -28,7 +30,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     ('done', ['a.txt'])
     """
     path = Path(path)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}-{secrets.token_hex(4)}.tmp{path.suffix}")
     try:
         yield tmp
         os.replace(tmp, path)

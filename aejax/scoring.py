@@ -19,6 +19,7 @@ import tqdm
 from aejax import data, files, inputs, ood, parallel, run, thresholds
 from aejax import detector as detection
 from aejax.detector import Detector
+from aejax.errors import AejaxError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,6 +57,8 @@ def score_images(request: ScoreRequest, sink: TextIO | None = None) -> ScoreResu
     p-value and verdict per image, written as CSV rows to ``request.out`` (atomically: a
     killed job leaves an unfinished file beside it, which the next one starts over from),
     else to ``sink``, else returned as text; the maps asked for."""
+    if request.out is not None:
+        check_writable_file(request.out, "--out")  # before any image is scored
     workdir = request.workdir or run.latest_workdir()
     # One device unless told: the batches are then the exported detector's, which gives the
     # same bits on the same batch (aejax.exporting).
@@ -144,6 +147,23 @@ def header() -> list[str]:
     """The CSV's columns: the detection's (every score registered now: a notebook may
     register its own) after ``source``."""
     return ["source", *detection.outputs()]
+
+
+def check_writable_file(path: Path, option: str) -> None:
+    """One clear error, before any work, when ``path`` cannot become a file this process
+    writes: it is a folder, or its nearest existing folder cannot be written to."""
+    path = Path(path)
+    if path.is_dir():
+        raise AejaxError(
+            f"{option} {path} is a folder: give the path of the file to write, such as "
+            f"{path / 'scores.csv'}"
+        )
+    folder = next((p for p in path.absolute().parents if p.exists()), None)
+    if folder is not None and not (folder.is_dir() and os.access(folder, os.W_OK | os.X_OK)):
+        raise AejaxError(
+            f"{option} {path}: cannot write in {folder}; give a path in a folder you can "
+            "write to"
+        )
 
 
 def _unfinished(out: Path) -> Path:

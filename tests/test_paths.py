@@ -64,3 +64,26 @@ def test_distributed_without_a_cluster_is_one_line(tmp_path):
     assert result.returncode == 2, result.stderr
     err = result.stderr.strip()
     assert err.startswith("error: --distributed found no cluster to join") and "\n" not in err
+
+
+def test_two_writers_of_one_file_never_share_a_temporary_file(tmp_path):
+    from aejax import files
+
+    target = tmp_path / "scores.csv"
+    with files.atomic_path(target) as a, files.atomic_path(target) as b:
+        assert a != b and a.suffix == b.suffix == ".csv"
+        a.write_text("first job's rows\n")
+        b.write_text("second job's rows\n")
+    # The last to finish replaces the file whole; nothing temporary is left.
+    assert target.read_text() == "first job's rows\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["scores.csv"]
+
+
+def test_score_out_a_folder_is_one_line_before_any_work(tmp_path):
+    from aejax import scoring
+
+    (tmp_path / "out").mkdir()
+    request = scoring.ScoreRequest(inputs=("nothing.png",), workdir=tmp_path / "no-run",
+                                   out=tmp_path / "out")  # fmt: skip
+    with pytest.raises(AejaxError, match=r"--out .*/out is a folder: give the path of the file"):
+        scoring.score_images(request)
