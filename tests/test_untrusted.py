@@ -200,3 +200,43 @@ def test_other_pngs_and_damaged_files_go_to_pillow(name, tmp_path, monkeypatch):
     got = inputs._decode(item, shape, {})
     np.testing.assert_array_equal(got[0], expected[0])
     assert got[1:] == expected[1:]
+
+
+def _npy_with_header(path, header: str, body: bytes = b"") -> None:
+    """A .npy file (version 1.0) with this header dict, padded as numpy pads it."""
+    text = header.encode("latin1")
+    pad = 64 - (10 + len(text) + 1) % 64
+    text += b" " * pad + b"\n"
+    path.write_bytes(b"\x93NUMPY\x01\x00" + struct.pack("<H", len(text)) + text + body)
+
+
+def test_npy_files_that_describe_no_images_are_one_line(tmp_path):
+    negative = tmp_path / "negative.npy"
+    _npy_with_header(negative, "{'descr': '|u1', 'fortran_order': False, 'shape': (-1, 8, 8), }")
+    archive = tmp_path / "archive.npy"
+    with open(archive, "wb") as f:
+        np.savez(f, images=np.zeros((4, 8, 8), np.uint8))
+    truncated = tmp_path / "truncated.npy"
+    np.save(truncated, np.zeros((50, 8, 8), np.uint8))
+    truncated.write_bytes(truncated.read_bytes()[:300])
+    for path, says in ((negative, "cannot read"), (archive, "is an .npz archive"),
+                       (truncated, "cannot read")):  # fmt: skip
+        with pytest.raises(AejaxError, match=says) as caught:
+            data.source(str(path)).image_shape()
+        assert str(path) in str(caught.value) and "\n" not in str(caught.value)
+        # Given to aejax.score the same way: no traceback.
+        with pytest.raises(AejaxError, match=says):
+            inputs.chunks(inputs.items([str(path)]), (8, 8, 1), 16).__next__()
+
+
+def test_a_decoded_copy_that_was_replaced_is_decoded_anew(tmp_path):
+    from aejax.data import cache
+
+    np.save(tmp_path / "images.npy", np.arange(20 * 4 * 4, dtype=np.uint8).reshape(20, 4, 4))
+    source = data.source(str(tmp_path / "images.npy"))
+    first = np.array(source.load("train")[0])
+    for copy in cache.cache_root().rglob("*.images.npy"):
+        if copy.stat().st_mtime >= (tmp_path / "images.npy").stat().st_mtime:
+            copy.write_bytes(b"not an array at all")  # damaged or replaced by someone
+    again = data.source(str(tmp_path / "images.npy")).load("train")[0]
+    np.testing.assert_array_equal(again, first)

@@ -71,7 +71,16 @@ def load(key: Key, split: str) -> tuple[np.ndarray, np.ndarray] | None:
     images, labels = _paths(key, split)
     if not (images.is_file() and labels.is_file()):
         return None
-    return np.load(images, mmap_mode="r"), np.load(labels, mmap_mode="r")
+    try:
+        x = np.load(images, mmap_mode="r", allow_pickle=False)
+        y = np.load(labels, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError, OverflowError, EOFError):
+        return None  # damaged or replaced: the split is decoded anew (and the copy rewritten)
+    arrays = isinstance(x, np.ndarray) and isinstance(y, np.ndarray)
+    if not (arrays and x.dtype == np.uint8 and x.ndim == 4 and y.dtype == np.int32
+            and y.shape == (len(x),)):  # fmt: skip
+        return None
+    return x, y
 
 
 def save_batches(key: Key, split: str, n: int, image_shape: tuple[int, ...], batches) -> None:

@@ -192,8 +192,15 @@ def read_npy(path: Path) -> np.ndarray:
     pickles), checked: uint8, C 1, 3 or 4, images under :data:`MAX_PIXELS`."""
     try:
         array = np.load(path, allow_pickle=False, mmap_mode="r")
-    except (OSError, ValueError) as e:
+    # What numpy raises on a header that describes no array (a negative dimension: an
+    # OverflowError), a truncated file, or bytes that are no .npy at all.
+    except (OSError, ValueError, OverflowError, EOFError) as e:
         raise AejaxError(f"cannot read {path} as a .npy array ({e})") from None
+    if not isinstance(array, np.ndarray):  # an .npz archive under a .npy name
+        array.close()
+        raise AejaxError(
+            f"{path} is an .npz archive, not a .npy array: save one array with np.save"
+        )
     if array.dtype != np.uint8:
         raise AejaxError(
             f"{path} holds {array.dtype} values: give uint8 images (0..255), e.g. "
