@@ -57,6 +57,11 @@ def _files_of(path: Path) -> list[Path] | list[str]:
         return found
     if not path.exists():
         raise AejaxError(f"{path} does not exist")
+    if not path.is_file():  # a FIFO, a device, a socket (or a link to one): reading could
+        raise AejaxError(  # wait forever or never end
+            f"{path} is not a regular file (a pipe, device or socket): give image files, "
+            "folders of them, or .npy arrays"
+        )
     if path.suffix.lower() not in (*decoding.EXTENSIONS, ".npy"):
         raise AejaxError(
             f"{path} is not a PNG/JPEG image or a .npy array: give image files, folders "

@@ -240,3 +240,15 @@ def test_a_decoded_copy_that_was_replaced_is_decoded_anew(tmp_path):
             copy.write_bytes(b"not an array at all")  # damaged or replaced by someone
     again = data.source(str(tmp_path / "images.npy")).load("train")[0]
     np.testing.assert_array_equal(again, first)
+
+
+@pytest.mark.parametrize("name", ["pipe.png", "pipe.npy"])
+def test_a_fifo_given_by_name_is_refused_not_waited_on(name, tmp_path):
+    import os
+
+    fifo = tmp_path / name
+    os.mkfifo(fifo)
+    (tmp_path / f"link-{name}").symlink_to(fifo)
+    for given in (fifo, tmp_path / f"link-{name}"):
+        with pytest.raises(AejaxError, match="is not a regular file"):
+            inputs.items([str(given)])
