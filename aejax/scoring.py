@@ -161,8 +161,7 @@ def check_writable_file(path: Path, option: str) -> None:
     folder = next((p for p in path.absolute().parents if p.exists()), None)
     if folder is not None and not (folder.is_dir() and os.access(folder, os.W_OK | os.X_OK)):
         raise AejaxError(
-            f"{option} {path}: cannot write in {folder}; give a path in a folder you can "
-            "write to"
+            f"{option} {path}: cannot write in {folder}; give a path in a folder you can write to"
         )
 
 

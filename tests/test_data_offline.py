@@ -70,8 +70,13 @@ def test_prepare_from_idx_raw_dir_then_ordinary_tfds_read(tmp_path, no_default_s
     write_idx_dir(tmp_path / "raw" / "kmnist", train, test)
     data_dir = str(tmp_path / "tfds")
 
-    how = data.ensure_prepared("kmnist", data_dir, raw_dir=tmp_path / "raw", offline=True)
+    source = data.source("kmnist", data_dir, raw_dir=tmp_path / "raw", offline=True)
+    how = source.prepare()
     assert "prepared offline from idx" in how
+    # What `python -m aejax.data prepare` prints next: the same source's info, read from
+    # the prepared files (it printed no splits and "tfds-download" when it was read before).
+    assert source.info()["splits"] == {"train": 50, "test": 20}
+    assert source.info()["source"]["kind"] == "idx"
     for split, (images, labels) in (("train", train), ("test", test)):
         got_images, got_labels = data.load("kmnist", split, data_dir)
         assert got_images.shape == (len(images), 28, 28, 1)

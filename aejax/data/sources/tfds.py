@@ -159,6 +159,9 @@ class TfdsSource(TfdsBacked):
         (:func:`aejax.data.prepare.prepare`)."""
         if self._how is None:  # once per source: TFDS's check reads the dataset's info
             self._how = preparation.prepare(self.builder(), **self.prepare_options)
+            # A builder made before the files were written keeps the info it read then
+            # (no splits, no aejax metadata): the next use reads the prepared dataset's.
+            self._builder = None
         return self._how
 
     _how: str | None = None
