@@ -9,6 +9,7 @@ import errno
 import logging
 import math
 import os
+import re
 import sys
 import warnings
 from collections.abc import Callable
@@ -28,11 +29,27 @@ if TYPE_CHECKING:
 
 class ArgumentParser(argparse.ArgumentParser):
     """argparse, but a bad option is one line (``error: ...``), exit code 2, like every other
-    aejax error (argparse's own prints the usage block first)."""
+    aejax error (argparse's own prints the usage block first); ``--help`` prints the
+    commands' docstrings as a terminal shows text (:func:`plain`)."""
+
+    def format_help(self) -> str:
+        return plain(super().format_help())
 
     def error(self, message: str) -> NoReturn:
         sys.stderr.write(f"error: {message} (see {self.prog} --help)\n")
         sys.exit(2)
+
+
+def plain(text: str) -> str:
+    """reStructuredText's markup as a terminal reader would want it: a role's target
+    (``:mod:`aejax.ood``` -> ``aejax.ood``) and literals without their backquotes.
+
+    >>> plain("see :mod:`aejax.inputs` and ``--out``; :class:`~aejax.Detector`")
+    'see aejax.inputs and --out; Detector'
+    """
+    text = re.sub(r":[a-z]+:`~[\w.]*?(\w+)`", r"\1", text)  # ~a.b.C: the last part, as Sphinx
+    text = re.sub(r":[a-z]+:`([^`]+)`", r"\1", text)
+    return text.replace("``", "")
 
 
 @dataclasses.dataclass(frozen=True)

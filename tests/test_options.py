@@ -122,3 +122,14 @@ def test_help_lists_every_model_option_with_its_range(capsys):
         for option in models.declared(arch).values():
             assert f"{option.name}={option.default_text()} ({option.describe()})" in out
     assert "depth=2 (an int >= 1)" in out and "noise=0.5 (a float >= 0)" in out
+
+
+@pytest.mark.parametrize("name", ["train", "eval", "score", "export"])
+def test_help_is_plain_text_not_restructuredtext(name, capsys):
+    import importlib
+
+    with pytest.raises(SystemExit):
+        importlib.import_module(f"aejax.{name}").main(["--help"])
+    text = capsys.readouterr().out
+    assert f"python -m aejax.{name}" in text
+    assert "``" not in text and not re.search(r":[a-z]+:`", text), text
