@@ -14,14 +14,14 @@ one file runs on each. Loading it::
     from jax import export
     folder = pathlib.Path("detector")
     meta = json.loads((folder / "metadata.json").read_text())
-    detect = export.deserialize((folder / meta["artifact"]).read_bytes())
+    detect = export.deserialize((folder / meta["artifacts"]["jax"]["file"]).read_bytes())
     out = detect.call(np.load("images.npy"))   # uint8 [N, H, W, C] of meta["input"]["shape"]
     print(out["score"], out["ood"])
 
 On CPU it reproduces ``python -m aejax.score`` to the last bit when run with aejax's XLA
-flags (``metadata.json``'s ``xla_flags``, in ``XLA_FLAGS``) on the same batch of images;
-under XLA's defaults, or in batches of other sizes, scores may differ in the last float32
-bits (XLA:CPU adds a dot product's terms in an order that depends on both; measured below
+flags (``metadata.json``'s ``artifacts.jax.xla_flags``, in ``XLA_FLAGS``) on the same batch
+of images; under XLA's defaults, or in batches of other sizes, scores may differ in the last
+float32 bits (XLA:CPU adds a dot product's terms in an order that depends on both; measured below
 1e-5, relative or, near 0, absolute), which moves a verdict only for a score that close to
 the threshold.
 
@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.metadata
+import json
 import logging
 import os
 import warnings
@@ -231,17 +232,34 @@ def _check_onnx(detector, path: Path, names: tuple[str, ...]) -> None:
         )
 
 
-def metadata(detector, platforms: tuple[str, ...], format: str = "jax") -> dict:
-    """What ``metadata.json`` says: everything needed to use the artifact correctly."""
-    h, w, c = detector.image_shape
-    return {
-        "artifact": {"jax": ARTIFACT, "saved_model": SAVED_MODEL, "onnx": ONNX}[format],
+def artifact_entry(format: str, platforms: tuple[str, ...]) -> dict:
+    """``metadata.json``'s entry for one artifact: its file, how to call it and, where they
+    mean something for it, the platforms it was lowered for and the XLA flags under which
+    it gives aejax's bits."""
+    entry = {
+        "file": {"jax": ARTIFACT, "saved_model": SAVED_MODEL, "onnx": ONNX}[format],
         "format": {
             "jax": "jax.export serialized Exported (jax.export.deserialize(bytes).call(x))",
             "saved_model": "TensorFlow SavedModel, signature serving_default(images=x)",
             "onnx": "ONNX opset 23, input images, outputs in the order of 'outputs'",
         }[format],
-        "platforms": list(platforms),
+    }
+    if format != "onnx":  # ONNX runtimes take no platform list and no XLA flags
+        entry["platforms"] = list(platforms)
+    if format == "jax":
+        # XLA:CPU sums in an order that depends on its flags and on the batch: with these
+        # flags (what aejax sets) and the same batch, the artifact gives aejax.score's
+        # float32 bits exactly; under XLA's defaults, within a few ulps (tests/test_score.py).
+        entry["xla_flags"] = " ".join(xla.CPU_FLAGS)
+    return entry
+
+
+def metadata(detector, platforms: tuple[str, ...], format: str = "jax") -> dict:
+    """What ``metadata.json`` says: everything needed to use the detector's artifacts
+    correctly, each under ``artifacts[format]`` (:func:`artifact_entry`)."""
+    h, w, c = detector.image_shape
+    return {
+        "artifacts": {format: artifact_entry(format, platforms)},
         "input": {"shape": ["N", h, w, c], "dtype": "uint8", "range": [0, 255]},
         "outputs": {
             "score": f"float32 [N], the {detector.threshold.score} score (higher: more anomalous)",
@@ -267,11 +285,18 @@ def metadata(detector, platforms: tuple[str, ...], format: str = "jax") -> dict:
             "statistics": detector.stats.meta,
         },
         "versions": _versions(),
-        # XLA:CPU sums in an order that depends on its flags and on the batch: with these
-        # flags (what aejax sets) and the same batch, the artifact gives aejax.score's float32
-        # bits exactly; under XLA's defaults, within a few ulps (tests/test_score.py).
-        "xla_flags": " ".join(xla.CPU_FLAGS),
     }
+
+
+def merged(old: dict | None, new: dict) -> dict:
+    """``new`` metadata, keeping the entries of ``old``'s other artifacts when both describe
+    one detector (the same input, training, score and threshold): the formats of one
+    detector written to one folder share its ``metadata.json``. Another detector's
+    replaces it whole."""
+    same = ("input", "training", "score", "threshold")
+    if isinstance(old, dict) and all(old.get(k) == new[k] for k in same):
+        return {**new, "artifacts": {**old.get("artifacts", {}), **new["artifacts"]}}
+    return new
 
 
 def write(
@@ -291,8 +316,15 @@ def write(
         blob = exported(detector, platforms).serialize()
         with files.atomic_path(artifact) as tmp:
             tmp.write_bytes(blob)
-    files.write_json(out_dir / "metadata.json", metadata(detector, platforms, format))
-    return [artifact, out_dir / "metadata.json"]
+    path = out_dir / "metadata.json"
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, ValueError):
+        old = None
+    # Through JSON: the new entry compares equal to what a file read back holds.
+    new = json.loads(json.dumps(metadata(detector, platforms, format)))
+    files.write_json(path, merged(old, new))
+    return [artifact, path]
 
 
 @dataclasses.dataclass(frozen=True)

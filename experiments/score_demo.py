@@ -33,7 +33,7 @@ from PIL import Image
 
 folder = pathlib.Path(sys.argv[1])
 meta = json.loads((folder / "metadata.json").read_text())
-detect = export.deserialize((folder / meta["artifact"]).read_bytes())
+detect = export.deserialize((folder / meta["artifacts"]["jax"]["file"]).read_bytes())
 digit = np.asarray(Image.open(sys.argv[2]).convert("L"))[None, :, :, None]
 images = np.concatenate([digit, np.load(sys.argv[3])])
 out = detect.call(images)
@@ -61,7 +61,7 @@ def main() -> int:
         rows = list(csv.DictReader(open(tmp / "scores.csv")))
         run_aejax("export", "--workdir", str(WORKDIR), "--out", str(tmp / "detector"))
         meta = json.loads((tmp / "detector" / "metadata.json").read_text())
-        env = {"PATH": "/usr/bin:/bin", "XLA_FLAGS": meta["xla_flags"]}
+        env = {"PATH": "/usr/bin:/bin", "XLA_FLAGS": meta["artifacts"]["jax"]["xla_flags"]}
         subprocess.run(
             [sys.executable, "-c", LOADER, str(tmp / "detector"), "some_digits.png",
              "fashion.npy", "loaded.json"], cwd=tmp, env=env, check=True,

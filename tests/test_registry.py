@@ -76,7 +76,8 @@ def test_a_score_registered_in_a_test_file_is_everywhere(registered, tmp_path, c
 
     meta = json.loads((folder / "metadata.json").read_text())
     assert registered in meta["outputs"]
-    exported = export.deserialize((folder / meta["artifact"]).read_bytes()).call(images)
+    artifact = folder / meta["artifacts"]["jax"]["file"]
+    exported = export.deserialize(artifact.read_bytes()).call(images)
     np.testing.assert_allclose(np.asarray(exported[registered]), expected, rtol=1e-6)
     capsys.readouterr()
 
