@@ -28,7 +28,7 @@ extensions = [
 source_suffix = {".md": "markdown", ".rst": "restructuredtext"}
 root_doc = "index"
 exclude_patterns = ["_build", "_generated/*"]  # generated blocks are included by the pages
-myst_enable_extensions = ["colon_fence", "dollarmath"]
+myst_enable_extensions = ["colon_fence", "dollarmath", "deflist"]
 myst_heading_anchors = 3
 
 autodoc_default_options = {"members": True, "member-order": "bysource"}
@@ -46,3 +46,5 @@ html_theme_options = {
     "use_repository_button": False,
     "show_toc_level": 2,
 }
+html_static_path = ["_static"]
+html_css_files = ["wrap.css"]  # long commands wrap instead of scrolling sideways
