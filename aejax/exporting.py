@@ -117,7 +117,9 @@ def write_saved_model(detector, folder: Path, platforms: tuple[str, ...] = PLATF
     half of one."""
     import shutil
 
-    import tensorflow as tf
+    from aejax.data import _tf
+
+    tf = _tf.tensorflow()  # first: off the accelerators, its start-up lines dropped
     from jax.experimental import jax2tf
 
     h, w, c = detector.image_shape
@@ -132,7 +134,7 @@ def write_saved_model(detector, folder: Path, platforms: tuple[str, ...] = PLATF
     tmp = folder.with_name(f".{folder.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        with xla.full_precision():  # traced (and lowered) here
+        with xla.full_precision(), _tf.quiet():  # traced (and lowered) here
             signatures = {"serving_default": module.detect.get_concrete_function()}
             tf.saved_model.save(module, str(tmp), signatures=signatures)
         if folder.exists():

@@ -254,6 +254,17 @@ def test_formats_of_one_detector_share_one_folder_and_its_metadata(run_dir, imag
     assert sorted(json.loads((out / "metadata.json").read_text())["artifacts"]) == ["jax"]
 
 
+def test_a_saved_model_export_prints_aejax_lines_only(run_dir, tmp_path):
+    # TensorFlow's C++ start-up lines (oneDNN, absl) went to the terminal unasked.
+    argv = ["--workdir", str(run_dir), "--out", str(tmp_path / "d"), "--format",
+            "saved_model", "--platforms", "cpu"]  # fmt: skip
+    result = subprocess.run([sys.executable, "-m", "aejax.export", *argv], env=CLEAN_ENV,
+                            capture_output=True, text=True, check=True)  # fmt: skip
+    lines = (result.stdout + result.stderr).strip().splitlines()
+    assert lines[0].startswith("exported checkpoint ") and len(lines) == 2, lines
+    assert lines[1].startswith("threshold: "), lines
+
+
 def test_the_exported_detector_reproduces_aejax_score(run_dir, images, tmp_path):
     out = tmp_path / "detector"
     assert export_cli.main(["--workdir", str(run_dir), "--out", str(out)]) == 0

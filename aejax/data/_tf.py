@@ -21,6 +21,22 @@ _IMPORT_NOISE = re.compile(
 
 
 @contextlib.contextmanager
+def quiet():
+    """TensorFlow's C++ start-up lines (oneDNN, CPU features, absl's) dropped from what the
+    block writes to stderr; everything else is replayed when it ends."""
+    with _filtered_stderr():
+        yield
+
+
+def tensorflow():
+    """TensorFlow, imported as :func:`tfds` imports it (off every accelerator, quiet)."""
+    tfds()
+    import tensorflow as tf
+
+    return tf
+
+
+@contextlib.contextmanager
 def _filtered_stderr():
     """Captures file descriptor 2 (C++ writes bypass sys.stderr) and replays all but noise."""
     sys.stderr.flush()
