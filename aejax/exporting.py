@@ -144,6 +144,26 @@ def write_saved_model(detector, folder: Path, platforms: tuple[str, ...] = PLATF
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+# What tf.saved_model.save writes into its folder: a SavedModel aejax wrote holds nothing else.
+SAVED_MODEL_FILES = frozenset({"saved_model.pb", "fingerprint.pb", "variables", "assets"})
+
+
+def check_replaceable(folder: Path) -> None:
+    """One clear error when ``folder`` holds anything a SavedModel export did not write:
+    replacing the export would delete it."""
+    if not folder.exists():
+        return
+    if not folder.is_dir():
+        raise AejaxError(f"{folder} is a file where the SavedModel's folder goes: move it")
+    others = sorted(p.name for p in folder.iterdir() if p.name not in SAVED_MODEL_FILES)
+    if others:
+        raise AejaxError(
+            f"{folder} holds files an export did not write ({', '.join(others[:3])}"
+            f"{', ...' if len(others) > 3 else ''}): replacing the SavedModel would delete "
+            "them; move them, or give another --out"
+        )
+
+
 def write_onnx(detector, path: Path) -> None:
     """``detector``'s decision as an ONNX model (opset 23) at ``path``: input ``images``,
     uint8 ``[N, H, W, C]``, N dynamic; outputs :func:`aejax.detector.outputs`. Converted by
@@ -309,6 +329,7 @@ def write(
     out_dir.mkdir(parents=True, exist_ok=True)
     if format == "saved_model":
         artifact = out_dir / SAVED_MODEL
+        check_replaceable(artifact)  # before the conversion, which takes a while
         write_saved_model(detector, artifact, platforms)
     elif format == "onnx":
         artifact = out_dir / ONNX

@@ -265,6 +265,17 @@ def test_a_saved_model_export_prints_aejax_lines_only(run_dir, tmp_path):
     assert lines[1].startswith("threshold: "), lines
 
 
+def test_an_export_never_deletes_what_it_did_not_write(run_dir, tmp_path, capsys):
+    saved = tmp_path / "d" / "saved_model"
+    saved.mkdir(parents=True)
+    (saved / "notes.txt").write_text("mine")
+    argv = ["--workdir", str(run_dir), "--out", str(tmp_path / "d"), "--format", "saved_model"]
+    assert export_cli.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "holds files an export did not write (notes.txt)" in err and "\n" not in err
+    assert (saved / "notes.txt").read_text() == "mine"
+
+
 def test_the_exported_detector_reproduces_aejax_score(run_dir, images, tmp_path):
     out = tmp_path / "detector"
     assert export_cli.main(["--workdir", str(run_dir), "--out", str(out)]) == 0
