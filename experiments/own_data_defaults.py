@@ -132,6 +132,7 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--rows", help="comma-separated rows such as 300-rgb32 (default: all)")
     p.add_argument("--memory", action="store_true", help="only the peak RSS at 256x256")
+    p.add_argument("--note", default="", help="a line for the results (what else ran, ...)")
     args = p.parse_args(argv)
     if args.memory:
         result = memory()
@@ -145,7 +146,14 @@ def main(argv: list[str] | None = None) -> None:
             for n in SIZES:
                 if wanted is None or f"{n}-{mode}{side}" in wanted:
                     rows += row(n, side, mode)
-    write_results("own_data_defaults", rows, markdown(rows))
+    planned = [f"{n}-{m}{s}" for s in SIDES for m in MODES for n in SIZES]
+    missing = [name for name in planned if name not in {r["row"] for r in rows}]
+    lines = markdown(rows)
+    if missing:
+        lines += ["", f"Not run in this sitting: {', '.join(missing)}."]
+    if args.note:
+        lines += ["", args.note]
+    write_results("own_data_defaults", rows, lines)
     example(WORK / "runs" / "chelsea-300-rgb32-default")
 
 
@@ -156,7 +164,8 @@ def example(workdir: Path) -> None:
     lines = (workdir / "train_output.txt").read_text().splitlines()
     summary = [line for line in lines if line.startswith(("conv on", "warning:"))]
     command = f"$ python -m aejax.train --arch conv --dataset {workdir.name.rsplit('-', 1)[0]}/"
-    (RESULTS / "own_data_defaults_run.txt").write_text("\n".join([command, *summary]) + "\n")
+    text = "\n".join([command, *summary]) + "\n"
+    (RESULTS / "own_data_defaults_run.txt").write_text(text.replace(f"{ROOT}/", ""))
     figures = RESULTS / "figures" / "own_data"
     figures.mkdir(parents=True, exist_ok=True)
     shutil.copy(workdir / "loss.png", figures / "loss.png")
