@@ -41,14 +41,15 @@ def loss_curve(history: list[dict], path: str | Path, title: str = "") -> Path:
         kl.plot(epochs, [h.get("watched_kl", np.nan) for h in history], color="C3",
                 label="held-out KL", **style)  # fmt: skip
         kl.set_yscale("log")
-        kl.set(xlabel="epoch", ylabel="held-out BCE less the images' entropy",
-               title="what training can still remove (held-out KL)")  # fmt: skip
+        kl.set(xlabel="epoch", ylabel="held-out KL (BCE less the images' entropy)",
+               title="what training can still remove")  # fmt: skip
     kept = history[-1].get("stopped", {}).get("best_epoch")
     for a in axes.flat:
         if kept:
             a.axvline(kept, color="grey", ls="--", lw=1, label=f"kept: epoch {kept}")
         a.grid(alpha=0.3)
         a.legend()
+    fig.tight_layout()  # the second panel's label clear of the first
     return _save(fig, path)
 
 

@@ -168,7 +168,10 @@ def example(workdir: Path) -> None:
     (RESULTS / "own_data_defaults_run.txt").write_text(text.replace(f"{ROOT}/", ""))
     figures = RESULTS / "figures" / "own_data"
     figures.mkdir(parents=True, exist_ok=True)
-    shutil.copy(workdir / "loss.png", figures / "loss.png")
+    from aejax import plots
+
+    # Drawn again from the run's metrics: the figure of today's plotting code.
+    plots.loss_curve(history(workdir), figures / "loss.png", title=f"conv on {workdir.name}")
     recon = next((workdir / "eval").glob("reconstructions_chelsea*.png"))
     shutil.copy(recon, figures / "reconstructions.png")
 
