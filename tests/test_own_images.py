@@ -31,7 +31,8 @@ def test_the_readme_commands_work_on_a_folder_of_n_images(n, tmp_path):
     other = write_images(tmp_path / "other_images", 40, size=48, mode="L", seed=1)
     new = write_images(tmp_path / "new_images", 5, size=32, seed=2)
     places = {"~/my_images": my_images, "/data/other_images": other, "~/new_images": new}
-    env = {**os.environ, "TFDS_DATA_DIR": str(tmp_path / "tfds")}  # AEJAX_MAX_STEPS: conftest
+    # 60 steps: what is tested is the commands and their files, not how well it trains.
+    env = {**os.environ, "TFDS_DATA_DIR": str(tmp_path / "tfds"), "AEJAX_MAX_STEPS": "60"}
     outputs = []
     for command in readme_own_images_commands():
         for placeholder, path in places.items():

@@ -101,14 +101,14 @@ def test_an_early_stopped_run_keeps_its_best_and_goes_on_only_when_asked(
     tmp_path, capsys, monkeypatch
 ):
     rng = np.random.default_rng(0)
-    # 80 small grey images of a few blurred blobs: a dense run converges in seconds.
+    # 60 small grey images of a few blurred blobs: 3 steps an epoch.
     yy, xx = np.mgrid[:12, :12]
-    images = np.zeros((80, 12, 12, 1), np.uint8)
-    for i in range(80):
+    images = np.zeros((60, 12, 12, 1), np.uint8)
+    for i in range(60):
         cy, cx = rng.uniform(3, 9, 2)
         images[i, ..., 0] = 255 * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / 6)
     np.save(tmp_path / "blobs.npy", images)
-    monkeypatch.setenv("AEJAX_MAX_STEPS", "3000")  # room to converge (the tests' is 300)
+    monkeypatch.setenv("AEJAX_MAX_STEPS", "600")  # the tests' is 300
     workdir = tmp_path / "run"
     common = ["--dataset", str(tmp_path / "blobs.npy"), "--workdir", str(workdir)]
     assert train.main([*common, "--checkpoint-every", "0"]) == 0
