@@ -132,8 +132,9 @@ class Trainer:
         self.board = board.Board(workdir)
         # Convergence is judged on the held-out slice (the test split where there is none),
         # as KL: its BCE less its images' own entropy, the part training can remove.
-        self.watched = "holdout_loss" if "holdout" in self.sets else "val_loss"
-        self.floor = mean_entropy(*self.sets["holdout" if "holdout" in self.sets else "test"])
+        watched = "holdout" if "holdout" in self.sets else "test"
+        self.watched = {"holdout": "holdout_loss", "test": "val_loss"}[watched]
+        self.floor = mean_entropy(*self.sets[watched])
         self.steps_per_epoch = math.ceil(self.sets["train"][1] / config.batch_size)
         self.best: tuple[int, core.TrainState] | None = None  # an early-stopping run's model
         self.best_saved = False

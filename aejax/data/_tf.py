@@ -20,14 +20,6 @@ _IMPORT_NOISE = re.compile(
 )
 
 
-@contextlib.contextmanager
-def quiet():
-    """TensorFlow's C++ start-up lines (oneDNN, CPU features, absl's) dropped from what the
-    block writes to stderr; everything else is replayed when it ends."""
-    with _filtered_stderr():
-        yield
-
-
 def tensorflow():
     """TensorFlow, imported as :func:`tfds` imports it (off every accelerator, quiet)."""
     tfds()
@@ -37,8 +29,10 @@ def tensorflow():
 
 
 @contextlib.contextmanager
-def _filtered_stderr():
-    """Captures file descriptor 2 (C++ writes bypass sys.stderr) and replays all but noise."""
+def quiet():
+    """TensorFlow's C++ start-up lines (oneDNN, CPU features, absl's) dropped from what the
+    block writes to stderr: captures file descriptor 2 (C++ writes bypass sys.stderr) and
+    replays all but that noise when the block ends."""
     sys.stderr.flush()
     saved = os.dup(2)
     with tempfile.TemporaryFile(mode="w+b") as captured:
@@ -58,7 +52,7 @@ def _filtered_stderr():
 @functools.cache
 def tfds():
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    with _filtered_stderr():
+    with quiet():
         import tensorflow as tf
 
         tf.config.set_visible_devices([], "GPU")
