@@ -17,15 +17,12 @@ scores :mod:`aejax.ood`'s.
 
 Names are imported on first use (PEP 562), so ``import aejax.data`` does not load JAX, and
 nothing here starts a JAX backend before the CLIs have chosen the devices. Importing aejax
-sets its XLA flags (:mod:`aejax.xla`, the one place they live) before any backend starts, so
-library users compute exactly as the command-line tools do.
+changes no process-wide setting (environment variables, JAX's configuration, Python's hooks):
+the commands set their XLA:CPU speed flags themselves (:mod:`aejax.xla`), and the library
+computes the same numbers without them (tests/test_api.py).
 """
 
 import importlib
-
-from aejax import xla as _xla
-
-_xla.apply_flags()
 
 _EXPORTS = {
     "TrainState": "aejax.core",

@@ -66,7 +66,6 @@ class Checkpoints:
         unless JAX computes on the CPU). ``min_interval_s``: :meth:`save` skips a step that
         comes sooner than this after the previous checkpoint (0: saves every step)."""
         self.directory = Path(directory).absolute()
-        _ignore_late_orbax_callbacks()
         self.background = jax.default_backend() != "cpu" if background is None else background
         # Orbax's policy decides on process 0 and tells the others: every process saves the
         # same steps, whatever its clock says.
@@ -235,34 +234,6 @@ class Checkpoints:
 def _first_line(error: Exception) -> str:
     line = (str(error).strip().splitlines() or [type(error).__name__])[0]
     return line.split(". See full TensorStore details")[0][:160]
-
-
-def _ignore_late_orbax_callbacks() -> None:
-    """Drops the "Event loop is closed" errors of a failed restore's or save's leftover I/O.
-
-    Orbax runs a restore's reads (a save's writes) on an asyncio loop that it closes when it fails;
-    TensorStore operations still in flight then complete into that closed loop, and Python prints
-    each one's traceback (through ``sys.unraisablehook``) around aejax's one-line error.
-    Installed (once) when checkpoints are opened, as those operations can finish before the error is
-    handled; every other unraisable exception still goes to the previous hook.
-    """
-    global _hook_installed
-    if _hook_installed:
-        return
-    previous = sys.unraisablehook
-
-    def hook(unraisable):
-        if not (
-            isinstance(unraisable.exc_value, RuntimeError)
-            and str(unraisable.exc_value) == "Event loop is closed"
-        ):
-            previous(unraisable)
-
-    sys.unraisablehook = hook
-    _hook_installed = True
-
-
-_hook_installed = False
 
 
 def abstract(tree: Any) -> Any:

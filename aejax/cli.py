@@ -22,6 +22,7 @@ from aejax.interrupts import Interrupted
 
 if TYPE_CHECKING:
     from aejax import parallel, thresholds
+    from aejax.detector import Detector
 
 # JAX is imported inside the functions that need it: `python -m aejax.data` parses and
 # reports errors through this module without loading JAX.
@@ -205,6 +206,20 @@ def threshold_policy(args: argparse.Namespace) -> thresholds.Policy | None:
     return None
 
 
+def detector_lines(used: Detector, runs: Detector, fitted_now: bool) -> str:
+    """Which detector a command used: the run's (fitted now with the defaults, where the
+    run had none), or one the command's options set."""
+    lines = [f"detector: {used.describe()}"]
+    if fitted_now:
+        lines.append(
+            "(the run had no detector yet: the default one was fitted now and saved with the "
+            "checkpoint; python -m aejax.eval --score/--save-detector chooses another)"
+        )
+    if used.threshold != runs.threshold:
+        lines.append(f"(set by this command's options; the run's: {runs.threshold.describe()})")
+    return "\n".join(lines)
+
+
 def devices(args: argparse.Namespace) -> parallel.Devices:
     """The device options :func:`add_common_args` parsed."""
     from aejax import parallel
@@ -281,9 +296,10 @@ def run_command(
     and exit code 2, Ctrl-C or SIGTERM one line saying what was kept (exit 130 / 143).
     Anything else escaping is a bug in aejax and keeps its traceback. ``compile_cache``:
     JAX's persistent compilation cache on (:func:`aejax.xla.use_compilation_cache`)."""
-    if compile_cache:
-        from aejax import xla
+    from aejax import xla
 
+    xla.apply_flags()  # the commands' speed flags, before JAX starts its backend
+    if compile_cache:
         xla.use_compilation_cache()
     # Orbax logs through absl, and a failed restore's abandoned reads end as asyncio's "Task
     # exception was never retrieved" when collected: library noise around aejax's one line.

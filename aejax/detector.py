@@ -2,7 +2,8 @@
 anomaly maps.
 
 :class:`Detector` is a run's checkpoint with its fitted statistics (``ood_stats/``, written by
-``python -m aejax.eval``): the held-out images' scores, the threshold and how it was set.
+:func:`aejax.evaluation.fit_detector` alone): the held-out images' scores, the score, the
+threshold and how it was set.
 Every number comes from one jitted function of the state and the statistics,
 :func:`decide`, which the exported detector (:mod:`aejax.export`) runs too::
 
@@ -15,7 +16,6 @@ Every number comes from one jitted function of the state and the statistics,
 from __future__ import annotations
 
 import dataclasses
-import functools
 from collections.abc import Callable
 from pathlib import Path
 
@@ -52,7 +52,7 @@ def decide(fitted: dict, terms: dict, score: str) -> dict[str, jax.Array]:
 DETECT_ROWS = 512
 
 
-@functools.partial(jax.jit, static_argnames=("score", "batch_sharding"))
+@xla.jit(static_argnames=("score", "batch_sharding"))
 def _detect(state, fitted, images_NxHxWxC, score, batch_sharding=None):
     """:func:`decide`'s outputs stacked ``[outputs, N]``, float32 (``ood`` as 0/1): one
     array to copy to the host per call, not one per output."""
@@ -77,7 +77,7 @@ def anomaly_maps(model, images_BxHxWxC: jax.Array) -> dict[str, jax.Array]:
     }
 
 
-@jax.jit
+@xla.jit
 def _maps(state, images_NxHxWxC):
     def maps(x):  # an ensemble's: its members' reconstructions and anomalies averaged
         one = core.over_members(lambda s: anomaly_maps(s.model, x))(state)
@@ -95,6 +95,10 @@ def _threshold(stats: ood.Stats, policy: thresholds.Policy, score: str, scored=N
         return policy.threshold(stats.holdout_scores[score], score=score, scored=scored)
     except ValueError as e:
         raise AejaxError(str(e)) from None
+
+
+class NotFitted(AejaxError):
+    """A checkpoint whose detector (statistics and threshold) was never fitted."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,13 +123,21 @@ class Detector:
         step = meta["history"][-1]["epoch"]
         stats = ood.load(ood.stats_path(workdir, step))
         if stats is None or stats.threshold is None or "image_shape" not in stats.meta:
-            raise AejaxError(
-                f"checkpoint {step} of {workdir} has no fitted statistics (or ones an older "
-                f"aejax fitted): run `python -m aejax.eval --workdir {workdir}` once (it "
-                "fits them on the training data and sets the threshold), then score"
+            raise NotFitted(
+                f"checkpoint {step} of {workdir} has no fitted detector (or one an older "
+                f"aejax fitted): `aejax.evaluation.run_detector` fits the default one"
             )
         threshold = thresholds.Threshold.from_dict(stats.threshold)
         return cls(state, stats, threshold, config, step, workdir)
+
+    @property
+    def policy(self) -> thresholds.Policy:
+        """The policy that set this detector's threshold."""
+        return thresholds.Policy(self.threshold.policy, self.threshold.parameter)
+
+    def describe(self) -> str:
+        """One line: the score, its threshold and what it promises, and the checkpoint."""
+        return f"{self.threshold.describe()}; checkpoint {self.step} of {self.workdir}"
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -148,7 +160,7 @@ class Detector:
         score ``score`` (default: the run's), from the held-out scores (and ``scored``, the
         scores of the images being scored, for a contamination policy:
         :meth:`aejax.thresholds.Policy.threshold`)."""
-        policy = policy or thresholds.Policy(self.threshold.policy, self.threshold.parameter)
+        policy = policy or self.policy
         threshold = _threshold(self.stats, policy, score or self.threshold.score, scored)
         return dataclasses.replace(self, threshold=threshold)
 

@@ -9,6 +9,10 @@ detection threshold and the scores' fitted statistics), and on each OOD set; rep
 AUPR (OOD positive and in-distribution positive), FPR at 95% TPR and the detection rate at
 the threshold, with OOD as the positive class. Writes report.json, scores.csv and figures to
 ``--out`` (default ``<workdir>/eval/``). From Python: :mod:`aejax.evaluation`.
+
+It evaluates the run's detector (the score and threshold ``aejax.score`` and ``aejax.export``
+use; the default one is fitted and saved where the run has none). Another ``--score`` or
+threshold is evaluated in memory; ``--save-detector`` makes it the run's detector.
 """
 
 from __future__ import annotations
@@ -17,12 +21,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from aejax import cli, ood, parallel, report, run
+from aejax import cli, evaluation, ood, parallel, report, run
 from aejax.errors import AejaxError
 from aejax.evaluation import EvalConfig
 from aejax.ood import synthetic
-from aejax.report import EvalRequest, evaluate_and_write
-from aejax.thresholds import DEFAULT_POLICY
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -49,9 +51,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--score",
-        default=ood.DEFAULT,
         choices=ood.names(),
-        help=f"OOD score (default {ood.DEFAULT}; see aejax.ood)",
+        help=f"OOD score to evaluate (default: the run's detector's, {ood.DEFAULT} unless "
+        "saved otherwise; see aejax.ood)",
+    )
+    p.add_argument(
+        "--save-detector",
+        action="store_true",
+        help="make the evaluated score and threshold the run's detector, the one aejax.score "
+        "and aejax.export use (without it, evaluating changes nothing)",
     )
     p.add_argument("--out", type=Path, help="output directory (default <workdir>/eval)")
     p.add_argument("--refit", action="store_true", help="fit the scores' statistics anew")
@@ -59,26 +67,21 @@ def _parser() -> argparse.ArgumentParser:
         "--seed", type=cli.integer(0, 2**32 - 1), default=0, help="seed of the synthetic OOD sets"
     )
     p.add_argument("--data-dir", help="TFDS data dir (default $TFDS_DATA_DIR)")
-    cli.add_threshold_args(p, contamination=False)  # default: --threshold-percentile 95
+    cli.add_threshold_args(p, contamination=False)  # default: the run's detector's
     cli.add_common_args(p)
     return p
 
 
-def request(args: argparse.Namespace) -> EvalRequest:
+def config(args: argparse.Namespace) -> EvalConfig:
     """What the command line asks for, as the library takes it."""
-    return EvalRequest(
-        workdir=args.workdir,
-        config=EvalConfig(
-            ood=_ood_names(args.ood),
-            score=args.score,
-            step=args.step,
-            threshold=cli.threshold_policy(args) or DEFAULT_POLICY,
-            seed=args.seed,
-            refit=args.refit,
-        ),
-        devices=cli.devices(args),
-        data_dir=args.data_dir,
-        out=args.out,
+    return EvalConfig(
+        ood=_ood_names(args.ood),
+        score=args.score,
+        step=args.step,
+        threshold=cli.threshold_policy(args),
+        seed=args.seed,
+        refit=args.refit,
+        save_detector=args.save_detector,
     )
 
 
@@ -89,11 +92,18 @@ def evaluate_command(args: argparse.Namespace) -> int:
             f"evaluating {args.workdir} (the most recently trained run; --workdir to choose)",
             file=sys.stderr,
         )
-    result = evaluate_and_write(request(args))
-    if not parallel.is_main_process():
+    placement = evaluation.placement_for(cli.devices(args), [args.workdir])
+    result = evaluation.evaluate(
+        args.workdir, config(args), placement=placement, data_dir=args.data_dir
+    )
+    if not parallel.is_main_process():  # process 0 writes the report
         return 0
-    print(report.format_table(result.evaluation.report, result.workdir))
-    print(f"wrote {', '.join(result.files)} to {result.out}")
+    out = args.out or args.workdir / "eval"
+    result.report["devices"] = parallel.describe(placement)
+    written = report.write(result, out)
+    print(report.format_table(result.report, args.workdir))
+    print(report.format_detector(result.report))
+    print(f"wrote {', '.join(written)} to {out}")
     return 0
 
 

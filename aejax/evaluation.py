@@ -1,6 +1,6 @@
 """How well a trained autoencoder tells its data from other data: :func:`evaluate` (a workdir
 and an :class:`EvalConfig`) and :func:`fit_detector` (the statistics and threshold alone);
-:func:`aejax.report.evaluate_and_write` is what ``python -m aejax.eval`` asks for.
+``python -m aejax.eval`` calls :func:`evaluate`, then :func:`aejax.report.write`.
 
 Every registered score (:mod:`aejax.ood`) is computed on the run's own test split, on its
 held-out training images (the run's ``--holdout`` slice, which sets the threshold and the
@@ -26,6 +26,7 @@ import numpy as np
 
 from aejax import config as configs
 from aejax import core, data, inputs, metrics, models, ood, parallel, run, thresholds
+from aejax import detector as detection
 from aejax.config import RunConfig
 from aejax.detector import Detector
 from aejax.errors import AejaxError
@@ -41,13 +42,16 @@ class EvalConfig:
     """What to evaluate a trained run on, and how. Defaults are the CLI's."""
 
     ood: tuple[str, ...] = ()  # OOD sets: data sources or synthetic sets; () = OTHER's
-    score: str = DEFAULT_SCORE
+    # The score and the threshold policy to evaluate; None: the run's detector's (the
+    # defaults, DEFAULT_SCORE and thresholds.DEFAULT_POLICY, on a run that has none yet).
+    score: str | None = None
     step: int | None = None  # checkpoint (epoch); None = the latest
-    # How the detection threshold is set on the held-out scores. It is saved with the run's
-    # statistics, where `python -m aejax.score` and the exported detector take it from.
-    threshold: thresholds.Policy = thresholds.DEFAULT_POLICY
+    threshold: thresholds.Policy | None = None
     seed: int = 0  # of the synthetic sets
     refit: bool = False  # fit the scores' statistics anew
+    # Make the evaluated score and threshold the run's detector, the one `python -m
+    # aejax.score` and the exported detector use. Without it evaluating changes nothing.
+    save_detector: bool = False
 
 
 @dataclasses.dataclass
@@ -140,6 +144,9 @@ class Statistics:
     holdout: ScoredSet
     stats: ood.Stats
     step: int
+    # The run's detector as saved for this checkpoint (aejax.thresholds.Threshold.to_dict()),
+    # None where none was fitted yet; kept when the statistics are fitted anew.
+    saved_rule: dict | None
 
 
 def _statistics(
@@ -174,7 +181,9 @@ def _statistics(
     holdout = scorer.rows(source, *ranges["holdout"], role="holdout")
     step = meta["history"][-1]["epoch"]  # the checkpoint's own epoch
     path = ood.stats_path(workdir, step)
-    stats = None if refit else ood.load(path)
+    saved = ood.load(path)
+    stale = saved is not None and "image_shape" not in saved.meta  # an older aejax's
+    stats = None if refit or stale else saved
     if stats is None:
         train = scorer.rows(source, *ranges["train"])
         stats = ood.fit(
@@ -191,19 +200,28 @@ def _statistics(
         )
         if parallel.is_main_process():
             ood.save(stats, path)
-    return Statistics(scorer, source, holdout, stats, step)
+    saved_rule = None if saved is None or stale else saved.threshold
+    return Statistics(scorer, source, holdout, stats, step, saved_rule)
 
 
-def _detector(state, config, workdir, found: Statistics, policy, score) -> Detector:
-    """The run's detector: its statistics with the threshold ``policy`` sets on ``score``,
-    saved with them (what ``aejax.score`` and ``aejax.export`` use)."""
-    detector = Detector.set_by(state, found.stats, config, found.step, workdir, policy, score)
+def _save_detector(detector: Detector, found: Statistics) -> None:
+    """The one writer of a run's detector: ``detector``'s threshold saved with the
+    checkpoint's statistics, where ``aejax.score`` and ``aejax.export`` read it."""
     rule = detector.threshold.to_dict()
-    if found.stats.threshold != rule:  # a run evaluated as before is only read
+    if found.stats.threshold != rule:  # a detector fitted as before is only read
         found.stats.threshold = rule
         if parallel.is_main_process():
-            ood.save(found.stats, ood.stats_path(workdir, found.step))
-    return detector
+            ood.save(found.stats, ood.stats_path(detector.workdir, found.step))
+
+
+def _run_detector(state, config, workdir, found: Statistics) -> Detector:
+    """The run's detector on ``found``'s statistics: the score and policy saved for the
+    checkpoint, else the defaults."""
+    score, policy = DEFAULT_SCORE, thresholds.DEFAULT_POLICY
+    if found.saved_rule is not None:
+        saved = thresholds.Threshold.from_dict(found.saved_rule)
+        score, policy = saved.score, thresholds.Policy(saved.policy, saved.parameter)
+    return Detector.set_by(state, found.stats, config, found.step, workdir, policy, score)
 
 
 def fit_detector(
@@ -215,25 +233,54 @@ def fit_detector(
     placement: Placement | None = None,
     data_dir: str | None = None,
 ) -> Detector:
-    """What ``aejax.eval`` fits for a run's checkpoint, without the evaluation: the scores'
-    statistics (on its training rows and held-out slice) and the threshold; saved beside the
-    checkpoint, and returned as the run's :class:`~aejax.detector.Detector`."""
+    """Fits the run's detector for a checkpoint: the scores' statistics (on its training
+    rows and held-out slice, unless fitted before) and the threshold ``threshold`` sets on
+    score ``score``; saved beside the checkpoint (replacing the detector saved there), and
+    returned as the run's :class:`~aejax.detector.Detector`."""
     workdir = Path(workdir)
     placement = placement or Placement.create()
     state, config, meta = run.restore(workdir, step, placement)
     found = _statistics(state, config, meta, workdir, placement, data_dir, policy=threshold)
-    return _detector(state, config, workdir, found, threshold, score)
+    detector = Detector.set_by(state, found.stats, config, found.step, workdir, threshold, score)
+    _save_detector(detector, found)
+    return detector
+
+
+def run_detector(
+    workdir: str | Path,
+    step: int | None = None,
+    placement: Placement | None = None,
+    data_dir: str | None = None,
+) -> tuple[Detector, bool]:
+    """The run's detector for checkpoint ``step`` (default the latest) as saved, or, where
+    none was fitted yet, the default one (score :data:`DEFAULT_SCORE`, threshold
+    :data:`aejax.thresholds.DEFAULT_POLICY`) fitted now and saved (:func:`fit_detector`).
+    Returns it and whether it was fitted now."""
+    try:
+        return Detector.load(workdir, step, placement), False
+    except detection.NotFitted:
+        return fit_detector(workdir, step=step, placement=placement, data_dir=data_dir), True
 
 
 @dataclasses.dataclass
 class Evaluation:
-    """What :func:`evaluate` found: the report (JSON-able) and the scored sets behind it."""
+    """What :func:`evaluate` found: the report (JSON-able), the scored sets behind it, and
+    what the figures show (:mod:`aejax.report` writes them, computing nothing)."""
 
     report: dict
     state: core.TrainState
     test: ScoredSet
     holdout: ScoredSet
     outs: list[ScoredSet]
+    # Each set's first FIGURE_IMAGES images and their reconstructions, by label (test first).
+    reconstructions: dict[str, tuple[np.ndarray, np.ndarray]] = dataclasses.field(
+        default_factory=dict
+    )
+    # Each OOD set's ROC curve on the evaluated score: (FPR, TPR, AUROC), by label.
+    roc: dict[str, tuple[np.ndarray, np.ndarray, float]] = dataclasses.field(default_factory=dict)
+
+
+FIGURE_IMAGES = 10  # images per set in the report's reconstruction figures
 
 
 def evaluate(
@@ -257,6 +304,13 @@ def evaluate(
         state, run_config, meta, workdir, placement, data_dir, config.refit, config.threshold,
         source,
     )  # fmt: skip
+    # The run's detector (the default one, fitted now where it has none) and the one
+    # evaluated: the run's, unless another score or threshold was asked for. Only an explicit
+    # save_detector makes that one the run's.
+    runs = _run_detector(state, run_config, workdir, found)
+    evaluated = runs.with_threshold(config.threshold, config.score)
+    kept = evaluated if config.save_detector else runs
+    _save_detector(kept, found)
     scorer = found.scorer
     test = scorer.rows(found.source, "test")
     outs = []
@@ -269,10 +323,26 @@ def evaluate(
     for s in (test, found.holdout, *outs):
         if not s.scores:  # a streamed set's are computed as it is read
             s.scores = found.stats.all_scores(s.terms)
-    detector = _detector(state, run_config, workdir, found, config.threshold, config.score)
-    report = _report(run_config, meta, found, detector.threshold, test, outs)
+    report = _report(run_config, meta, found, evaluated.threshold, test, outs)
     report["workdir"] = str(workdir)
-    return Evaluation(report, state, test, found.holdout, outs)
+    report["detector"] = {  # what the run's detector is now, and was before
+        "saved": kept.threshold.to_dict(),
+        "before": found.saved_rule,
+        "evaluated_is_saved": evaluated.threshold == kept.threshold,
+    }
+    score = evaluated.threshold.score
+    reconstructions = {
+        s.label: (
+            s.images[:FIGURE_IMAGES],
+            np.asarray(core.reconstruct(state, s.images[:FIGURE_IMAGES])),
+        )
+        for s in (test, *outs)
+    }
+    roc = {
+        s.label: (*metrics.roc(test.scores[score], s.scores[score]), report["ood"][s.name]["auroc"])
+        for s in outs
+    }
+    return Evaluation(report, state, test, found.holdout, outs, reconstructions, roc)
 
 
 def _report(config, meta, found: Statistics, rule, test, outs) -> dict:

@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def export_command(args: argparse.Namespace) -> int:
     platforms = tuple(p.strip() for p in args.platforms.split(",") if p.strip())
-    detector, written = exporting.export(
+    exported = exporting.export(
         exporting.ExportRequest(
             out=args.out,
             workdir=args.workdir,
@@ -64,8 +64,8 @@ def export_command(args: argparse.Namespace) -> int:
     )
     lowered = "as ONNX" if args.format == "onnx" else f"for {', '.join(platforms)}"
     print(
-        f"exported checkpoint {detector.step} of {detector.workdir} {lowered}: "
-        f"{', '.join(str(p) for p in written)}\nthreshold: {detector.threshold.describe()}"
+        f"exported {lowered}: {', '.join(str(p) for p in exported.written)}\n"
+        + cli.detector_lines(exported.detector, exported.runs, exported.fitted_now)
     )
     return 0
 

@@ -57,7 +57,7 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
-from aejax import files, ood, run, thresholds, xla
+from aejax import evaluation, files, ood, run, thresholds, xla
 from aejax.detector import Detector
 from aejax.errors import AejaxError
 
@@ -366,17 +366,29 @@ class ExportRequest:
     format: str = "jax"
 
 
-def export(request: ExportRequest) -> tuple[Detector, list[Path]]:
-    """The run's detector and the files written."""
+@dataclasses.dataclass(frozen=True)
+class Exported:
+    detector: Detector  # what was exported
+    runs: Detector  # the run's detector (the same, unless another score or threshold was asked)
+    fitted_now: bool  # the run had no detector, and its default one was fitted and saved now
+    written: list[Path]
+
+
+def export(request: ExportRequest) -> Exported:
+    """Exports the run's detector (fitted now with the defaults where it has none), or the
+    run's checkpoint with another score or threshold where asked."""
+
     unknown = set(request.platforms) - set(PLATFORMS)
     if not request.platforms or unknown:
         raise AejaxError(
             f"--platforms {','.join(request.platforms)!r}: choose among {', '.join(PLATFORMS)}"
         )
     workdir = request.workdir or run.latest_workdir()
-    detector = Detector.load(workdir, request.step)  # on one device: the artifact's
-    if request.score or request.policy:
-        detector = detector.with_threshold(request.policy, request.score)
     if request.format not in FORMATS:
         raise AejaxError(f"--format {request.format!r}: choose among {', '.join(FORMATS)}")
-    return detector, write(detector, request.out, request.platforms, request.format)
+    runs, fitted_now = evaluation.run_detector(workdir, request.step)  # one device: the artifact's
+    detector = runs
+    if request.score or request.policy:
+        detector = runs.with_threshold(request.policy, request.score)
+    written = write(detector, request.out, request.platforms, request.format)
+    return Exported(detector, runs, fitted_now, written)

@@ -53,17 +53,29 @@ def handled() -> Iterator[None]:
 
 
 def _quiet_lost_signals() -> None:
-    """Installs (once) a ``sys.unraisablehook`` that drops the report of a lost signal
-    exception (the next :func:`check_interrupted` raises it again) and passes everything
-    else to the hook before it. Left installed, like aejax.checkpoint's: a hook that a command
-    restored on its way out would also remove the hooks installed after it."""
+    """Installs (once, in a command's process: library code leaves Python's hooks to its
+    user) a ``sys.unraisablehook`` that drops two reports and passes everything else to the
+    hook before it:
+
+    * a lost signal exception (the next :func:`check_interrupted` raises it again);
+    * "Event loop is closed" from a failed Orbax restore's or save's leftover I/O: Orbax runs
+      its reads and writes on an asyncio loop that it closes when it fails, TensorStore
+      operations still in flight complete into that closed loop, and Python prints each
+      one's traceback around the command's one-line error.
+
+    Left installed: a hook that a command restored on its way out would also remove the
+    hooks installed after it."""
     global _quiet_installed
     if _quiet_installed:
         return
     previous = sys.unraisablehook
 
     def hook(unraisable):
-        if unraisable.exc_type not in (Interrupted, KeyboardInterrupt):
+        lost_signal = unraisable.exc_type in (Interrupted, KeyboardInterrupt)
+        late_orbax = isinstance(unraisable.exc_value, RuntimeError) and (
+            str(unraisable.exc_value) == "Event loop is closed"
+        )
+        if not (lost_signal or late_orbax):
             previous(unraisable)
 
     sys.unraisablehook = hook

@@ -1,19 +1,17 @@
 """What ``aejax.eval`` writes: ``report.json`` (every number), ``scores.csv`` (every
 image's every score), figures (reconstructions, score histograms, ROC curves), TensorBoard
-events; the report as the terminal shows it (:func:`format_table`); and
-:func:`evaluate_and_write`, what ``python -m aejax.eval`` asks for."""
+events; the report as the terminal shows it (:func:`format_table`). It computes nothing:
+:func:`aejax.evaluation.evaluate` did."""
 
 from __future__ import annotations
 
 import csv
-import dataclasses
 from pathlib import Path
 
 import numpy as np
 
-from aejax import board, core, evaluation, files, metrics, ood, parallel, plots, run, thresholds
+from aejax import board, files, ood, plots, thresholds
 from aejax.evaluation import Evaluation, ScoredSet
-from aejax.parallel import Placement
 
 
 def write(result: Evaluation, out_dir: Path) -> list[str]:
@@ -24,7 +22,7 @@ def write(result: Evaluation, out_dir: Path) -> list[str]:
     result.report["files"] = [
         "report.json",
         "scores.csv",
-        *write_figures(out_dir, result.state, result.report, result.test, result.outs),
+        *write_figures(out_dir, result),
     ]
     files.write_json(out_dir / "report.json", result.report)
     write_board(result, out_dir)
@@ -72,18 +70,18 @@ def file_stem(label: str) -> str:
     return label.replace("/", "-")
 
 
-def write_figures(
-    out_dir: Path, state, report: dict, test: ScoredSet, outs: list[ScoredSet]
-) -> list[str]:
+def write_figures(out_dir: Path, result: Evaluation) -> list[str]:
+    """Reconstructions of each set, a score histogram of each OOD set beside the test split's,
+    and the ROC curves, from what :func:`aejax.evaluation.evaluate` computed."""
+    report, test, outs = result.report, result.test, result.outs
     score, threshold = report["score"], report["threshold"]
     files = []
-    for s in [test, *outs]:
-        recon = np.asarray(core.reconstruct(state, s.images[:10]))
+    for label, (images, recon) in result.reconstructions.items():
         path = plots.reconstruction_grid(
-            s.images[:10] / 255.0,
+            images / 255.0,
             recon,
-            out_dir / f"reconstructions_{file_stem(s.label)}.png",
-            title=f"{s.label}: inputs (top), reconstructions",
+            out_dir / f"reconstructions_{file_stem(label)}.png",
+            title=f"{label}: inputs (top), reconstructions",
         )
         files.append(path.name)
     for s in outs:
@@ -97,13 +95,9 @@ def write_figures(
             threshold=threshold,
         )
         files.append(path.name)
-    curves = {
-        s.label: (*metrics.roc(test.scores[score], s.scores[score]), report["ood"][s.name]["auroc"])
-        for s in outs
-    }
     files.append(
         plots.roc_curves(
-            curves,
+            result.roc,
             out_dir / "roc.png",
             title=f"{report['config']['arch']} on {test.label}, {score} score",
         ).name
@@ -133,38 +127,19 @@ def format_table(report: dict, workdir: Path) -> str:
     return "\n".join(lines)
 
 
-@dataclasses.dataclass(frozen=True)
-class EvalRequest:
-    """What ``python -m aejax.eval`` asks for: a run (None: the most recently trained),
-    how to evaluate it, the devices, and where the report goes (default ``<workdir>/eval``)."""
-
-    workdir: Path | None = None
-    config: evaluation.EvalConfig = evaluation.EvalConfig()
-    devices: parallel.Devices = parallel.Devices()
-    data_dir: str | None = None
-    out: Path | None = None
-
-
-@dataclasses.dataclass
-class EvalResult:
-    evaluation: Evaluation
-    workdir: Path
-    out: Path
-    files: list[str]  # written to out (none on processes other than 0)
-    placement: Placement
-
-
-def evaluate_and_write(request: EvalRequest) -> EvalResult:
-    """Evaluates the run (:func:`aejax.evaluation.evaluate`) and, on process 0, writes
-    report.json, scores.csv and the figures (:func:`write`)."""
-    workdir = request.workdir or run.latest_workdir()
-    placement = evaluation.placement_for(request.devices, [workdir])
-    result = evaluation.evaluate(
-        workdir, request.config, placement=placement, data_dir=request.data_dir
-    )
-    out = request.out or workdir / "eval"
-    written = []
-    if parallel.is_main_process():
-        result.report["devices"] = parallel.describe(placement)
-        written = write(result, out)
-    return EvalResult(result, workdir, out, written, placement)
+def format_detector(report: dict) -> str:
+    """What the evaluation did to the run's detector (the score and threshold ``aejax.score``
+    and ``aejax.export`` use), in one line."""
+    found = report["detector"]
+    saved = thresholds.Threshold.from_dict(found["saved"]).describe()
+    if not found["evaluated_is_saved"]:
+        return (
+            f"evaluated in memory; the run's detector is unchanged: {saved} "
+            "(--save-detector makes the evaluated one the run's)"
+        )
+    if found["before"] is None:
+        return f"fitted the run's detector (aejax.score and aejax.export use it): {saved}"
+    if found["before"] != found["saved"]:
+        before = thresholds.Threshold.from_dict(found["before"]).describe()
+        return f"the run's detector is now the evaluated one (it was: {before})"
+    return "evaluated the run's detector (aejax.score and aejax.export use it)"

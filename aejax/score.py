@@ -8,15 +8,17 @@ INPUTs are PNG/JPEG files, folders of them and ``.npy`` arrays of uint8 images (
 :mod:`aejax.inputs` for how images of another size or channel count are converted). Each image
 gets every score (:mod:`aejax.ood`) and
 
-* ``score``: the run's score (the one its threshold is on: ``python -m aejax.eval --score``);
+* ``score``: the run's detector's score (the one its threshold is on);
 * ``p_value``: the fraction of held-out in-distribution images scoring at least as high
   (conformal: :func:`aejax.thresholds.p_values`);
-* ``ood``: 1 when ``score`` is above the threshold: the run's (set by ``aejax.eval``), or one
-  set here by ``--threshold-percentile``, ``--target-fpr`` or ``--contamination``.
+* ``ood``: 1 when ``score`` is above the threshold: the run's detector's, or one set here by
+  ``--threshold-percentile``, ``--target-fpr`` or ``--contamination``.
 
 Writes one CSV row per image to ``--out`` (default: standard output) and a summary to the
 terminal; ``--maps DIR`` writes each image, its reconstruction and its anomaly map as a PNG.
-The run needs fitted statistics: ``python -m aejax.eval --workdir RUN`` once after training.
+A run that has no detector yet gets the default one, fitted on its training data and saved
+with the checkpoint (``aejax.evaluation.run_detector``); the summary says which detector
+scored.
 """
 
 from __future__ import annotations
@@ -80,10 +82,8 @@ def score_command(args: argparse.Namespace) -> int:
         )
     n, flagged = result.sources, int(result.ood.sum())
     print(
-        f"{plural.count(n, 'image')} scored with checkpoint {result.detector.step} of "
-        f"{result.workdir}: "
-        f"{flagged} flagged as OOD ({flagged / n:.1%})\n"
-        f"threshold: {result.detector.threshold.describe()}"
+        f"{plural.count(n, 'image')} scored: {flagged} flagged as OOD ({flagged / n:.1%})\n"
+        + cli.detector_lines(result.detector, result.runs, result.fitted_now)
         + (f"\nwrote {args.out}" if args.out else "")
         + (f"\nwrote {plural.count(n, 'anomaly map')} to {args.maps}" if args.maps else ""),
         file=sys.stderr,

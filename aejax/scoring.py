@@ -16,7 +16,7 @@ from typing import TextIO
 import numpy as np
 import tqdm
 
-from aejax import data, files, inputs, ood, parallel, run, thresholds
+from aejax import data, evaluation, files, inputs, ood, parallel, run, thresholds
 from aejax import detector as detection
 from aejax.detector import Detector
 from aejax.errors import AejaxError
@@ -42,6 +42,8 @@ class ScoreRequest:
 @dataclasses.dataclass
 class ScoreResult:
     detector: Detector  # with the threshold the verdicts were given by
+    runs: Detector  # the run's detector (the same, unless another score or threshold was asked)
+    fitted_now: bool  # the run had no detector, and its default one was fitted and saved now
     sources: int  # how many images were scored
     converted: dict[str, int]  # "32x32x3" -> how many images of that shape were converted
     score: np.ndarray  # the run's score of each image [N]
@@ -63,8 +65,8 @@ def score_images(request: ScoreRequest, sink: TextIO | None = None) -> ScoreResu
     # One device unless told: the batches are then the exported detector's, which gives the
     # same bits on the same batch (aejax.exporting).
     placement = parallel.setup(request.devices, splits_well=False, batch_size=1)
-    found = Detector.load(workdir, request.step, placement)
-    policy = request.policy
+    runs, fitted_now = evaluation.run_detector(workdir, request.step, placement)
+    found, policy = runs, request.policy
     held_out = policy if policy is not None and policy.name != "contamination" else None
     if request.score or held_out:
         found = found.with_threshold(held_out, request.score)
@@ -138,7 +140,7 @@ def score_images(request: ScoreRequest, sink: TextIO | None = None) -> ScoreResu
     if request.out is not None:
         os.replace(unfinished, request.out)
     return ScoreResult(
-        found, len(every), dict(converted), score, ood_N, workdir,
+        found, runs, fitted_now, len(every), dict(converted), score, ood_N, workdir,
         text if sink is None and request.out is None else None, restarted,
     )  # fmt: skip
 

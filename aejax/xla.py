@@ -1,12 +1,10 @@
-"""aejax's XLA configuration: the one place it is set, applied when ``aejax`` is imported.
+"""aejax's XLA configuration: the one place it is set.
 
-Every entry point (the CLIs, ``from aejax import ...``, ``import aejax.core``) imports the
-``aejax`` package first, and its ``__init__`` calls :func:`apply_flags`, so a program that
-uses the library directly computes with the same XLA settings as the command-line tools.
-XLA reads ``XLA_FLAGS`` once, when JAX starts its first backend: a program that ran JAX
-computations *before* importing aejax keeps XLA's defaults. aejax's numbers do not depend on
-that (every formulation is checked under XLA's defaults too: tests/test_api.py); only its
-speed on CPU does.
+The commands add :data:`CPU_FLAGS` to ``XLA_FLAGS`` before JAX starts its backend
+(:func:`apply_flags`, from :func:`aejax.cli.run_command`); importing aejax sets nothing, so a
+program that uses the library keeps XLA's defaults, or its own flags. aejax's numbers do not
+depend on them (every formulation is checked under XLA's defaults: tests/test_api.py); only
+its speed on CPU does.
 
 The flags only touch XLA:CPU; GPU and TPU backends ignore them. A flag the user's own
 ``XLA_FLAGS`` already sets is left as the user set it.
@@ -17,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -31,6 +28,10 @@ from aejax import files
 # - 512-bit vectors where the CPU has them (XLA prefers 256): the loss's exp and log over a
 #   256x784 batch are most of the dense net's elementwise work (a faster training pass).
 CPU_FLAGS = ("--xla_cpu_experimental_ynn_fusion_type=", "--xla_cpu_prefer_vector_width=512")
+# The same flags as fields of XLA's DebugOptions, given to each of aejax's programs when it
+# is compiled (:func:`jit`): a program that uses the library computes as fast as the commands,
+# and the same bits, with no process-wide setting. GPU and TPU compilers ignore them.
+SPEED = {"xla_cpu_experimental_ynn_fusion_type": "", "xla_cpu_prefer_vector_width": "512"}
 
 # Compiler options for programs that run once per command on a few arrays (initialisation,
 # keys): LLVM's optimisation off. Their run time is negligible either way and their compile
@@ -56,27 +57,44 @@ def full_precision() -> contextlib.AbstractContextManager:
     return jax.default_matmul_precision("highest")
 
 
-def quick_jit(fn: Callable | None = None, **jit_options) -> Callable:
-    """``jax.jit(fn, **jit_options)`` compiled with :data:`QUICK_COMPILE` when called on its
-    own; inside another traced function (where JAX refuses compiler options) it is traced
-    into the caller's program like any jitted function."""
-    if fn is None:
-        return functools.partial(quick_jit, **jit_options)
-    import jax
+class Program:
+    """``jax.jit(fn, **jit_options)``, compiled with :data:`SPEED` (and
+    :data:`QUICK_COMPILE` where ``quick``) when called on its own; inside another traced
+    function (where JAX refuses compiler options) it is traced into the caller's program like
+    any jitted function. Everything else (``lower``, ``trace``, ``eval_shape``, what
+    :func:`jax.export.export` uses) is the jitted function's."""
 
-    quick = jax.jit(fn, compiler_options=QUICK_COMPILE, **jit_options)
-    nested = jax.jit(fn, **jit_options)
+    def __init__(self, fn: Callable, quick: bool = False, **jit_options):
+        import jax
 
-    @functools.wraps(fn)
-    def call(*args, **kwargs):
+        options = {**SPEED, **(QUICK_COMPILE if quick else {})}
+        self._compiled = jax.jit(fn, compiler_options=options, **jit_options)
+        self._nested = jax.jit(fn, **jit_options)
+        functools.update_wrapper(self, fn)
+
+    def __call__(self, *args, **kwargs):
         try:
-            return quick(*args, **kwargs)
+            return self._compiled(*args, **kwargs)
         except ValueError as e:  # no public query for "am I being traced"; this is its answer
             if "compiler_options" not in str(e):
                 raise
-            return nested(*args, **kwargs)
+            return self._nested(*args, **kwargs)
 
-    return call
+    def __getattr__(self, name: str):
+        return getattr(self._compiled, name)
+
+
+def jit(fn: Callable | None = None, *, quick: bool = False, **jit_options) -> Callable:
+    """:class:`Program`: ``jax.jit`` for aejax's own programs, as a decorator with or
+    without options (``@xla.jit``, ``@xla.jit(static_argnames=...)``)."""
+    if fn is None:
+        return functools.partial(jit, quick=quick, **jit_options)
+    return Program(fn, quick, **jit_options)
+
+
+def quick_jit(fn: Callable | None = None, **jit_options) -> Callable:
+    """:func:`jit` with :data:`QUICK_COMPILE`: for programs that run once per command."""
+    return jit(fn, quick=True, **jit_options)
 
 
 def with_flags(current: str, flags=CPU_FLAGS) -> str:
@@ -87,20 +105,10 @@ def with_flags(current: str, flags=CPU_FLAGS) -> str:
     return current
 
 
-def backend_started() -> bool:
-    """Whether this process already started a JAX backend (XLA_FLAGS no longer apply)."""
-    if "jax" not in sys.modules:  # no JAX, no backend: don't import it just to ask
-        return False
-    from jax._src import xla_bridge  # no public query for this
-
-    return xla_bridge.backends_are_initialized()
-
-
-def apply_flags() -> bool:
-    """Adds :data:`CPU_FLAGS` to ``XLA_FLAGS``; returns whether they take effect (False once
-    a backend has started in this process)."""
+def apply_flags() -> None:
+    """Adds :data:`CPU_FLAGS` to this process's ``XLA_FLAGS``: for a command, before its first
+    JAX computation (XLA reads them when JAX starts its backend; later they change nothing)."""
     os.environ["XLA_FLAGS"] = with_flags(os.environ.get("XLA_FLAGS", ""))
-    return not backend_started()
 
 
 def compilation_cache_dir() -> Path:

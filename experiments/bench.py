@@ -43,6 +43,10 @@ from pathlib import Path
 
 from common import ROOT, cpu_name, history, rgb32_data
 
+from aejax import xla
+
+xla.apply_flags()  # XLA:CPU's speed flags, as the commands compute (aejax.xla)
+
 PEERS_DIR = ROOT / "experiments" / "peers"
 PEER_VENVS = Path(os.environ.get("PEER_VENVS", Path.home() / ".peer-venvs"))
 BATCH = {"dense": 256, "conv": 128}  # per model: aejax's and the peers' default batch

@@ -25,7 +25,9 @@ import numpy as np
 from common import cpu_name, write_results
 from conv_steps import random_images, timed_steps
 
-from aejax import core
+from aejax import core, xla
+
+xla.apply_flags()  # XLA:CPU's speed flags, as the commands compute (aejax.xla)
 
 STEPS = 20
 # The runtime's events, not the program's ops.

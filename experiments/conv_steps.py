@@ -20,7 +20,9 @@ import time
 import jax
 import numpy as np
 
-from aejax import core
+from aejax import core, xla
+
+xla.apply_flags()  # XLA:CPU's speed flags, as the commands compute (aejax.xla)
 
 
 def random_images(shape) -> jax.Array:

@@ -50,6 +50,9 @@ SHOWN = ("bce", "mse", "kl", "entropy", "latent", "knn", "feat-maha", "feat-knn"
 OUTSIDE_JAX = r"""
 import importlib.abc, sys
 import numpy as np
+from aejax import xla
+
+xla.apply_flags()  # XLA:CPU's speed flags, as the commands compute (aejax.xla)
 
 class NoJax(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path=None, target=None):

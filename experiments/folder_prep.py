@@ -21,6 +21,10 @@ import numpy as np
 from common import cpu_name, write_results
 from PIL import Image
 
+from aejax import xla
+
+xla.apply_flags()  # XLA:CPU's speed flags, as the commands compute (aejax.xla)
+
 
 def write_files(root: Path, n: int) -> None:
     rng = np.random.default_rng(0)

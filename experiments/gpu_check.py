@@ -26,6 +26,10 @@ from pathlib import Path
 
 from common import largest_relative_differences
 
+from aejax import xla
+
+xla.apply_flags()  # XLA:CPU's speed flags, as the commands compute (aejax.xla)
+
 RAW = ("bce", "mse", "kl", "entropy", "latent", "knn", "feat-maha", "feat-knn", "joint")
 RUNS = {"dense": ["--epochs", "5"], "conv": ["--epochs", "3"]}
 

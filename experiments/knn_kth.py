@@ -20,7 +20,10 @@ import jax.numpy as jnp
 import numpy as np
 from common import cpu_name, write_results
 
+from aejax import xla
 from aejax.ood import knn
+
+xla.apply_flags()  # XLA:CPU's speed flags, as the commands compute (aejax.xla)
 
 
 @jax.jit

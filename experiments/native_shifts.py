@@ -31,8 +31,10 @@ import numpy as np
 from common import cpu_name, write_results
 from conv_steps import random_images
 
-from aejax import core
+from aejax import core, xla
 from aejax.backend import conv3x3
+
+xla.apply_flags()  # XLA:CPU's speed flags, as the commands compute (aejax.xla)
 
 SOURCE = Path(__file__).resolve().parent / "native" / "shifts.cc"
 XLA_SHIFTS = (conv3x3._stack_shifts, conv3x3._sum_shifts)

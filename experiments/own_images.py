@@ -30,6 +30,10 @@ import numpy as np
 from common import ROOT, cpu_name, history, write_results
 from PIL import Image, ImageDraw
 
+from aejax import xla
+
+xla.apply_flags()  # XLA:CPU's speed flags, as the commands compute (aejax.xla)
+
 N_IMAGES = 300
 DEPTH = {128: 3, 256: 4}  # poolings that leave a 16x16 code
 PEER = Path(os.environ.get("PEER_VENVS", Path.home() / ".peer-venvs")) / "torch/bin/python"

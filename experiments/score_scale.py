@@ -33,6 +33,10 @@ import numpy as np
 from common import OOD_RUNS, ROOT, cpu_name, run_aejax, train, write_results
 from PIL import Image
 
+from aejax import xla
+
+xla.apply_flags()  # XLA:CPU's speed flags, as the commands compute (aejax.xla)
+
 REPEATS = 3  # runs of the scoring command per count
 # The scoring command with pyspng hidden: every file decoded by Pillow.
 PILLOW_ONLY = (

@@ -34,9 +34,11 @@ import jax
 import numpy as np
 from common import cpu_name, write_results
 
-from aejax import core, data
+from aejax import core, data, xla
 from aejax.data import prepare
 from aejax.data._tf import tfds
+
+xla.apply_flags()  # XLA:CPU's speed flags, as the commands compute (aejax.xla)
 
 BATCH = 256
 

@@ -19,9 +19,10 @@ os.environ.setdefault("AEJAX_MAX_STEPS", "300")
 
 import jax  # noqa: E402
 
-from aejax import parallel  # noqa: E402
+from aejax import parallel, xla  # noqa: E402
 
-parallel.configure(cpu_devices=8)  # aejax's XLA:CPU flags too, as the CLIs use them
+xla.apply_flags()  # aejax's XLA:CPU flags, as the CLIs use them (tests/test_api.py: without)
+parallel.configure(cpu_devices=8)
 # Start the backend now: from here on nothing (e.g. a CLI's own --cpu-devices default) can
 # change the device count.
 assert jax.device_count() == 8, jax.devices()

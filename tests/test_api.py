@@ -6,6 +6,7 @@ they are what once gave NaN entropies, experiments/xla_white_pixel_nan.py), and 
 every score with a NumPy float64 reference computed here from the same parameters.
 """
 
+import json
 import os
 import subprocess
 import sys
@@ -131,3 +132,46 @@ def test_every_score_matches_numpy_in_a_clean_process(tmp_path, order):
             got = f[f"score_{name}"]
             assert np.isfinite(got).all(), f"{name}: {np.sum(~np.isfinite(got))} not finite"
             np.testing.assert_allclose(got, expected[name], rtol=2e-4, atol=2e-4, err_msg=name)
+
+
+API_RUN = r"""
+import sys
+import numpy as np
+from aejax import Detector, RunConfig, train_and_evaluate
+from aejax.evaluation import run_detector
+
+workdir = sys.argv[1]
+train_and_evaluate(RunConfig(arch="dense", epochs=1), workdir)
+detector, _ = run_detector(workdir)
+np.save(sys.argv[3], detector.detect(np.load(sys.argv[2]))["score"])
+"""
+
+
+def test_the_api_in_a_plain_program_gives_the_commands_numbers(tmp_path):
+    """A user's script (no XLA_FLAGS, nothing set) trains and scores with the bits of
+    ``python -m aejax.train`` and ``python -m aejax.score``, which set XLA:CPU's speed flags
+    (aejax gives its programs the same options when it compiles them: aejax.xla.SPEED)."""
+    import csv
+
+    from aejax import data
+
+    images, _ = data.load("mnist", "test[:64]")
+    np.save(tmp_path / "x.npy", images)
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+
+    def run(*argv):
+        subprocess.run([sys.executable, *argv], env=env, check=True, capture_output=True)
+
+    run("-m", "aejax.train", "--arch", "dense", "--epochs", "1", "--workdir", str(tmp_path / "cli"))
+    run("-m", "aejax.score", "--workdir", str(tmp_path / "cli"), str(tmp_path / "x.npy"),
+        "--out", str(tmp_path / "cli.csv"))  # fmt: skip
+    run("-c", API_RUN, str(tmp_path / "api"), str(tmp_path / "x.npy"), str(tmp_path / "api.npy"))
+
+    def losses(name):
+        lines = (tmp_path / name / "metrics.jsonl").read_text().splitlines()
+        return [{k: v for k, v in json.loads(line).items() if "loss" in k} for line in lines]
+
+    assert losses("cli") == losses("api")
+    with open(tmp_path / "cli.csv", newline="") as f:
+        cli_scores = np.array([float(row["score"]) for row in csv.DictReader(f)], np.float32)
+    np.testing.assert_array_equal(np.load(tmp_path / "api.npy"), cli_scores)

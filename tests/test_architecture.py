@@ -87,3 +87,70 @@ def test_no_library_module_imports_a_command_module():
     library = set(MODULES) - COMMAND_SIDE
     offenders = {name: GRAPH[name] & COMMAND_SIDE for name in library if GRAPH[name] & COMMAND_SIDE}
     assert offenders == {}
+
+
+def test_no_module_reaches_into_jax_internals():
+    private = {
+        name: sorted(m for m in imports(name) if m.startswith("jax._src")) for name in MODULES
+    }
+    assert {name: found for name, found in private.items() if found} == {}
+
+
+IMPORT_EVERYTHING = r"""
+import os, sys
+import sklearn  # sets its OpenMP variables (KMP_*) on import: the libraries' own, not aejax's
+environ, hooks = dict(os.environ), (sys.unraisablehook, sys.excepthook)
+import jax
+options = {name: getattr(jax.config, name, None) for name in jax.config.values}
+import aejax
+from aejax import *  # every public name, and the modules behind them
+import aejax.train, aejax.eval, aejax.score, aejax.export, aejax.data.__main__
+after = {name: getattr(jax.config, name, None) for name in jax.config.values}
+assert dict(os.environ) == environ, set(os.environ.items()) ^ set(environ.items())
+assert (sys.unraisablehook, sys.excepthook) == hooks
+assert after == options, {k: (options[k], after[k]) for k in options if options[k] != after[k]}
+"""
+
+
+def test_importing_aejax_changes_no_process_wide_setting():
+    """flax, optax and orbax set nothing on import, and neither does aejax: no environment
+    variable (XLA_FLAGS: the commands set theirs when they run), no JAX option, no hook."""
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in __import__("os").environ.items() if k != "XLA_FLAGS"}
+    subprocess.run([sys.executable, "-c", IMPORT_EVERYTHING], env=env, check=True)
+
+
+def layers() -> list[tuple[str, list[str]]]:
+    """docs/architecture.md's layers, top first: ``(name, module prefixes)``."""
+    text = (PACKAGE.parent / "docs" / "architecture.md").read_text()
+    block = text.split("## Layers", 1)[1].split("```text\n", 1)[1].split("```", 1)[0]
+    return [(line.split()[0], line.split()[1:]) for line in block.splitlines() if line.strip()]
+
+
+def layer_of(module: str) -> int:
+    """The layer of ``module`` (0: the top), by its longest prefix in :func:`layers`."""
+    found = [
+        (len(prefix), -depth)
+        for depth, (_, prefixes) in enumerate(layers())
+        for prefix in prefixes
+        if module == prefix or module.startswith(prefix + ".")
+    ]
+    assert found, f"{module} is in no layer of docs/architecture.md"
+    return -max(found)[1]
+
+
+def test_no_import_runs_up_the_layers():
+    """No module imports from a layer above its own (models stand below the backend, the
+    core below the detectors, the commands on top), as docs/architecture.md draws them."""
+    modules = set(MODULES) - {"aejax"}
+    upward = sorted(
+        f"{a} ({layers()[layer_of(a)][0]}) imports {b} ({layers()[layer_of(b)][0]})"
+        for a in modules
+        for b in GRAPH[a] - {"aejax"}
+        if layer_of(b) < layer_of(a)
+    )
+    assert upward == []
+    assert not any(m.startswith("aejax.backend") for name in MODULES
+                   if name.startswith("aejax.models") for m in GRAPH[name])  # fmt: skip

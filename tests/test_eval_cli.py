@@ -32,6 +32,7 @@ REPORT_FIELDS = {
     "stats",
     "workdir",
     "devices",
+    "detector",
     "files",
 }
 OOD_FIELDS = {

@@ -5,6 +5,7 @@ import csv
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -60,7 +61,7 @@ def test_scores_files_folders_and_npy_like_the_python_api(run_dir, images, tmp_p
     argv = ["--workdir", str(run_dir), *inputs, "--out", str(out), "--maps", str(maps)]
     assert score_cli.main(argv) == 0
     summary = capsys.readouterr().err
-    assert "8 images scored" in summary and f"threshold: {ood.DEFAULT} > " in summary
+    assert "8 images scored" in summary and f"detector: {ood.DEFAULT} > " in summary
 
     rows = read_csv(out)
     assert [r["source"] for r in rows] == [
@@ -138,10 +139,38 @@ def test_eval_stores_the_threshold_and_reports_the_fpr_achieved(run_dir, tmp_pat
     rule = report["threshold_rule"]
     assert rule["policy"] == "target-fpr" and rule["parameter"] == 0.02
     assert 0 < report["in_distribution"]["test_flagged"] < 0.05  # achieved on the test split
-    assert "the FPR achieved" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "the FPR achieved" in printed and "the run's detector is unchanged" in printed
+    assert Detector.load(run_dir).threshold.to_dict() != rule  # evaluated in memory only
+    assert eval_cli.main([*argv, str(out), "--save-detector"]) == 0  # asked: now the run's
+    assert "the run's detector is now the evaluated one" in capsys.readouterr().out
     assert Detector.load(run_dir).threshold.to_dict() == rule  # what aejax.score now uses
     # Back to the default for the other tests.
-    assert eval_cli.main(["--workdir", str(run_dir), "--ood", "uniform", "--out", str(out)]) == 0
+    argv = ["--workdir", str(run_dir), "--ood", "uniform", "--out", str(out)]
+    assert eval_cli.main([*argv, "--threshold-percentile", "95", "--save-detector"]) == 0
+    assert Detector.load(run_dir).threshold.policy == "percentile"
+
+
+def test_evaluating_another_score_leaves_the_detector_score_uses(run_dir, images, tmp_path, capsys):
+    """score, eval with another score, score: the same scores and threshold twice, and each
+    says which detector it used (the issue a user met: eval silently replaced it)."""
+    np.save(tmp_path / "x.npy", images[:20])
+    workdir = tmp_path / "run"
+    shutil.copytree(run_dir, workdir, ignore=shutil.ignore_patterns("ood_stats"))  # unfitted
+    score = ["--workdir", str(workdir), str(tmp_path / "x.npy"), "--out"]
+    assert score_cli.main([*score, str(tmp_path / "a.csv")]) == 0
+    first = capsys.readouterr().err
+    assert "the default one was fitted now and saved" in first
+    assert eval_cli.main(["--workdir", str(workdir), "--score", "bce", "--ood", "black"]) == 0
+    printed = capsys.readouterr().out
+    assert "score: bce" in printed and "the run's detector is unchanged" in printed
+    assert score_cli.main([*score, str(tmp_path / "b.csv")]) == 0
+    second = capsys.readouterr().err
+    assert read_csv(tmp_path / "a.csv") == read_csv(tmp_path / "b.csv")
+    used = [line for line in first.splitlines() if line.startswith("detector: ")]
+    assert used == [line for line in second.splitlines() if line.startswith("detector: ")]
+    assert used[0].startswith(f"detector: {ood.DEFAULT} > ") and "checkpoint 1 of" in used[0]
+    assert "fitted now" not in second
 
 
 EXPORTED = r"""
@@ -261,8 +290,8 @@ def test_a_saved_model_export_prints_aejax_lines_only(run_dir, tmp_path):
     result = subprocess.run([sys.executable, "-m", "aejax.export", *argv], env=CLEAN_ENV,
                             capture_output=True, text=True, check=True)  # fmt: skip
     lines = (result.stdout + result.stderr).strip().splitlines()
-    assert lines[0].startswith("exported checkpoint ") and len(lines) == 2, lines
-    assert lines[1].startswith("threshold: "), lines
+    assert lines[0].startswith("exported for cpu: ") and len(lines) == 2, lines
+    assert lines[1].startswith("detector: ") and "checkpoint 1 of" in lines[1], lines
 
 
 def test_an_export_never_deletes_what_it_did_not_write(run_dir, tmp_path, capsys):
@@ -299,13 +328,15 @@ def test_the_exported_detector_reproduces_aejax_score(run_dir, images, tmp_path)
             for n, rows in want.items():
                 for name in ("score", "p_value", *ood.names()):
                     expected = np.array([float(r[name]) for r in rows], np.float32)
-                    if flags:  # the same float32 bits (the CSV's 9 digits keep them)
-                        np.testing.assert_array_equal(got[f"{name}_{n}"], expected, name)
-                    else:
-                        rtol, atol = tolerance(name, meta)
-                        np.testing.assert_allclose(
-                            got[f"{name}_{n}"], expected, rtol, atol, err_msg=name
-                        )
+                    # Not the same bits even with aejax's flags: aejax.score splits the
+                    # images into chunks and over its devices, the exported program takes
+                    # them at once, and on some CPUs a sum over an image's pixels rounds its
+                    # last bit differently in another batch shape
+                    # (experiments/results/batch_invariance.md).
+                    rtol, atol = tolerance(name, meta)
+                    np.testing.assert_allclose(
+                        got[f"{name}_{n}"], expected, rtol, atol, err_msg=name
+                    )
                 verdicts = np.array([r["ood"] == "1" for r in rows])
                 score = np.array([float(r["score"]) for r in rows], np.float32)
                 near = np.isclose(score, meta["threshold"]["value"], *tolerance("score", meta))
@@ -396,9 +427,6 @@ def test_bad_inputs_are_one_clear_error(run_dir, tmp_path, capsys):
     np.save(tmp_path / "floats.npy", np.zeros((2, 28, 28), np.float32))
     np.save(tmp_path / "flat.npy", np.zeros((2, 784), np.uint8))
     (tmp_path / "notes.txt").write_text("hello")
-    no_stats = tmp_path / "no-stats"
-    assert train.main(["--arch", "dense", "--epochs", "1", "--workdir", str(no_stats)]) == 0
-    capsys.readouterr()
     cases = {
         "broken.png": "cannot read",
         "empty": "holds no PNG/JPEG images",
@@ -411,18 +439,13 @@ def test_bad_inputs_are_one_clear_error(run_dir, tmp_path, capsys):
         assert score_cli.main(["--workdir", str(run_dir), str(tmp_path / name)]) == 2, name
         err = capsys.readouterr().err
         assert err.startswith("error: ") and message in err and err.count("\n") == 1, err
-    assert score_cli.main(["--workdir", str(no_stats), str(tmp_path / "flat.npy")]) == 2
-    err = capsys.readouterr().err
-    assert "no fitted statistics" in err and "python -m aejax.eval" in err
     assert score_cli.main(["--workdir", str(run_dir), "x", "--target-fpr", "0.00001"]) == 2
     assert "cannot set a threshold for FPR" in capsys.readouterr().err
 
 
-def test_statistics_an_older_aejax_wrote_are_refused_then_fitted_anew(run_dir, tmp_path, capsys):
+def test_statistics_an_older_aejax_wrote_are_fitted_anew(run_dir, images, tmp_path, capsys):
     """ood_stats written before the score registry (one array per statistic, typicality as
-    JSON): aejax.score says to run aejax.eval, which fits them anew."""
-    import shutil
-
+    JSON): aejax.score fits the default detector anew, as for a run that has none."""
     workdir = tmp_path / "old"
     shutil.copytree(run_dir, workdir)
     path = workdir / "ood_stats" / "1.npz"
@@ -432,10 +455,9 @@ def test_statistics_an_older_aejax_wrote_are_refused_then_fitted_anew(run_dir, t
     np.savez(path, latent_mean=np.zeros(15, np.float32), latent_precision=np.eye(15),
              knn_bank=np.zeros((5, 15), np.float32), typicality=json.dumps({}),
              meta=json.dumps({"dataset": "mnist"}), threshold=threshold, **holdout)  # fmt: skip
-    assert score_cli.main(["--workdir", str(workdir), str(tmp_path / "x.npy")]) == 2
-    err = capsys.readouterr().err
-    assert "ones an older aejax fitted" in err
-    assert f"python -m aejax.eval --workdir {workdir}" in err
+    np.save(tmp_path / "x.npy", images[:3])
+    assert score_cli.main(["--workdir", str(workdir), str(tmp_path / "x.npy")]) == 0
+    assert "the default one was fitted now and saved" in capsys.readouterr().err
     assert eval_cli.main(["--workdir", str(workdir), "--ood", "uniform"]) == 0
     refitted = json.loads((workdir / "eval" / "report.json").read_text())
     original = json.loads((run_dir / "eval" / "report.json").read_text())
@@ -451,7 +473,9 @@ def test_the_estimator_fits_an_array_and_saves_through_its_run(images, tmp_path,
         "dense", epochs=1, holdout=300, contamination=0.1, workdir=tmp_path / "run",
         data_dir=str(tmp_path / "tfds"),
     ).fit(normal[..., 0])  # fmt: skip
-    assert det.threshold_.policy == "percentile" and det.threshold_.parameter == pytest.approx(90)
+    rule = det.threshold_rule_
+    assert rule.policy == "percentile" and rule.parameter == pytest.approx(90)
+    assert det.threshold_ == rule.value
     assert (det.workdir_ / "train_images.npy").is_file()
     predicted = det.predict(images)
     assert set(np.unique(predicted)) <= {0, 1} and predicted[500:].mean() > predicted[:500].mean()

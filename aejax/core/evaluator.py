@@ -3,7 +3,6 @@ from :func:`per_image`'s terms; reconstructions, codes and decodings beside it."
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Callable
 
@@ -73,9 +72,7 @@ def per_image(
 HOST_CHUNK_ROWS = 50_000  # what per_image sends to the device at once from host memory
 
 
-@functools.partial(
-    jax.jit, static_argnames=("terms", "batch_size", "batch_sharding", "each_member")
-)
+@xla.jit(static_argnames=("terms", "batch_size", "batch_sharding", "each_member"))
 def _per_image(
     state: TrainState,
     images: jax.Array,
@@ -247,7 +244,7 @@ def _mean_of_first(values_NxK, n: int | None):
     return jnp.mean(values_NxK[:n], axis=0)
 
 
-@jax.jit
+@xla.jit
 def reconstruct(state: TrainState, images: jax.Array) -> jax.Array:
     """Reconstructed images, float32 in [0, 1], same shape as ``images``; an ensemble's is
     the mean of its members'."""
@@ -255,13 +252,13 @@ def reconstruct(state: TrainState, images: jax.Array) -> jax.Array:
     return jnp.mean(one, axis=0) if state.members else one
 
 
-@jax.jit
+@xla.jit
 def encode(state: TrainState, images: jax.Array) -> jax.Array:
     """The codes of ``images`` (``[B, latent]`` for dense, ``[B, 7, 7, latent]`` for conv)."""
     return state.model.encode(to_float(images))
 
 
-@jax.jit
+@xla.jit
 def decode(state: TrainState, codes: jax.Array) -> jax.Array:
     """Images, float32 in [0, 1], decoded from ``codes``."""
     return jax.nn.sigmoid(state.model.decode(codes))

@@ -15,8 +15,12 @@ import jax.numpy as jnp
 import optax
 from flax import nnx, struct
 
-from aejax import models, xla
+from aejax import backend, models, xla
 from aejax.errors import AejaxError
+from aejax.models import base
+
+# The core runs the models: their layers by the backend (aejax.backend), chosen per platform.
+base.use_layer_runner(backend.apply)
 
 
 @struct.dataclass

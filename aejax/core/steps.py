@@ -4,7 +4,6 @@ device(s), or one streamed from host memory."""
 from __future__ import annotations
 
 import concurrent.futures
-import functools
 import math
 from collections.abc import Callable
 
@@ -16,6 +15,7 @@ from flax import nnx
 from jax.flatten_util import ravel_pytree
 from jax.sharding import PartitionSpec as P
 
+from aejax import xla
 from aejax.core.evaluator import to_float
 from aejax.core.state import TrainState, over_members
 
@@ -110,7 +110,7 @@ def _apply_gradients(
     return state, {**metrics, "count": count}
 
 
-@functools.partial(jax.jit, donate_argnums=0)
+@xla.jit(donate_argnums=0)
 def train_step(
     state: TrainState, batch: jax.Array, weight_B: jax.Array | None = None
 ) -> tuple[TrainState, dict]:
@@ -165,7 +165,7 @@ def _gather(images_NxHxWxC, idx, batch_sharding):
     return batch, weight, count
 
 
-@functools.partial(jax.jit, donate_argnums=0, static_argnames=("batch_sharding",))
+@xla.jit(donate_argnums=0, static_argnames=("batch_sharding",))
 def _train_steps(state, images_NxHxWxC, order_CxKxB, c, batch_sharding=None):
     """Steps ``order[c, 0], ..., order[c, K-1]`` in one ``lax.scan``; returns the state and
     the metric sums over those K steps."""
@@ -187,7 +187,7 @@ def _train_steps(state, images_NxHxWxC, order_CxKxB, c, batch_sharding=None):
     return state, jax.tree.map(lambda v: jnp.sum(v, axis=0), sums)
 
 
-@functools.partial(jax.jit, donate_argnums=0, static_argnames=("batch_sharding",))
+@xla.jit(donate_argnums=0, static_argnames=("batch_sharding",))
 def _train_fed_steps(state, batches_KxBxHxWxC, weight_KxB, count_K, batch_sharding=None):
     """K steps on batches the host fed (a streamed epoch), in one ``lax.scan``: the same
     steps as :func:`_train_steps`, from batches gathered on the host instead of the device."""
@@ -238,7 +238,7 @@ def steps_per_call(steps: int, max_calls: int = 20, min_calls: int = 5) -> int:
     return steps
 
 
-@jax.jit
+@xla.jit
 def _epoch_means(chunk_sums: list[dict]) -> dict:
     """The epoch's metrics: each chunk's sums added up, divided by the examples' count (one
     program: the division alone was another to compile)."""

@@ -1,10 +1,11 @@
 """What every aejax model is: an encoder/decoder pair whose decoder returns logits."""
 
+from collections.abc import Callable
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from aejax import backend
 from aejax.losses import bce_per_example
 from aejax.models.layers import MaxPool
 from aejax.reductions import accurate_mean
@@ -15,11 +16,31 @@ kernel_init = nnx.initializers.glorot_uniform()
 bias_init = nnx.initializers.zeros_init()
 
 
+def as_written(layers: nnx.Module, x: jax.Array) -> jax.Array:
+    return layers(x)
+
+
+# How a model's layers run: as written, unless the code that runs the models installs another
+# runner (aejax.core installs aejax.backend.apply, which runs the same layers with the CPU
+# backend's fused kernels where XLA compiles for CPU). Models stand below the backend: they
+# import none, and their definitions read as the tutorial does.
+_runner: list[Callable] = [as_written]
+
+
+def use_layer_runner(runner: Callable) -> None:
+    """Runs every model's layers with ``runner(layers, x)`` from now on."""
+    _runner[0] = runner
+
+
+def run_layers(layers: nnx.Module, x: jax.Array) -> jax.Array:
+    return _runner[0](layers, x)
+
+
 class Autoencoder(nnx.Module):
     """An encoder/decoder pair over images ``x_BxHxWxC`` in ``[0, 1]``.
 
     Subclasses define ``self.encoder`` and ``self.decoder`` (flax layers, usually an
-    ``nnx.Sequential``, run by :mod:`aejax.backend`) or override :meth:`encode` and
+    ``nnx.Sequential``, run by :func:`run_layers`) or override :meth:`encode` and
     :meth:`decode`; :meth:`loss` is the training
     objective per example, reconstruction BCE unless a model says otherwise (a VAE adds its KL
     term, a denoising model corrupts its input).
@@ -36,7 +57,7 @@ class Autoencoder(nnx.Module):
     splits_well_on_cpu = False
 
     def encode(self, x_BxHxWxC: jax.Array) -> jax.Array:
-        return backend.apply(self.encoder, x_BxHxWxC)
+        return run_layers(self.encoder, x_BxHxWxC)
 
     def encode_with_features(self, x_BxHxWxC: jax.Array) -> tuple[jax.Array, jax.Array]:
         """The code and the encoder's features ``[B, F]``: every stage's output (see
@@ -45,7 +66,7 @@ class Autoencoder(nnx.Module):
         code is computed stage by stage, and is what :meth:`encode` gives."""
         h, pooled = x_BxHxWxC, []
         for stage in self.encoder_stages():
-            h = backend.apply(stage, h)
+            h = run_layers(stage, h)
             flat = h.ndim != 4
             pooled.append(h.reshape(h.shape[0], -1) if flat else accurate_mean(h, axis=(1, 2)))
         return h, jnp.concatenate([p.astype(jnp.float32) for p in pooled], axis=1)
@@ -69,7 +90,7 @@ class Autoencoder(nnx.Module):
 
     def decode(self, z: jax.Array) -> jax.Array:
         """Codes to logits ``[B, H, W, C]`` (``jax.nn.sigmoid`` of them is the image)."""
-        return backend.apply(self.decoder, z)
+        return run_layers(self.decoder, z)
 
     def __call__(self, x_BxHxWxC: jax.Array) -> jax.Array:
         return self.decode(self.encode(x_BxHxWxC))

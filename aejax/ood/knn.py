@@ -4,13 +4,13 @@ among :data:`KNN_BANK` normalised training codes (Sun et al., ICML 2022),
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from aejax import xla
 from aejax.ood.registry import Score, register
 
 # Sun et al. use k = 50 of 50k codes; a random tenth of MNIST's training codes keeps the
@@ -23,6 +23,11 @@ def normalised(code_NxD: jax.Array) -> jax.Array:
     return code_NxD / jnp.maximum(jnp.linalg.norm(code_NxD, axis=1, keepdims=True), 1e-12)
 
 
+# The bank is normalised by a program compiled as aejax's are (not op by op): its bits then do
+# not depend on the process's XLA_FLAGS, and a plain program fits the commands' detector.
+_normalised_bank = xla.jit(normalised)
+
+
 # Columns per group at each level of the k-th nearest search (_kth_largest_column): KNN_BANK's
 # 5000 are 100 groups of 50, whose k best hold the k nearest; those 10 x 50 candidates are 50
 # groups of 10, whose k best hold them too; the last passes read 10 x 10 values, not 5000
@@ -30,7 +35,7 @@ def normalised(code_NxD: jax.Array) -> jax.Array:
 GROUPS = (50, 10)
 
 
-@functools.partial(jax.jit, static_argnames="k")
+@xla.jit(static_argnames="k")
 def kth_distance(code_NxD: jax.Array, bank_MxD: jax.Array, k: int) -> jax.Array:
     """The distance of each normalised code to its ``k``-th nearest code of the bank."""
     unit_NxD = normalised(code_NxD)
@@ -113,7 +118,8 @@ def fit_term(term: str, standardised: bool = False) -> Callable[[dict, dict], di
                 "inverse_scale": 1 / np.maximum(values.std(axis=0), 1e-6),
             }
             bank = (bank - scaling["centre"]) * scaling["inverse_scale"]
-        return {"bank": np.asarray(normalised(jnp.asarray(bank, jnp.float32))), **scaling}
+        unit = _normalised_bank(jnp.asarray(bank, jnp.float32))
+        return {"bank": np.asarray(unit), **scaling}
 
     return fit
 

@@ -10,10 +10,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from aejax import xla
 from aejax.ood.registry import Score, register
 
 
-@jax.jit
+@xla.jit
 def mahalanobis(code_NxD: jax.Array, mean_D: jax.Array, whitening_DxD: jax.Array) -> jax.Array:
     r"""Squared Mahalanobis distances ``[N]``, :math:`\|(x - \mu) W\|^2` for a precision
     :math:`P = W W^\top` (:func:`whitening`).
@@ -34,7 +35,7 @@ def whitening(precision_DxD: np.ndarray) -> np.ndarray:
     return vectors * np.sqrt(np.clip(eigenvalues, 0, None))
 
 
-@jax.jit
+@xla.jit
 def mahalanobis_low_rank(
     code_NxD: jax.Array,
     mean_D: jax.Array,

@@ -14,10 +14,9 @@ import dataclasses
 import json
 from pathlib import Path
 
-import jax
 import numpy as np
 
-from aejax import files
+from aejax import files, xla
 from aejax.core.evaluator import TERMS
 from aejax.ood.registry import Score, names, registered
 
@@ -47,7 +46,7 @@ def every_score(fitted: dict, terms: dict, scores: list[Score] | None = None) ->
     return out
 
 
-_every_score = jax.jit(every_score, static_argnames="scores")
+_every_score = xla.jit(every_score, static_argnames="scores")
 
 
 @dataclasses.dataclass
