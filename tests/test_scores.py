@@ -351,6 +351,19 @@ def test_the_joint_density_of_a_gaussian_sample_gives_its_mahalanobis_distances(
     np.testing.assert_allclose(got, known, rtol=0.03, atol=0.02)
 
 
+@pytest.mark.parametrize("rows", [0, 1])
+def test_the_joint_fit_of_too_few_rows_scores_zero_not_nan(rows):
+    # A held-out slice of one image: its cross-fitting fold fits to no rows at all (found by
+    # scikit-learn's estimator checks, which fit detectors on a dozen rows).
+    fitted = joint.fit_joint(np.ones((rows, 4)))
+    assert fitted["_statistics"] == 0 and np.isfinite(fitted["mean"]).all()
+    z = np.ones((2, 4), np.float32)
+    got = latent.mahalanobis(
+        z, fitted["mean"].astype(np.float32), fitted["whitening"].astype(np.float32)
+    )
+    np.testing.assert_array_equal(np.asarray(got), 0)
+
+
 def test_the_joint_score_sees_a_combination_each_statistic_finds_typical():
     # Error that goes with entropy in the held-out images: an image with typical error and
     # typical entropy, but high error for low entropy, is typical to typ-rss, not to joint.

@@ -26,8 +26,11 @@ STATISTICS = tuple(f"z-{raw}" for raw in RAW)
 
 
 def independent_columns(values_NxF: np.ndarray) -> np.ndarray:
-    """The columns that vary and are no exact affine copy of an earlier kept one ``[F]``."""
+    """The columns that vary and are no exact affine copy of an earlier kept one ``[F]``
+    (none, with fewer than two rows: nothing varies)."""
     keep = np.zeros(values_NxF.shape[1], bool)
+    if len(values_NxF) < 2:
+        return keep
     for f, column in enumerate(values_NxF.T):
         if np.ptp(column) <= 1e-9 * max(1.0, np.abs(column).max()):
             continue
@@ -48,7 +51,8 @@ def fit_joint(values_NxF: np.ndarray) -> dict:
 
     values = np.asarray(values_NxF, np.float64)
     keep = independent_columns(values)
-    mean = values.mean(axis=0)
+    # A cross-fitting fold of a held-out slice of one image fits to no rows at all.
+    mean = values.mean(axis=0) if len(values) else np.zeros(values.shape[1])
     whitening_FxF = np.zeros((values.shape[1],) * 2)
     if keep.any():
         gaussian = LedoitWolf().fit(values[:, keep])
