@@ -24,7 +24,6 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from aejax import xla
 from aejax.errors import AejaxError
 
 AXIS = "data"
@@ -98,16 +97,6 @@ def setup(devices: Devices, *, splits_well: bool, batch_size: int) -> Placement:
     the CPU split into one host device per core where the model ``splits_well`` for this
     ``batch_size``, unless ``devices`` says otherwise."""
     wanted = devices.cpu_devices or default_cpu_devices(splits_well, batch_size)
-    if (
-        devices.cpu_devices
-        and started()
-        and jax.devices()[0].platform == "cpu"
-        and jax.local_device_count() != devices.cpu_devices
-    ):
-        raise AejaxError(
-            f"--cpu-devices {devices.cpu_devices}: JAX already started with "
-            f"{jax.local_device_count()} CPU devices in this process"
-        )
     configure(
         cpu_devices=wanted,
         coordinator_address=devices.coordinator_address,
@@ -115,6 +104,17 @@ def setup(devices: Devices, *, splits_well: bool, batch_size: int) -> Placement:
         process_id=devices.process_id,
         distributed=devices.distributed,
     )
+    # A count asked for and not had: JAX had already started with another (configure
+    # leaves a started backend's devices as they are).
+    if (
+        devices.cpu_devices
+        and jax.devices()[0].platform == "cpu"
+        and jax.local_device_count() != devices.cpu_devices
+    ):
+        raise AejaxError(
+            f"--cpu-devices {devices.cpu_devices}: JAX already started with "
+            f"{jax.local_device_count()} CPU devices in this process"
+        )
     return Placement.create(devices.devices)
 
 
@@ -123,11 +123,6 @@ def describe(placement: Placement) -> str:
     platform = placement.mesh.devices.flat[0].platform.upper()
     processes = f" in {jax.process_count()} processes" if jax.process_count() > 1 else ""
     return f"{placement.size} {platform} device{'s' if placement.size > 1 else ''}{processes}"
-
-
-def started() -> bool:
-    """Whether this process already started a JAX backend (devices can no longer change)."""
-    return xla.backend_started()
 
 
 def default_cpu_devices(splits_well: bool, batch_size: int) -> int:

@@ -205,17 +205,18 @@ def test_checkpoints_keep_their_interval_and_the_last_epoch(tmp_path):
 def test_after_a_failed_restore_only_orbax_leftover_errors_are_dropped(monkeypatch):
     from types import SimpleNamespace
 
-    from aejax import checkpoint
+    from aejax import interrupts
 
     seen = []
     monkeypatch.setattr(sys, "unraisablehook", seen.append)
-    monkeypatch.setattr(checkpoint, "_hook_installed", False)
-    checkpoint._ignore_late_orbax_callbacks()
+    monkeypatch.setattr(interrupts, "_quiet_installed", False)
+    interrupts._quiet_lost_signals()
     hook = sys.unraisablehook
-    checkpoint._ignore_late_orbax_callbacks()
-    assert sys.unraisablehook is hook  # installed once, not wrapped again on every restore
-    leftover = SimpleNamespace(exc_value=RuntimeError("Event loop is closed"))
-    other = SimpleNamespace(exc_value=RuntimeError("something else"))
+    interrupts._quiet_lost_signals()
+    assert sys.unraisablehook is hook  # installed once, not wrapped again on every command
+    closed, other_error = RuntimeError("Event loop is closed"), RuntimeError("something else")
+    leftover = SimpleNamespace(exc_type=RuntimeError, exc_value=closed)
+    other = SimpleNamespace(exc_type=RuntimeError, exc_value=other_error)
     sys.unraisablehook(leftover)
     sys.unraisablehook(other)
     assert seen == [other]
