@@ -4,7 +4,7 @@
 
 writes ``detector/metadata.json`` and the serialized :mod:`jax.export` artifact it names,
 lowered for CPU, CUDA and TPU (``--platforms``); ``--format saved_model`` writes a TensorFlow
-SavedModel instead (TF Serving, TFLite, no JAX needed to run it), ``--format onnx`` an ONNX
+SavedModel instead (TF Serving, no JAX needed to run it), ``--format onnx`` an ONNX
 model (onnxruntime). :mod:`aejax.exporting`
 says what they compute and how to load them.
 """

@@ -26,8 +26,8 @@ float32 bits (XLA:CPU adds a dot product's terms in an order that depends on bot
 the threshold.
 
 ``--format saved_model`` writes the same function as a TensorFlow SavedModel instead
-(``detector/saved_model/``, :func:`write_saved_model`): TF Serving, TFLite's converter or any
-TensorFlow runs it, with no JAX installed::
+(``detector/saved_model/``, :func:`write_saved_model`): TF Serving or any TensorFlow runs
+it, with no JAX installed::
 
     import numpy as np, tensorflow as tf
     detect = tf.saved_model.load("detector/saved_model").signatures["serving_default"]

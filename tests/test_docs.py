@@ -114,3 +114,14 @@ def test_the_default_score_is_the_one_the_protocol_chose():
 
     result = json.loads((ROOT / "experiments" / "results" / "ood_general.json").read_text())
     assert ood.DEFAULT == result[0]["all_families_choice"]
+
+
+def test_tflite_is_never_promised():
+    """TFLite's converter refuses aejax's SavedModels (docs/deploying.md says why): every
+    sentence that names it, in README, the docs and the docstrings, says it does not."""
+    files = [ROOT / "README.md", *(ROOT / "docs").glob("*.md"), *(ROOT / "aejax").rglob("*.py")]
+    for path in files:
+        text = " ".join(path.read_text().split())
+        for sentence in re.split(r"(?<=[.:])\s", text):
+            if re.search(r"tflite|tensorflow lite", sentence, re.I):
+                assert re.search(r"\bnot\b|n't\b", sentence), f"{path.name}: {sentence}"
