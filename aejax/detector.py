@@ -60,6 +60,18 @@ def _detect(state, fitted, images_NxHxWxC, score, batch_sharding=None):
     return jnp.stack([v.astype(jnp.float32) for v in decide(fitted, terms, score).values()])
 
 
+@xla.jit(static_argnames=("score", "batch_sharding"))
+def _detect_one(state, fitted, images_NxHxWxC, score, batch_sharding=None):
+    """``score``, ``p_value`` and ``ood`` ``[3, N]`` (float32, ``ood`` as 0/1), from only the
+    terms and scores that ``score`` needs (:func:`aejax.ood.needed_by`): what one score
+    costs, not every score's work."""
+    scores, terms = ood.needed_by(score)
+    values = core.per_image(state, images_NxHxWxC, terms, batch_sharding=batch_sharding)
+    value = ood.every_score(fitted["scores"], values, scores)[score]
+    p_value = thresholds.p_values(fitted["holdout"], value)
+    return jnp.stack([value, p_value, (value > fitted["threshold"]).astype(jnp.float32)])
+
+
 def outputs() -> tuple[str, ...]:
     """The keys of :func:`decide`, in its order: the rows of a detection, an exported
     model's outputs, a CSV's columns after ``source``."""
@@ -182,13 +194,21 @@ class Detector:
             )
 
     def detect(
-        self, images_NxHxWxC: np.ndarray, batch_sharding: jax.sharding.Sharding | None = None
+        self,
+        images_NxHxWxC: np.ndarray,
+        batch_sharding: jax.sharding.Sharding | None = None,
+        every: bool = True,
     ) -> dict[str, np.ndarray]:
-        """``score``, ``p_value``, ``ood`` and every score, per image ``[N]``."""
-        return self.detect_async(images_NxHxWxC, batch_sharding)()
+        """``score``, ``p_value``, ``ood`` and every score, per image ``[N]``; without
+        ``every``, the first three only, at the cost of the detector's score alone (a
+        ``bce`` detector then reconstructs the images and searches no neighbours)."""
+        return self.detect_async(images_NxHxWxC, batch_sharding, every)()
 
     def detect_async(
-        self, images_NxHxWxC: np.ndarray, batch_sharding: jax.sharding.Sharding | None = None
+        self,
+        images_NxHxWxC: np.ndarray,
+        batch_sharding: jax.sharding.Sharding | None = None,
+        every: bool = True,
     ) -> Callable[[], dict[str, np.ndarray]]:
         """:meth:`detect`, started: returns at once (JAX's asynchronous dispatch), and the
         function it returns waits for the scores. ``aejax.score`` writes one chunk's rows while
@@ -196,9 +216,10 @@ class Detector:
         images_NxHxWxC = np.asarray(images_NxHxWxC)
         self.check_images(images_NxHxWxC)
         fitted, n = self.fitted(), len(images_NxHxWxC)
+        detect, names = (_detect, outputs()) if every else (_detect_one, outputs()[:3])
         with xla.full_precision():
             parts = [
-                _detect(
+                detect(
                     self.state,
                     fitted,
                     images_NxHxWxC[i : i + DETECT_ROWS],
@@ -210,7 +231,7 @@ class Detector:
 
         def collected() -> dict[str, np.ndarray]:
             stacked = np.concatenate([np.asarray(p) for p in parts], axis=1)
-            out = dict(zip(outputs(), stacked, strict=True))
+            out = dict(zip(names, stacked, strict=True))
             out["ood"] = out["ood"].astype(bool)
             return out
 

@@ -566,3 +566,21 @@ def test_a_killed_scoring_job_is_scored_anew_and_says_so(run_dir, images, tmp_pa
     )
     assert "scored anew" in capsys.readouterr().err
     assert len(read_csv(out)) == 20 and not (tmp_path / "scores.csv.unfinished").exists()
+
+
+@pytest.mark.parametrize("score", [ood.DEFAULT, "bce", "typ-knn"])
+def test_one_score_costs_its_own_work_and_gives_the_same_verdicts(run_dir, images, score):
+    """``detect(every=False)`` (the estimator's path) computes only what ``score`` needs, in
+    another program than every score's: the same scores to float32's precision, the same
+    verdicts and p-values away from the threshold."""
+    from aejax.evaluation import run_detector
+
+    saved, _ = run_detector(run_dir)
+    detector = saved.with_threshold(thresholds.DEFAULT_POLICY, score=score)
+    every, one = detector.detect(images), detector.detect(images, every=False)
+    assert sorted(one) == ["ood", "p_value", "score"]
+    np.testing.assert_allclose(one["score"], every["score"], rtol=1e-6, atol=1e-7)
+    away = ~np.isclose(every["score"], detector.threshold.value, rtol=1e-5)
+    np.testing.assert_array_equal(one["ood"][away], every["ood"][away])
+    step = 1 / (len(saved.stats.holdout_scores[score]) + 1)  # a p-value's resolution
+    np.testing.assert_allclose(one["p_value"], every["p_value"], rtol=0, atol=2 * step)

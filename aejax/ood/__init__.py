@@ -27,12 +27,12 @@ the score the results file chose).
 
 # Imported in the order the scores are computed: each registers its own.
 from aejax.ood import reconstruction, latent, knn, features, typicality, combined, joint  # noqa: F401, I001
-from aejax.ood.registry import Score, names, register, registered, unregister
+from aejax.ood.registry import Score, names, needed_by, register, registered, unregister
 from aejax.ood.stats import Stats, every_score, fit, load, save, stats_path
 
 DEFAULT = "joint"  # chosen by leave-one-family-out, see above
 
 __all__ = [
-    "DEFAULT", "Score", "Stats", "every_score", "fit", "load", "names", "register",
+    "DEFAULT", "Score", "Stats", "every_score", "fit", "load", "names", "needed_by", "register",
     "registered", "save", "stats_path", "unregister",
 ]  # fmt: skip

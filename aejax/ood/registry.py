@@ -63,6 +63,20 @@ def registered() -> list[Score]:
     return list(_SCORES.values())
 
 
+def needed_by(name: str) -> tuple[list[Score], tuple[str, ...]]:
+    """What computing score ``name`` takes: the scores it needs, itself last, in the order
+    they are computed, and the terms (of :data:`~aejax.core.evaluator.TERMS`) they read."""
+    wanted, stack = set(), [name]
+    while stack:
+        score = _SCORES[stack.pop()]
+        if score.name not in wanted:
+            wanted.add(score.name)
+            stack += [n for n in score.needs if n in _SCORES]
+    scores = [s for s in _SCORES.values() if s.name in wanted]
+    terms = {n for s in scores for n in s.needs if n in TERMS}
+    return scores, tuple(t for t in TERMS if t in terms)
+
+
 def names() -> tuple[str, ...]:
     """The scores a report, a CSV and a detector give, in order."""
     return tuple(s.name for s in _SCORES.values() if s.reported)
