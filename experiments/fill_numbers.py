@@ -231,6 +231,11 @@ def stopping_protocol() -> str:
     return (RESULTS / "stopping_protocol.md").read_text().split("\n", 2)[2].rstrip()
 
 
+def pyod_compare() -> str:
+    """docs/python_api.md: aejax's detector beside PyOD's AutoEncoder."""
+    return (RESULTS / "pyod_compare.md").read_text().split("\n", 2)[2].rstrip()
+
+
 def quickstart() -> str:
     timing = load("quickstart.json")
     lines = (RESULTS / "quickstart.txt").read_text().rstrip().splitlines()
@@ -290,6 +295,7 @@ RENDER = {
     "own_images": own_images,
     "own_data_defaults": own_data_defaults,
     "stopping_protocol": stopping_protocol,
+    "pyod_compare": pyod_compare,
     "speed": speed,
     "seed_parity": seed_parity,
     "ood_default": ood_default,
