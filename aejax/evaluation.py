@@ -396,11 +396,9 @@ def _ood_source(name: str, data_dir: str | None, shape) -> data.Source | None:
         return None
     try:
         return data.source(name, data_dir).converted_to(shape)
-    except data.UnknownDataset:
+    except data.UnknownDataset as e:  # what data.source found (a path it expanded, ...)
         raise AejaxError(
-            f"unknown OOD set {name!r}: use a TFDS image dataset (mnist, fashion_mnist, ...), "
-            f"a folder of images, a .npy array, or a synthetic set: "
-            f"{', '.join(synthetic.SYNTHETIC)}"
+            f"unknown OOD set {name!r}: {e}; or a synthetic set: {', '.join(synthetic.SYNTHETIC)}"
         ) from None
 
 

@@ -114,14 +114,21 @@ def test_without_workdir_uses_the_latest_run(trained, monkeypatch, capsys):
     [
         (["--workdir", "{tmp}/nothing"], "holds no checkpoints"),
         (["--workdir", "{run}", "--ood", "no_such_set"], "unknown OOD set 'no_such_set'"),
+        # A path: its own error, where the shell would have put ~ (HOME is the test's tmp).
+        (
+            ["--workdir", "{run}", "--ood", "uniform,~/new_images"],
+            "{tmp}/new_images: no such folder or file",
+        ),
         (["--workdir", "{run}", "--ood", "cifar10"], "has 32x32x3 images, the model takes 28x28x1"),
         (["--workdir", "{run}", "--step", "7"], "no checkpoint for step 7"),
         (["--workdir", "{run}", "--step", "last"], "--step: takes an epoch number"),
     ],
 )
-def test_bad_input_is_one_clear_line(trained, tmp_path, capsys, args, message):
+def test_bad_input_is_one_clear_line(trained, tmp_path, capsys, monkeypatch, args, message):
     _, workdir = trained
+    monkeypatch.setenv("HOME", str(tmp_path))
     args = [a.format(tmp=tmp_path, run=workdir) for a in args]
+    message = message.format(tmp=tmp_path)
     try:
         code = eval_cli.main(args)
     except SystemExit as e:  # options are refused by argparse, with the same one line
