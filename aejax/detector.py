@@ -29,19 +29,21 @@ from aejax.errors import AejaxError
 from aejax.parallel import Placement
 
 
-def decide(fitted: dict, terms: dict, score: str) -> dict[str, jax.Array]:
+def decide(fitted: dict, terms: dict, score: str, every: bool = True) -> dict[str, jax.Array]:
     """From :func:`aejax.core.image_terms`' terms and the detector's fitted arrays
     (:meth:`Detector.fitted`): ``score`` (the values of score ``score``), ``p_value``,
-    ``ood`` (score above the threshold) and every score of :func:`aejax.ood.names`.
-    Traceable, float32."""
-    every = ood.every_score(fitted["scores"], terms)
-    value = every[score]
-    return {
+    ``ood`` (score above the threshold) and every score of :func:`aejax.ood.names`; without
+    ``every``, the first three only, from the scores ``score`` needs
+    (:func:`aejax.ood.needed_by`). Traceable, float32."""
+    scores = None if every else ood.needed_by(score)[0]
+    values = ood.every_score(fitted["scores"], terms, scores)
+    value = values[score]
+    verdict = {
         "score": value,
         "p_value": thresholds.p_values(fitted["holdout"], value),
         "ood": value > fitted["threshold"],
-        **every,
     }
+    return {**verdict, **values} if every else verdict
 
 
 # Images scored per call: the knn scores compare every image with the whole bank of training
@@ -52,24 +54,15 @@ def decide(fitted: dict, terms: dict, score: str) -> dict[str, jax.Array]:
 DETECT_ROWS = 512
 
 
-@xla.jit(static_argnames=("score", "batch_sharding"))
-def _detect(state, fitted, images_NxHxWxC, score, batch_sharding=None):
+@xla.jit(static_argnames=("score", "batch_sharding", "every"))
+def _detect(state, fitted, images_NxHxWxC, score, batch_sharding=None, every=True):
     """:func:`decide`'s outputs stacked ``[outputs, N]``, float32 (``ood`` as 0/1): one
-    array to copy to the host per call, not one per output."""
-    terms = core.per_image(state, images_NxHxWxC, batch_sharding=batch_sharding)
-    return jnp.stack([v.astype(jnp.float32) for v in decide(fitted, terms, score).values()])
-
-
-@xla.jit(static_argnames=("score", "batch_sharding"))
-def _detect_one(state, fitted, images_NxHxWxC, score, batch_sharding=None):
-    """``score``, ``p_value`` and ``ood`` ``[3, N]`` (float32, ``ood`` as 0/1), from only the
-    terms and scores that ``score`` needs (:func:`aejax.ood.needed_by`): what one score
-    costs, not every score's work."""
-    scores, terms = ood.needed_by(score)
+    array to copy to the host per call, not one per output. Without ``every``, only the
+    terms ``score`` needs are computed: what one score costs, not every score's work."""
+    terms = core.TERMS if every else ood.needed_by(score)[1]
     values = core.per_image(state, images_NxHxWxC, terms, batch_sharding=batch_sharding)
-    value = ood.every_score(fitted["scores"], values, scores)[score]
-    p_value = thresholds.p_values(fitted["holdout"], value)
-    return jnp.stack([value, p_value, (value > fitted["threshold"]).astype(jnp.float32)])
+    decided = decide(fitted, values, score, every)
+    return jnp.stack([v.astype(jnp.float32) for v in decided.values()])
 
 
 def outputs() -> tuple[str, ...]:
@@ -145,7 +138,7 @@ class Detector:
     @property
     def policy(self) -> thresholds.Policy:
         """The policy that set this detector's threshold."""
-        return thresholds.Policy(self.threshold.policy, self.threshold.parameter)
+        return self.threshold.as_policy()
 
     def describe(self) -> str:
         """One line: the score, its threshold and what it promises, and the checkpoint."""
@@ -216,15 +209,16 @@ class Detector:
         images_NxHxWxC = np.asarray(images_NxHxWxC)
         self.check_images(images_NxHxWxC)
         fitted, n = self.fitted(), len(images_NxHxWxC)
-        detect, names = (_detect, outputs()) if every else (_detect_one, outputs()[:3])
+        names = outputs() if every else outputs()[:3]
         with xla.full_precision():
             parts = [
-                detect(
+                _detect(
                     self.state,
                     fitted,
                     images_NxHxWxC[i : i + DETECT_ROWS],
                     self.threshold.score,
                     batch_sharding,
+                    every,
                 )  # fmt: skip
                 for i in range(0, max(n, 1), DETECT_ROWS)
             ]

@@ -220,7 +220,7 @@ def _run_detector(state, config, workdir, found: Statistics) -> Detector:
     score, policy = DEFAULT_SCORE, thresholds.DEFAULT_POLICY
     if found.saved_rule is not None:
         saved = thresholds.Threshold.from_dict(found.saved_rule)
-        score, policy = saved.score, thresholds.Policy(saved.policy, saved.parameter)
+        score, policy = saved.score, saved.as_policy()
     return Detector.set_by(state, found.stats, config, found.step, workdir, policy, score)
 
 

@@ -59,6 +59,10 @@ class Threshold:
     def __post_init__(self):
         object.__setattr__(self, "value", float(np.float32(self.value)))
 
+    def as_policy(self) -> Policy:
+        """The policy that set this threshold (to set it anew on other scores)."""
+        return Policy(self.policy, self.parameter)
+
     def flags(self, scores) -> np.ndarray:
         """Which of ``scores`` are flagged as OOD (strictly above the threshold)."""
         return np.asarray(scores) > self.value

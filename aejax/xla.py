@@ -31,7 +31,7 @@ CPU_FLAGS = ("--xla_cpu_experimental_ynn_fusion_type=", "--xla_cpu_prefer_vector
 # The same flags as fields of XLA's DebugOptions, given to each of aejax's programs when it
 # is compiled (:func:`jit`): a program that uses the library computes as fast as the commands,
 # and the same bits, with no process-wide setting. GPU and TPU compilers ignore them.
-SPEED = {"xla_cpu_experimental_ynn_fusion_type": "", "xla_cpu_prefer_vector_width": "512"}
+SPEED = dict(flag.removeprefix("--").split("=", 1) for flag in CPU_FLAGS)
 
 # Compiler options for programs that run once per command on a few arrays (initialisation,
 # keys): LLVM's optimisation off. Their run time is negligible either way and their compile
