@@ -80,14 +80,14 @@ class RunConfig:
     # set when epochs come from the data, off when --epochs is given.
     early_stopping: bool = False
 
-    def resolved(
+    def is_resolved(self) -> bool:
+        """Whether :func:`resolve` made this config: every length and size is filled in."""
+        return None not in (self.epochs, self.holdout) and self.batch_size > 0
+
+    def _filled(
         self, image_shape: tuple[int, int, int] | None = None, n_train: int | None = None
     ) -> RunConfig:
-        """Fills in the architecture's defaults, so the saved config says what was used;
-        ``image_shape``, the data's ``(H, W, C)``, sets the model's shape options (those of
-        ``image_shape`` and ``channels`` it has) unless they were given; ``n_train``, the size
-        of the data's train split, sets the held-out slice, the batch size and the epochs
-        unless they were given."""
+        # Fills in the defaults of what was not given (see resolve).
         holdout = self.holdout
         if holdout is None and n_train is not None:
             holdout = default_holdout(n_train)
@@ -143,7 +143,7 @@ class RunConfig:
         """``{role: (tfds_split, start, stop)}`` for the rows trained on and held out, given
         the size of the dataset's train split."""
         if self.holdout is None:
-            return self.resolved(n_train=n_train).row_ranges(n_train)
+            raise ValueError("row_ranges needs a resolved config (aejax.config.resolve)")
         if not 0 <= self.holdout < n_train:
             raise AejaxError(
                 f"--holdout {self.holdout} must be in [0, {n_train}): the train "
@@ -160,6 +160,79 @@ class RunConfig:
     def from_dict(cls, d: dict) -> RunConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
+
+
+def resolve(
+    given: dict | RunConfig,
+    saved: RunConfig | None = None,
+    image_shape: tuple[int, int, int] | None = None,
+    n_train: int | None = None,
+    *,
+    where: str = "the workdir",
+) -> RunConfig:
+    """The complete config of a run: the one place a :class:`RunConfig` is resolved, once
+    per command. Pure: it reads nothing.
+
+    ``given``: the fields the user gave (``model``: model options), or a :class:`RunConfig`
+    whose unset fields (``epochs`` and ``holdout`` None, ``batch_size`` 0) are to be filled.
+    ``saved``: the config of the run being resumed, if any: the given fields go over it and
+    must agree with its trajectory (an :class:`~aejax.errors.AejaxError` names each clash;
+    ``where`` names the run in it). Otherwise the given fields go over the defaults, and the
+    data's facts fill the rest: ``image_shape``, the data's ``(H, W, C)``, sets the model's
+    shape options it has; ``n_train``, the size of the train split, sets the held-out slice
+    (:func:`default_holdout`), the batch size (:func:`data_batch_size`) and the epochs (the
+    tutorial's on its datasets, else the step ceiling's with early stopping). A resolved
+    config resolves to itself.
+
+    >>> c = resolve({"arch": "conv", "dataset": "/data/crops"}, None, (32, 32, 3), 270)
+    >>> c.batch_size, c.holdout, c.early_stopping, c.model["channels"]
+    (16, 54, True, 3)
+    >>> resolve(c) == c
+    True
+    """
+    if isinstance(given, RunConfig):  # its early_stopping is given too
+        given = _set_fields(given)
+    elif given.get("epochs") is not None:  # a length asked for: no early stopping
+        given = {**given, "early_stopping": False}
+    given = dict(given)
+    model_given = given.pop("model", {})
+    if saved is None:
+        config = dataclasses.replace(RunConfig(), **given, model=model_given)
+        return config._filled(image_shape, n_train)
+    if given.get("arch", saved.arch) != saved.arch:
+        raise AejaxError(
+            f"{where} holds a {saved.arch} run, not {given['arch']}: use "
+            f"--arch {saved.arch} to resume it, or --fresh or another --workdir"
+        )
+    config = dataclasses.replace(saved, **given, model={**saved.model, **model_given})
+    config = config._filled()
+    check_agrees(config, saved, where)
+    return config
+
+
+def check_agrees(config: RunConfig, saved: RunConfig, where: str = "the workdir") -> None:
+    """An :class:`~aejax.errors.AejaxError` unless ``config`` can resume the ``saved`` run
+    (in ``where``): they agree on everything but the training's length."""
+    asked = config.trajectory()
+    clashes = [
+        f"{k}={asked[k]!r} (run has {v!r})" for k, v in saved.trajectory().items() if asked[k] != v
+    ]
+    if clashes:
+        raise AejaxError(
+            f"{where} holds a {saved.arch} run on {saved.dataset} that differs in "
+            f"{', '.join(clashes)}: drop those options to resume it, or use --fresh or "
+            "another --workdir"
+        )
+
+
+def _set_fields(config: RunConfig) -> dict:
+    # The fields of a config built in Python that differ from the defaults: those given.
+    default = RunConfig()
+    return {
+        f.name: getattr(config, f.name)
+        for f in dataclasses.fields(config)
+        if getattr(config, f.name) != getattr(default, f.name)
+    }
 
 
 # The tutorial's datasets and its training length on them: their runs reproduce it exactly

@@ -239,23 +239,23 @@ class AutoencoderDetector(OutlierMixin, BaseEstimator):
         return {k: v for k, v in given.items() if v is not None}
 
     def _train(self, dataset: str, workdir: Path, stack: contextlib.ExitStack):
-        from aejax import data, evaluation, run, training
+        from aejax import config, data, evaluation, run, training
 
         source = data.source(dataset, self.data_dir)
         given = {**self._given(), "dataset": source.name}
-        facts = (None, None)
-        if run.saved_config(workdir) is None:  # a new run: shaped and sized by the data
+        saved, facts = run.saved_config(workdir), (None, None)
+        if saved is None:  # a new run: shaped and sized by the data
             facts = source.image_shape(), source.num_examples("train")
-        config = run.resolve_config(given, workdir, *facts)
+        resolved = config.resolve(given, saved, *facts, where=str(workdir))
         try:  # known before training: a threshold the held-out slice cannot support
-            self.threshold_policy().check_supported(config.holdout)
+            self.threshold_policy().check_supported(resolved.holdout)
         except ValueError as e:
             raise InvalidParameter(str(e)) from None
         if not self.verbose:  # scikit-learn's verbose=0: the training's lines unprinted
             stack.enter_context(contextlib.redirect_stdout(io.StringIO()))
             stack.enter_context(contextlib.redirect_stderr(io.StringIO()))
         _, history = training.train_and_evaluate(
-            config, workdir, data_dir=self.data_dir, source=source
+            resolved, workdir, data_dir=self.data_dir, source=source
         )
         detector = evaluation.fit_detector(
             workdir, score=self.ood_score, threshold=self.threshold_policy(), data_dir=self.data_dir

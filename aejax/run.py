@@ -121,59 +121,10 @@ def move_aside(workdir: Path) -> Path:
     return aside
 
 
-def resolve_config(
-    given: dict,
-    workdir: Path,
-    image_shape: tuple[int, int, int] | None = None,
-    n_train: int | None = None,
-) -> RunConfig:
-    """The config of a training command: the fields ``given`` (``model``: model options)
-    over those of the run saved in ``workdir`` if there is one (it resumes), else over the
-    defaults; a new run's model takes ``image_shape`` (the data's) where it has a shape
-    option, and its held-out slice is sized from ``n_train`` (the train split's size) unless
-    given. Reads only; an option that clashes with the saved run is an error."""
-    given = dict(given)
-    model_given = given.pop("model", {})
-    if given.get("epochs") is not None:  # a length asked for: no early stopping
-        given["early_stopping"] = False
-    saved = saved_config(workdir)
-    if saved is None:
-        config = dataclasses.replace(RunConfig(), **given, model=model_given)
-        return config.resolved(image_shape, n_train)
-    if given.get("arch", saved.arch) != saved.arch:
-        raise AejaxError(
-            f"{workdir} holds a {saved.arch} run, not {given['arch']}: use "
-            f"--arch {saved.arch} to resume it, or --fresh or another --workdir"
-        )
-    config = dataclasses.replace(saved, **given, model={**saved.model, **model_given})
-    config = config.resolved()
-    _check_agrees(config, saved, workdir)
-    return config
-
-
-def check_resumes(config: RunConfig, workdir: Path) -> None:
-    """An error unless ``config`` starts a new run in ``workdir`` or resumes the one there."""
-    saved = saved_config(workdir)
-    if saved is not None:
-        _check_agrees(config, saved, workdir)
-
-
-def _check_agrees(config: RunConfig, saved: RunConfig, workdir: Path) -> None:
-    asked = config.trajectory()
-    clashes = [
-        f"{k}={asked[k]!r} (run has {v!r})" for k, v in saved.trajectory().items() if asked[k] != v
-    ]
-    if clashes:
-        raise AejaxError(
-            f"{workdir} holds a {saved.arch} run on {saved.dataset} that differs in "
-            f"{', '.join(clashes)}: drop those options to resume it, or use --fresh or "
-            "another --workdir"
-        )
-
-
-def device_defaults(given: dict, workdir: Path | None) -> tuple[str, int]:
-    """The run's architecture and batch size, known before JAX starts (to choose the
-    devices): from ``given``, else ``workdir``'s config.json, else the defaults."""
+def device_hints(given: dict, workdir: Path | None) -> tuple[str, int]:
+    """The run's architecture and batch size as far as they are known before JAX starts,
+    to choose the devices (not the config: :func:`aejax.config.resolve` makes that, once
+    the data is read): from ``given``, else ``workdir``'s config.json, else the defaults."""
     peeked = peek_config(workdir) if workdir is not None else None
     arch = given.get("arch") or (peeked.arch if peeked else RunConfig.arch)
     batch = given.get("batch_size") or (peeked.batch_size if peeked and peeked.arch == arch else 0)

@@ -27,18 +27,16 @@ from tqdm import tqdm
 from aejax import board, core, data, files, losses, models, parallel, stopping, xla
 from aejax.checkpoint import Checkpoints
 from aejax.clock import PhaseClock, seconds_since_start
-from aejax.config import RunConfig
+from aejax.config import RunConfig, check_agrees, resolve
 from aejax.errors import AejaxError
 from aejax.interrupts import check_interrupted
 from aejax.parallel import Placement
 from aejax.run import (
     CHECKPOINT_FORMAT,
-    check_resumes,
     default_workdir,
-    device_defaults,
+    device_hints,
     model_step,
     move_aside,
-    resolve_config,
     restore_state,
     saved_config,
     workdir_lock,
@@ -458,24 +456,29 @@ def train_and_evaluate(
     clock: PhaseClock | None = None,
     checkpoint_every: int = CHECKPOINT_EVERY,
 ) -> tuple[core.TrainState, list[dict]]:
-    """Trains ``config`` in ``workdir`` until epoch ``config.epochs``, resuming the run saved
-    there (which must agree with ``config``, see :func:`aejax.run.resolve_config`); evaluates
-    the test split after every epoch. Returns the final state and the history (one dict per
-    epoch, as in ``metrics.jsonl``). ``placement``: the devices (default all); ``source``:
-    ``config.dataset`` already resolved (default: resolved here, in ``data_dir``);
-    ``stream``: read batches from disk (None: when the data exceeds :func:`memory_budget`);
-    the same batches either way. ``checkpoint_every``: seconds from one checkpoint to the
-    next at least (the last epoch is always saved; 0: every epoch)."""
+    """Trains ``config`` in ``workdir`` until epoch ``config.epochs``, resuming the run saved there
+    (which must agree with ``config``); evaluates the test split after every epoch. Returns
+    the final state and the history (one dict per epoch, as in ``metrics.jsonl``).
+    ``config``: resolved (:func:`aejax.config.resolve`), or a :class:`RunConfig` whose unset
+    fields are resolved here from the data and the run saved in ``workdir``. ``placement``:
+    the devices (default all); ``source``: ``config.dataset`` already resolved (default:
+    resolved here, in ``data_dir``); ``stream``: read batches from disk (None: when the data
+    exceeds :func:`memory_budget`); the same batches either way. ``checkpoint_every``:
+    seconds from one checkpoint to the next at least (the last epoch is always saved; 0:
+    every epoch)."""
     workdir = Path(workdir)
     placement = placement or Placement.create()
     main_process = parallel.is_main_process()
     source = source or data.source(config.dataset, data_dir, **config.data_options())
     # Process 0 holds the workdir; the others write through Orbax, which it coordinates.
     clock = clock or PhaseClock()
-    if config.holdout is None:  # sized from the train split, as the command sizes it
-        config = config.resolved(n_train=source.num_examples("train"))
     with workdir_lock(workdir) if main_process else contextlib.nullcontext():
-        check_resumes(config, workdir)
+        saved = saved_config(workdir)
+        if not config.is_resolved():  # built in Python: sized from the data, as a command's
+            facts = (None, None) if saved else (source.image_shape(), source.num_examples("train"))
+            config = resolve(config, saved, *facts, where=str(workdir))
+        elif saved is not None:
+            check_agrees(config, saved, str(workdir))
         if main_process:
             _import_in_background("aejax.plots")
         trainer = Trainer(config, workdir, placement, source, stream, clock, checkpoint_every)
@@ -539,19 +542,20 @@ def _setup(request: TrainRequest):
     arch = given.get("arch", RunConfig.arch)
     dataset = given.get("dataset", RunConfig.dataset)
     workdir = request.workdir or default_workdir(arch, dataset, given)
-    arch, batch_size = device_defaults(given, None if request.fresh else workdir)
+    arch, batch_size = device_hints(given, None if request.fresh else workdir)
     models.check_options(arch, given["model"])  # before any work: one line if it is wrong
     placement = parallel.setup(
         request.devices, splits_well=models.get(arch).splits_well_on_cpu, batch_size=batch_size
     )
     if request.fresh and workdir.exists() and parallel.is_main_process():
         print(f"--fresh: moved the previous run to {move_aside(workdir)}", file=sys.stderr)
-    if saved_config(workdir) is not None:  # resumed: its shape and rows are in its config
-        return resolve_config(given, workdir), workdir, placement, None
+    saved = saved_config(workdir)
+    if saved is not None:  # resumed: its shape and rows are in its config
+        return resolve(given, saved, where=str(workdir)), workdir, placement, None
     # A new run's model takes the data's shape, its held-out slice the train split's size.
     source = source or data.source(RunConfig.dataset, request.data_dir)
     facts = source.image_shape(), source.num_examples("train")
-    return resolve_config(given, workdir, *facts), workdir, placement, source
+    return resolve(given, None, *facts), workdir, placement, source
 
 
 def _import_in_background(module: str) -> None:

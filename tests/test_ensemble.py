@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from aejax import core, run_state, train
-from aejax.config import RunConfig
+from aejax.config import RunConfig, resolve
 from aejax.detector import Detector
 
 
@@ -56,10 +56,10 @@ def test_disagreement_is_the_members_pixel_variance_and_each_member_is_itself():
 
 
 def test_members_differ_by_their_seeds_and_start_as_single_runs():
-    config = RunConfig(ensemble=3, seed=5).resolved()
+    config = resolve(RunConfig(ensemble=3, seed=5))
     ensemble = run_state.fresh_state(config)
     for i in range(3):
-        single = run_state.fresh_state(RunConfig(seed=5 + i).resolved())
+        single = run_state.fresh_state(resolve(RunConfig(seed=5 + i)))
         for a, b in zip(jax.tree.leaves(core.member(ensemble, i).params),
                         jax.tree.leaves(single.params), strict=True):  # fmt: skip
             np.testing.assert_array_equal(a, b)

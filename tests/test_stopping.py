@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from aejax import config, run, stopping, train
-from aejax.config import RunConfig
+from aejax.config import RunConfig, resolve
 from aejax.stopping import Rule, decide
 
 RULE = Rule(min_steps=100, max_steps=10_000, patience=0.25, min_patience_steps=50, min_delta=0.01)
@@ -81,17 +81,17 @@ def test_decisions_depend_only_on_the_epochs_so_far():
 
 def test_the_data_sets_the_batch_and_the_length_except_on_the_reference_datasets(monkeypatch):
     monkeypatch.delenv("AEJAX_MAX_STEPS", raising=False)  # the tests' own ceiling (conftest)
-    reference = RunConfig(arch="conv", dataset="mnist").resolved((28, 28, 1), 60_000)
+    reference = resolve(RunConfig(arch="conv", dataset="mnist"), None, (28, 28, 1), 60_000)
     assert (reference.epochs, reference.batch_size, reference.early_stopping) == (15, 128, False)
-    own = RunConfig(arch="conv", dataset="/data/crops").resolved((32, 32, 3), 270)
+    own = resolve(RunConfig(arch="conv", dataset="/data/crops"), None, (32, 32, 3), 270)
     assert own.holdout == 54 and own.batch_size == 16 and own.early_stopping
     assert own.epochs == math.ceil(stopping.DEFAULT_RULE.max_steps / math.ceil(216 / 16))
-    big = RunConfig(arch="dense", dataset="/data/crops").resolved((32, 32, 3), 100_000)
+    big = resolve(RunConfig(arch="dense", dataset="/data/crops"), None, (32, 32, 3), 100_000)
     assert big.batch_size == config.MAX_BATCH
-    large = RunConfig(arch="conv", dataset="/data/crops").resolved((512, 512, 3), 3000)
+    large = resolve(RunConfig(arch="conv", dataset="/data/crops"), None, (512, 512, 3), 3000)
     assert large.batch_size == 8  # 2 megapixels a batch
     given = RunConfig(arch="conv", dataset="/data/crops", epochs=3, batch_size=8)
-    given = given.resolved((32, 32, 3), 270)
+    given = resolve(given, None, (32, 32, 3), 270)
     assert (given.epochs, given.batch_size, given.early_stopping) == (3, 8, False)
     assert config.data_batch_size("conv", 10) == config.MIN_BATCH
 

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from aejax import run, run_state, train, training
-from aejax.config import RunConfig
+from aejax.config import RunConfig, resolve
 from aejax.errors import AejaxError
 from tests.helpers import wait_for_checkpoint
 
@@ -236,7 +236,7 @@ def test_checkpoint_is_complete_when_save_returns_on_cpu(tmp_path, background):
         assert checkpoints.all_steps() == [1]
     checkpoints.close()  # waits for a background save
     restored, meta = Checkpoints(tmp_path / "ckpt").restore(
-        1, run_state.abstract_state(RunConfig(arch="dense").resolved(), None)
+        1, run_state.abstract_state(resolve(RunConfig(arch="dense")), None)
     )
     for a, b in zip(jax.tree.leaves(restored), jax.tree.leaves(state), strict=True):
         np.testing.assert_array_equal(a, b)
@@ -244,7 +244,7 @@ def test_checkpoint_is_complete_when_save_returns_on_cpu(tmp_path, background):
 
 def test_train_and_evaluate_computes_what_the_cli_computes(tmp_path):
     assert train.main([*SMALL, "--epochs", "2", "--workdir", str(tmp_path / "cli")]) == 0
-    config = RunConfig(arch="dense", epochs=2, holdout=50000).resolved()
+    config = resolve(RunConfig(arch="dense", epochs=2, holdout=50000))
     _, history = training.train_and_evaluate(config, tmp_path / "lib")
     assert json.loads((tmp_path / "lib" / "config.json").read_text()) == json.loads(
         (tmp_path / "cli" / "config.json").read_text()
@@ -262,7 +262,7 @@ def test_a_checkpoint_of_an_unreleased_format_is_a_clear_error(tmp_path):
     from aejax import core
     from aejax.checkpoint import Checkpoints
 
-    config = RunConfig(arch="dense", holdout=50000).resolved()
+    config = resolve(RunConfig(arch="dense", holdout=50000))
     workdir = tmp_path / "old"
     with Checkpoints(workdir / "checkpoints") as checkpoints:
         checkpoints.save(
