@@ -72,6 +72,9 @@ class RunConfig:
     compute_dtype: str = "float32"  # or "bfloat16": mixed-precision training
     mutation_rate: float = 0.0  # > 0: a background model on mutated images (core.mutated)
     ensemble: int = 0  # > 1: this many members trained together (seeds seed, seed + 1, ...)
+    # A self-supervised head on the code, trained jointly: which transformation of the input
+    # (aejax.models.heads); its term "transform" joins the scores.
+    transform_head: bool = False
     model: dict = dataclasses.field(default_factory=dict)  # model options, e.g. latent_dim
     # A folder's or array's preprocessing (aejax.data.sources): resize to [H, W], C channels.
     image_size: list[int] | None = None

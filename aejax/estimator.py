@@ -93,6 +93,9 @@ class AutoencoderDetector(OutlierMixin, BaseEstimator):
         training a new one.
       data_dir: the TFDS data directory, for ``fit("mnist")``.
       model: the architecture's options (``{"latent_dim": 32}``).
+      transform_head: train a self-supervised head on the code, jointly, that tells which
+        rotation or flip was applied to the input (:mod:`aejax.models.heads`); its term
+        joins the scores (``transform``, and ``joint``).
       verbose: 0 prints nothing, 1 the training's per-epoch lines and summary.
     """
 
@@ -114,6 +117,7 @@ class AutoencoderDetector(OutlierMixin, BaseEstimator):
         warm_start: bool = False,
         data_dir: str | None = None,
         model: dict | None = None,
+        transform_head: bool = False,
         verbose: int = 0,
     ):
         self.arch = arch
@@ -131,6 +135,7 @@ class AutoencoderDetector(OutlierMixin, BaseEstimator):
         self.warm_start = warm_start
         self.data_dir = data_dir
         self.model = model
+        self.transform_head = transform_head
         self.verbose = verbose
 
     # predict's and predict_proba's options are PyOD's, not data to route through a Pipeline:
@@ -235,6 +240,7 @@ class AutoencoderDetector(OutlierMixin, BaseEstimator):
         options); what is None comes from the data (a new run) or the saved run."""
         given = {"arch": self.arch, "epochs": self.epochs, "batch_size": self.batch_size,
                  "lr": self.lr, "seed": self.seed, "holdout": self.holdout,
+                 "transform_head": bool(self.transform_head) or None,
                  "model": dict(self.model or {})}  # fmt: skip
         return {k: v for k, v in given.items() if v is not None}
 
@@ -304,7 +310,7 @@ class AutoencoderDetector(OutlierMixin, BaseEstimator):
         det = cls(
             config.arch, epochs=config.epochs, batch_size=config.batch_size, lr=config.lr,
             seed=config.seed, holdout=config.holdout, ood_score=found.threshold.score,
-            workdir=workdir, model=config.model,
+            workdir=workdir, model=config.model, transform_head=config.transform_head,
         )  # fmt: skip
         return det._with(found, workdir)
 

@@ -68,6 +68,7 @@ _NAMED = {
     "holdout": lambda n: f"holdout{n}",
     "compute_dtype": str,
     "mutation_rate": lambda r: f"mutation{r:g}",
+    "transform_head": lambda on: "transforms",
     "image_size": lambda hw: "x".join(map(str, hw)),
     "channels": lambda c: {1: "grey", 3: "rgb"}.get(c, f"channels{c}"),
 }

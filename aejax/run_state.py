@@ -16,7 +16,8 @@ def fresh_state(config: RunConfig) -> core.TrainState:
     """``config``'s untrained state: initialised from ``split(key(seed))[0]``; with
     ``ensemble K``, member ``i`` as a single run with seed ``seed + i`` would be."""
     options = dict(lr=config.lr, compute_dtype=config.compute_dtype,
-                   mutation_rate=config.mutation_rate, **config.model)  # fmt: skip
+                   mutation_rate=config.mutation_rate, transform_head=config.transform_head,
+                   **config.model)  # fmt: skip
     if not config.ensemble:
         return core.init_state(config.arch, init_key(config.seed), **options)
     keys = jax.vmap(init_key)(jax.numpy.arange(config.ensemble, dtype="uint32") + config.seed)

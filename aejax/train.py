@@ -107,6 +107,14 @@ def _parser() -> argparse.ArgumentParser:
         help="train K members (seeds seed .. seed+K-1) together in one vmapped step, on the "
         "same batches; scores average over them, test BCE is reported per member",
     )
+    p.add_argument(
+        "--transform-head",
+        action="store_const",
+        const=True,
+        help="train a self-supervised head on the code, jointly, to tell which rotation or "
+        "flip was applied to the input; its negative log-likelihood of the true ones is the "
+        "'transform' term and score, and joins 'joint' (aejax.models.heads)",
+    )
     p.add_argument("--workdir", type=Path, help="default runs/<arch>-<dataset>")
     p.add_argument(
         "--stream",
@@ -150,7 +158,7 @@ def _model_option(text: str) -> tuple[str, object]:
 # The options that are fields of aejax.config.RunConfig.
 CONFIG_OPTIONS = (
     "arch", "dataset", "epochs", "batch_size", "lr", "seed", "holdout", "compute_dtype",
-    "mutation_rate", "ensemble", "image_size", "channels",
+    "mutation_rate", "ensemble", "transform_head", "image_size", "channels",
 )  # fmt: skip
 
 

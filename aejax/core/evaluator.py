@@ -24,7 +24,7 @@ def to_float(images: jax.Array) -> jax.Array:
 
 # What per_image can compute for each image; "code" is the flattened code [N, D], "features"
 # the encoder's pooled activations [N, F] (Autoencoder.encode_with_features).
-TERMS = ("bce", "mse", "kl", "entropy", "elbo", "disagreement", "code", "features")
+TERMS = ("bce", "mse", "kl", "entropy", "elbo", "disagreement", "transform", "code", "features")
 SIDE_BY_SIDE = ("code", "features")  # an ensemble's: its members' side by side
 
 
@@ -42,7 +42,9 @@ def per_image(
     own mean binary entropy; ``kl``: ``bce - entropy`` (:func:`aejax.losses.kl_per_example`);
     ``elbo``: ``bce`` plus the model's ``prior_term``; ``disagreement``: an ensemble's
     per-pixel variance of its members' reconstructions, averaged over the pixels (0 for one
-    model); ``code``: the flattened code; ``features``: the encoder's pooled activations,
+    model); ``transform``: a self-supervised head's negative log-likelihood of the true
+    transformations (:func:`aejax.models.heads.score`; 0 for a model without a head);
+    ``code``: the flattened code; ``features``: the encoder's pooled activations,
     layer by layer (:meth:`aejax.models.Autoencoder.encode_with_features`). Every score,
     ``eval_loss`` and the evaluation report derive from it. Runs ``batch_size`` images at a
     time (default: the model's ``eval_batch_size``; see :func:`batched`), so device memory
@@ -172,6 +174,7 @@ def _terms_and_logits(model, images_BxHxWxC, terms):
         "entropy": entropy,
         "elbo": bce + model.prior_term(x),
         "disagreement": jnp.zeros_like(bce),  # one model agrees with itself
+        "transform": model.transform_term(x),
         "code": code.reshape(x.shape[0], -1),
         "features": features,
     }

@@ -74,6 +74,7 @@ def init_state(
     tx: optax.GradientTransformation | None = None,
     compute_dtype: str = "float32",
     mutation_rate: float = 0.0,
+    transform_head: bool = False,
     **model_options,
 ) -> TrainState:
     """A fresh model of architecture ``arch`` and its optimizer state.
@@ -86,10 +87,14 @@ def init_state(
       tx: an optax transformation to train with instead of Keras-default Adam.
       compute_dtype: ``float32``, or ``bfloat16`` for mixed-precision training.
       mutation_rate: train a background model on mutated images (:func:`mutated`).
+      transform_head: add a self-supervised head that learns which transformation was
+        applied to the input, trained jointly (:mod:`aejax.models.heads`).
       **model_options: the model's options, e.g. ``latent_dim=32``.
     """
     frozen = tuple(sorted((k, _hashable(v)) for k, v in model_options.items()))
-    return _init_state(key, arch, tx or adam(lr), compute_dtype, mutation_rate, frozen)
+    return _init_state(
+        key, arch, tx or adam(lr), compute_dtype, mutation_rate, transform_head, frozen
+    )
 
 
 def _hashable(value):
@@ -100,10 +105,13 @@ def _hashable(value):
 # One compiled program, compiled for speed of compiling: flax's eager initialisation
 # dispatches each operation as its own XLA program, and a first run waited for every one
 # to compile (experiments/results/speed.md); these arrays are computed once per run.
-@xla.quick_jit(static_argnums=(1, 2, 3, 4, 5))
-def _init_state(key, arch, tx, compute_dtype, mutation_rate, model_options) -> TrainState:
+@xla.quick_jit(static_argnums=(1, 2, 3, 4, 5, 6))
+def _init_state(
+    key, arch, tx, compute_dtype, mutation_rate, transform_head, model_options
+) -> TrainState:
     init_key, train_key = jax.random.split(key)
-    model = models.create(arch, rngs=nnx.Rngs(params=init_key), **dict(model_options))
+    rngs = nnx.Rngs(params=init_key)
+    model = models.create(arch, rngs=rngs, transform_head=transform_head, **dict(model_options))
     graphdef, params = nnx.split(model, nnx.Param)
     return TrainState(
         params=params,

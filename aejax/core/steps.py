@@ -18,6 +18,10 @@ from jax.sharding import PartitionSpec as P
 from aejax import xla
 from aejax.core.evaluator import to_float
 from aejax.core.state import TrainState, over_members
+from aejax.models import heads
+
+# The self-supervised head's loss weight (aejax.models.heads.nll is in units of log |T|).
+HEAD_WEIGHT = math.log(2)
 
 
 def mutated(x_BxHxWxC: jax.Array, rate: float, key: jax.Array) -> jax.Array:
@@ -43,7 +47,15 @@ def _gradients_and_sums(
     def mean_loss(params):
         if state.compute_dtype != "float32":
             params = jax.tree.map(lambda p: p.astype(state.compute_dtype), params)
-        loss_B, aux = nnx.merge(state.graphdef, params).loss(x, key)
+        model = nnx.merge(state.graphdef, params)
+        loss_B, aux = model.loss(x, key)
+        if model.has_transform_head:  # static: a model without one traces none of this
+            t_B = heads.sample(jax.random.fold_in(key, 0x7472), x.shape[1:], x.shape[0])
+            nll_B = heads.nll(model, x.astype(model.param_dtype), t_B)
+            # In units of log |T|, times log 2: the two terms start equal (an untrained
+            # autoencoder's BCE is about log 2), so neither drowns the other's gradients.
+            loss_B = loss_B + HEAD_WEIGHT * nll_B
+            aux = {**aux, "transform_nll": nll_B}
         return jnp.sum(loss_B * weight_B) / count, (loss_B, aux)
 
     grads, (loss_B, aux) = jax.grad(mean_loss, has_aux=True)(state.params)

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from flax import nnx
 
 from aejax.errors import AejaxError
+from aejax.models import heads
 from aejax.models.base import Autoencoder
 from aejax.models.options import Option, Range
 
@@ -92,6 +93,14 @@ def get(arch: str) -> type[Autoencoder]:
         raise AejaxError(f"unknown --arch {arch!r}; choose one of {', '.join(names())}") from None
 
 
-def create(arch: str, *, rngs: nnx.Rngs, **opts) -> Autoencoder:
-    """An initialised ``arch`` model; ``opts`` override its defaults (see :func:`declared`)."""
-    return get(arch)(**check_options(arch, opts), rngs=rngs)
+def create(arch: str, *, rngs: nnx.Rngs, transform_head: bool = False, **opts) -> Autoencoder:
+    """An initialised ``arch`` model; ``opts`` override its defaults (see :func:`declared`).
+    ``transform_head``: with a self-supervised head on its code
+    (:class:`aejax.models.heads.TransformHead`, initialised after the model, so the model's
+    own parameters are those of a model without it)."""
+    options = check_options(arch, opts)
+    model = get(arch)(**options, rngs=rngs)
+    if transform_head:
+        latent_dim = {**defaults(arch), **options}["latent_dim"]
+        model.transform_head = heads.TransformHead(latent_dim, model.spatial_code, rngs=rngs)
+    return model

@@ -7,6 +7,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from aejax.losses import bce_per_example
+from aejax.models import heads
 from aejax.models.layers import MaxPool
 from aejax.reductions import accurate_mean
 
@@ -55,6 +56,9 @@ class Autoencoder(nnx.Module):
     # Whether a CPU step gains from splitting the batch over one host device per core
     # (aejax.parallel.default_cpu_devices); measured per architecture.
     splits_well_on_cpu = False
+    # Whether the code is a feature map [B, h, w, latent_dim] rather than a vector [B, latent_dim]
+    # (what a self-supervised head on it reads, aejax.models.heads).
+    spatial_code = False
 
     def encode(self, x_BxHxWxC: jax.Array) -> jax.Array:
         return run_layers(self.encoder, x_BxHxWxC)
@@ -110,6 +114,18 @@ class Autoencoder(nnx.Module):
         """What a model with a prior on its code adds to ``bce`` for the negative ELBO per
         pixel (a VAE's KL term); zero for a plain autoencoder. ``[B]``."""
         return jnp.zeros(x_BxHxWxC.shape[0], jnp.float32)
+
+    @property
+    def has_transform_head(self) -> bool:
+        """Whether the model was made with a self-supervised head (:mod:`aejax.models.heads`)."""
+        return hasattr(self, "transform_head")
+
+    def transform_term(self, x_BxHxWxC: jax.Array) -> jax.Array:
+        """The ``transform`` term ``[B]`` (:func:`aejax.models.heads.score`); 0 without a
+        head."""
+        if not self.has_transform_head:
+            return jnp.zeros(x_BxHxWxC.shape[0], jnp.float32)
+        return heads.score(self, x_BxHxWxC.astype(self.param_dtype))
 
     def loss(self, x_BxHxWxC: jax.Array, key: jax.Array) -> tuple[jax.Array, dict]:
         """Training loss per example ``[B]`` and extra per-example metrics; ``key`` is for

@@ -23,6 +23,7 @@ class Conv(Autoencoder):
     default_batch_size = 128
     eval_batch_size = 256  # its activations stay in cache (faster than 1000s on 2 devices)
     splits_well_on_cpu = True  # experiments/results/cpu_devices.md
+    spatial_code = True
 
     def __init__(self, latent_dim: PositiveInt = 15, width: PositiveInt = 30,
                  channels: PositiveInt = 1, depth: PositiveInt = 2, *, rngs: nnx.Rngs):  # fmt: skip

@@ -2,7 +2,8 @@
 statistics they are fitted with.
 
 =========================  ===========================================================
-:mod:`.reconstruction`     ``bce``, ``mse``, ``kl``, ``entropy``, ``elbo``, ``disagreement``
+:mod:`.reconstruction`     ``bce``, ``mse``, ``kl``, ``entropy``, ``elbo``, ``disagreement``,
+                           ``transform`` (a self-supervised head's, :mod:`aejax.models.heads`)
 :mod:`.latent`             ``latent``: Mahalanobis distance of the code (Ledoit-Wolf)
 :mod:`.knn`                ``knn``: distance to the k-th nearest training code
 :mod:`.features`           ``feat-maha``, ``feat-knn``: the same, of every encoder layer's

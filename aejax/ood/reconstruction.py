@@ -15,6 +15,10 @@ r"""The scores a model gives an image by itself (no fitted statistics), from
   seeds disagree, the input is unlike their training data (Lakshminarayanan et al., 2017).
   0 for a single model. An ensemble's other scores use its members' mean errors and their
   codes side by side.
+* ``transform``: a self-supervised head's negative log-likelihood of the true transformations
+  of the image (``aejax.train --transform-head``; :mod:`aejax.models.heads`), in units of
+  :math:`\log |T|`: a model that knows which way up its images are cannot tell for others.
+  0 for a model without the head.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import jax.numpy as jnp
 
 from aejax.ood.registry import Score, register
 
-FROM_TERMS = ("bce", "mse", "kl", "entropy", "elbo", "disagreement")
+FROM_TERMS = ("bce", "mse", "kl", "entropy", "elbo", "disagreement", "transform")
 
 
 def _as_score(term: str) -> Score:

@@ -20,12 +20,13 @@ from aejax import files, xla
 from aejax.core.evaluator import TERMS
 from aejax.ood.registry import Score, names, registered
 
-# What ood_stats files hold: 5, each score's fitted arrays under its name, Gaussians as a
+# What ood_stats files hold: 6, each score's fitted arrays under its name, Gaussians as a
 # whitening (aejax.ood.latent.mahalanobis), fitted to per-image means taken by
-# aejax.reductions.accurate_mean, and kl computed per pixel (aejax.losses.kl_per_example).
-# Files of another format (4: kl as a float32 bce - entropy; 3: plain float32 means; 2:
-# precisions; none: before the score registry) are fitted anew by aejax.eval.
-FORMAT = 5
+# aejax.reductions.accurate_mean, kl computed per pixel (aejax.losses.kl_per_example), and
+# joint over eleven statistics (z-transform among them). Files of another format (5: joint
+# over ten; 4: kl as a float32 bce - entropy; 3: plain float32 means; 2: precisions; none:
+# before the score registry) are fitted anew.
+FORMAT = 6
 # Ten folds: each fit sees 90% of the held-out images, so cross-fitted scores are nearly those
 # of the fit to all of them, at ten small fits' cost.
 CROSS_FIT_FOLDS = 10

@@ -13,8 +13,8 @@ import numpy as np
 from aejax.ood.registry import Score, register
 
 RAW = (
-    "bce", "mse", "kl", "entropy", "elbo", "disagreement", "latent", "knn", "feat-maha",
-    "feat-knn",
+    "bce", "mse", "kl", "entropy", "elbo", "disagreement", "transform", "latent", "knn",
+    "feat-maha", "feat-knn",
 )  # fmt: skip
 _EPS = 1e-10  # keeps log s finite for a perfect reconstruction (s = 0)
 
