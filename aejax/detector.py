@@ -88,7 +88,8 @@ def _maps(state, images_NxHxWxC):
         one = core.over_members(lambda s: anomaly_maps(s.model, x))(state)
         return jax.tree.map(lambda v: jnp.mean(v, axis=0), one) if state.members else one
 
-    return core.batched(maps, images_NxHxWxC, state.model.eval_batch_size)
+    rows = core.eval_rows(state.model, images_NxHxWxC.shape[1:])
+    return core.batched(maps, images_NxHxWxC, rows)
 
 
 def _threshold(stats: ood.Stats, policy: thresholds.Policy, score: str, scored=None):

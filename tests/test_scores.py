@@ -101,6 +101,7 @@ def synthetic_terms(rng, n, bce_scale=1.0):
         "code": rng.normal(size=(n, 4)).astype(np.float32),
         "features": rng.gamma(2.0, size=(n, 6)).astype(np.float32),
         "disagreement": np.zeros(n),  # one model
+        "transform": np.zeros(n),  # no self-supervised head
     }
     return {**terms, "elbo": terms["bce"] + rng.lognormal(np.log(0.01), 0.2, n)}
 

@@ -23,6 +23,7 @@ from aejax.core.evaluator import (
     decode,
     encode,
     eval_loss,
+    eval_rows,
     image_terms,
     per_image,
     reconstruct,
@@ -44,7 +45,7 @@ from aejax.core.steps import epoch_order, mutated, steps_per_call, train_epoch, 
 
 __all__ = [
     "TERMS", "TrainState", "adam", "batched", "check_image_shape", "decode", "encode",
-    "epoch_order", "eval_loss", "image_terms", "init_ensemble", "init_state", "member",
+    "epoch_order", "eval_loss", "eval_rows", "image_terms", "init_ensemble", "init_state", "member",
     "mutated", "over_members", "param_count", "per_image", "reconstruct", "score",
     "steps_per_call", "terms_of", "to_float", "train_epoch", "train_step",
 ]  # fmt: skip

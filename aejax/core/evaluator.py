@@ -47,10 +47,11 @@ def per_image(
     ``code``: the flattened code; ``features``: the encoder's pooled activations,
     layer by layer (:meth:`aejax.models.Autoencoder.encode_with_features`). Every score,
     ``eval_loss`` and the evaluation report derive from it. Runs ``batch_size`` images at a
-    time (default: the model's ``eval_batch_size``; see :func:`batched`), so device memory
-    stays bounded whatever N; with ``batch_sharding``, each batch is split over the devices.
-    Terms not asked for are not computed (XLA drops them). A NumPy array larger than
-    :data:`HOST_CHUNK_ROWS` (a memory-mapped split) is sent to the device in chunks.
+    time (default: :func:`eval_rows`; see :func:`batched`), so device memory stays bounded
+    whatever N and whatever the image size; with ``batch_sharding``, each batch is split
+    over the devices. Terms not asked for are not computed (XLA drops them). A NumPy array
+    larger than :data:`HOST_CHUNK_ROWS` (a memory-mapped split) is sent to the device in
+    chunks.
     ``each_member``: an ensemble's terms member by member, ``[N, K, ...]``, instead of
     combined.
     """
@@ -90,9 +91,26 @@ def _per_image(
     return batched(
         terms_of(state, terms, each_member),
         images,
-        batch_size or state.model.eval_batch_size,  # a class attribute: any member's
+        batch_size or eval_rows(state.model, images.shape[1:]),
         batch_sharding,
     )
+
+
+# The most input pixels a scoring batch holds: what it keeps grows with them (every layer's
+# activations, a few hundred bytes a pixel for the conv net), so large images go in smaller
+# batches. The models' eval_batch_size, tuned for speed at 28x28, is kept where it fits
+# (2**21 pixels is 2,674 such images): 32 images a batch at 256x256, 8 at 512x512.
+EVAL_PIXELS = 2**21
+
+
+def eval_rows(model: models.Autoencoder, image_shape: tuple[int, ...]) -> int:
+    """How many ``image_shape`` images (``H, W, C``) one scoring batch of ``model`` takes:
+    its ``eval_batch_size``, at most :data:`EVAL_PIXELS` pixels (at least one image).
+
+    >>> [eval_rows(models.get("conv"), (side, side, 3)) for side in (28, 256, 512, 4096)]
+    [256, 32, 8, 1]
+    """
+    return max(1, min(model.eval_batch_size, EVAL_PIXELS // (image_shape[0] * image_shape[1])))
 
 
 def terms_of(
