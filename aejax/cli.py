@@ -143,8 +143,8 @@ def add_compile_cache_arg(parser: argparse.ArgumentParser) -> None:
         "--no-compile-cache",
         dest="compile_cache",
         action="store_false",
-        help="compile every XLA program anew (default: keep them in ~/.cache/aejax/jax, "
-        "or $XDG_CACHE_HOME/aejax/jax, so that a repeated command does not compile again)",
+        help="compile every XLA program anew (default: keep them in ~/.cache/aejax/jax/<jaxlib "
+        "version>, or under $XDG_CACHE_HOME, so that a repeated command does not compile again)",
     )
 
 

@@ -96,6 +96,11 @@ class AutoencoderDetector(OutlierMixin, BaseEstimator):
       transform_head: train a self-supervised head on the code, jointly, that tells which
         rotation or flip was applied to the input (:mod:`aejax.models.heads`); its term
         joins the scores (``transform``, and ``joint``).
+      compile_cache: keep the XLA programs it compiles in JAX's persistent compilation cache
+        (:func:`aejax.xla.use_compilation_cache`: ``~/.cache/aejax/jax``, as the commands
+        do), so that a new process's first ``fit`` or ``decision_function`` loads them
+        instead of compiling; this sets JAX's ``jax_compilation_cache_dir`` for the process,
+        unless the user set one. False: JAX's settings are left alone.
       verbose: 0 prints nothing, 1 the training's per-epoch lines and summary.
     """
 
@@ -118,6 +123,7 @@ class AutoencoderDetector(OutlierMixin, BaseEstimator):
         data_dir: str | None = None,
         model: dict | None = None,
         transform_head: bool = False,
+        compile_cache: bool = True,
         verbose: int = 0,
     ):
         self.arch = arch
@@ -136,6 +142,7 @@ class AutoencoderDetector(OutlierMixin, BaseEstimator):
         self.data_dir = data_dir
         self.model = model
         self.transform_head = transform_head
+        self.compile_cache = compile_cache
         self.verbose = verbose
 
     # predict's and predict_proba's options are PyOD's, not data to route through a Pipeline:
@@ -174,6 +181,7 @@ class AutoencoderDetector(OutlierMixin, BaseEstimator):
         support is an error before any training."""
         del y
         self._check_params()
+        self._use_compile_cache()
         with contextlib.ExitStack() as stack:
             if self.workdir is None:
                 tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="aejax-fit-"))
@@ -187,6 +195,12 @@ class AutoencoderDetector(OutlierMixin, BaseEstimator):
         # The detector is in memory now (a temporary run directory is gone).
         self._fitted(detector, history, dataset if isinstance(X, str | Path) else X)
         return self
+
+    def _use_compile_cache(self) -> None:
+        if self.compile_cache:  # a user's own jax_compilation_cache_dir is kept
+            from aejax import xla
+
+            xla.use_compilation_cache()
 
     def _check_params(self) -> None:
         from aejax import models
@@ -374,6 +388,7 @@ class AutoencoderDetector(OutlierMixin, BaseEstimator):
 
     def _detect(self, X) -> dict[str, np.ndarray]:
         self._check_fitted()
+        self._use_compile_cache()
         return self.detector_.detect(self._as_images(X), every=False)  # its one score's cost
 
     def decision_function(self, X) -> np.ndarray:

@@ -112,9 +112,20 @@ def apply_flags() -> None:
 
 
 def compilation_cache_dir() -> Path:
-    """Where the commands keep compiled XLA programs: ``$XDG_CACHE_HOME/aejax/jax`` (default
-    ``~/.cache/aejax/jax``), beside aejax's decoded datasets."""
-    return files.user_cache_dir("jax")
+    """Where aejax keeps compiled XLA programs: ``$XDG_CACHE_HOME/aejax/jax/<jaxlib
+    version>`` (default under ``~/.cache``), beside aejax's decoded datasets. JAX's keys
+    already hold the jaxlib version and the device's platform version, so an upgraded jax
+    never loads an older one's program; a directory per version also lets a user delete
+    the old ones whole."""
+    import jaxlib
+
+    return files.user_cache_dir("jax") / jaxlib.__version__
+
+
+# The most the cache holds (JAX evicts the least recently used entries beyond it). Bounded,
+# JAX also locks the cache's files (filelock) around each read and write: processes that
+# share it never read an entry another is writing.
+CACHE_BYTES = 2 * 2**30
 
 
 def use_compilation_cache(path: Path | None = None) -> None:
@@ -122,10 +133,15 @@ def use_compilation_cache(path: Path | None = None) -> None:
     :func:`compilation_cache_dir`), for every program however quick to compile: a second run
     of a command loads its programs instead of compiling them (on XLA:CPU most of aejax's
     compile in well under JAX's default threshold of 1 s, yet together take seconds). The
-    commands call this unless given ``--no-compile-cache``; library code leaves JAX's
-    settings to its user. The cache is trusted code: it lives in the user's own directory."""
+    commands call this unless given ``--no-compile-cache``, :class:`aejax.AutoencoderDetector`
+    unless ``compile_cache=False``; a cache directory the user set already
+    (``jax_compilation_cache_dir``) is left as it is. The cache is trusted code: it lives in
+    the user's own directory."""
     import jax
 
+    if jax.config.jax_compilation_cache_dir and path is None:
+        return  # the user's own cache
     jax.config.update("jax_compilation_cache_dir", str(path or compilation_cache_dir()))
+    jax.config.update("jax_compilation_cache_max_size", CACHE_BYTES)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)

@@ -1,18 +1,18 @@
 """A few hundred large images of one's own: aejax's conv net against PyTorch's, same net, same
 images, same sitting.
 
-    python experiments/own_images.py                       # 300 RGB images, 128x128 and 256x256
+    python experiments/own_images.py                       # 300 RGB images, 128, 256 and 512 px
     python experiments/own_images.py --sizes 128 --epochs 3
 
 For each size S: 300 procedurally drawn RGB pictures (shapes on a dark field) of S x S as
 PNG files; ``python -m aejax.train --arch conv --dataset FOLDER --model depth=D`` (D = 3 at
-128, 4 at 256: a 16x16x15 code) with its default held-out slice, then ``aejax.eval --ood
-uniform`` and ``aejax.score FOLDER``, each timed as a whole command with its peak RSS; and the
-PyTorch peer (experiments/peers/torch_ae.py ``--depth D``, channels-last, the fastest
-PyTorch layout on CPU) on the very rows aejax trains and tests on (``aejax.data.load``).
-Seconds per epoch are medians over the epochs after the first (which compiles), training
-pass plus test pass, as both time them. Writes experiments/results/own_images.{json,md}.
-"""
+128, 4 at 256, 5 at 512: a 16x16x15 code) with its default held-out slice, then ``aejax.eval
+--ood uniform`` and ``aejax.score FOLDER``, each timed as a whole command with its peak RSS;
+and the PyTorch peer (experiments/peers/torch_ae.py ``--depth D --batch B``, aejax's batch,
+channels-last, the fastest PyTorch layout on CPU) on the very rows aejax trains and tests on
+(``aejax.data.load``). Seconds per epoch are medians over the epochs after the first (which
+compiles), training pass plus test pass, as both time them. Writes
+experiments/results/own_images.{json,md}."""
 
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ from aejax import xla
 xla.apply_flags()  # XLA:CPU's speed flags, as the commands compute (aejax.xla)
 
 N_IMAGES = 300
-DEPTH = {128: 3, 256: 4}  # poolings that leave a 16x16 code
+DEPTH = {128: 3, 256: 4, 512: 5}  # poolings that leave a 16x16 code
 PEER = Path(os.environ.get("PEER_VENVS", Path.home() / ".peer-venvs")) / "torch/bin/python"
 
 
@@ -100,14 +100,16 @@ def one_size(size: int, epochs: int, scratch: Path) -> dict:
     score = timed([*aejax, "aejax.score", "--workdir", str(workdir), str(folder), "--out",
                    str(scratch / f"scores{size}.csv")], env)  # fmt: skip
     npz = peer_data(folder, workdir, data_dir, scratch / f"rows{size}.npz")
+    batch = json.loads((workdir / "config.json").read_text())["batch_size"]  # the same batch
     peer = timed([str(PEER), str(ROOT / "experiments/peers/torch_ae.py"), "--arch", "conv",
                   "--data", str(npz), "--depth", str(depth), "--epochs", str(epochs),
-                  "--channels-last"], env)  # fmt: skip
+                  "--batch", str(batch), "--channels-last"], env)  # fmt: skip
     peer_result = json.loads(peer[2].strip().splitlines()[-1])
     epoch_seconds = [h["epoch_seconds"] for h in runs[1:]]
     row = {
         "size": size,
         "depth": depth,
+        "batch": batch,
         "images": N_IMAGES,
         "train_images": peer_result["train_images"],
         "epochs": epochs,
@@ -127,7 +129,9 @@ def one_size(size: int, epochs: int, scratch: Path) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--sizes", type=int, nargs="+", default=[128, 256], choices=[128, 256])
+    parser.add_argument(
+        "--sizes", type=int, nargs="+", default=[128, 256, 512], choices=sorted(DEPTH)
+    )
     parser.add_argument("--epochs", type=int, default=4)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="aejax-own-images-") as tmp:
@@ -138,19 +142,20 @@ def main() -> None:
         "",
         f"`python experiments/own_images.py --epochs {args.epochs}` on {cpu}, 2 cores, one "
         "job at a time. 300 RGB PNGs per size; aejax's conv net with `--model depth=D` and "
-        "its default held-out slice; the PyTorch peer (channels-last) with `--depth D` on "
-        "the same training and test rows. s/epoch: median after the first epoch, training "
-        "pass + test pass. Whole commands: wall seconds and peak RSS.",
+        "its default held-out slice and batch; the PyTorch peer (channels-last) with "
+        "`--depth D` and that batch on the same training and test rows. s/epoch: median "
+        "after the first epoch, training pass + test pass. Whole commands: wall seconds and "
+        "peak RSS.",
         "",
-        "| size | depth | train images | aejax s/epoch | PyTorch s/epoch | ratio | "
+        "| size | depth | batch | train images | aejax s/epoch | PyTorch s/epoch | ratio | "
         "`aejax.train` (s, peak MB) | `aejax.eval` | `aejax.score` of 300 | PyTorch script |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         command = [r[k] for k in ("train_command", "eval_command", "score_command",
                                   "torch_command")]  # fmt: skip
         lines.append(
-            f"| {r['size']}x{r['size']}x3 | {r['depth']} | {r['train_images']} | "
+            f"| {r['size']}x{r['size']}x3 | {r['depth']} | {r['batch']} | {r['train_images']} | "
             f"{r['aejax_sec_per_epoch']} | {r['torch_channels_last_sec_per_epoch']} | "
             f"{r['ratio']} | "
             + " | ".join(f"{c['seconds']} s, {c['peak_rss_mb']} MB" for c in command)

@@ -11,6 +11,7 @@ import subprocess
 import sys
 
 import jax
+import jaxlib
 import numpy as np
 import pytest
 
@@ -291,7 +292,7 @@ def test_a_repeated_command_loads_its_compiled_programs(tmp_path):
                "AEJAX_CACHE_DIR": str(cache.cache_root())}  # fmt: skip
         command = [*_command(workdir, 2), *extra]
         subprocess.run(command, check=True, env=env, capture_output=True)
-        programs = sorted((cache_home / "aejax" / "jax").glob("*"))
+        programs = sorted((cache_home / "aejax" / "jax").rglob("*-cache"))
         return losses(workdir), programs
 
     first, programs = train_in(tmp_path / "a", tmp_path / "cache")
@@ -300,3 +301,12 @@ def test_a_repeated_command_loads_its_compiled_programs(tmp_path):
     assert again == first and programs_again == programs  # loaded: nothing new compiled
     off, none = train_in(tmp_path / "c", tmp_path / "off", "--no-compile-cache")
     assert off == first and none == []
+    # One directory per jaxlib: an upgraded jax starts a cache of its own.
+    assert {p.parent.name for p in programs} == {jaxlib.__version__}
+    # The estimator keeps its programs there too, in a process of its own.
+    fit = "import numpy as np; from aejax import AutoencoderDetector, data; " + (
+        "AutoencoderDetector(epochs=1).fit(data.load('mnist', 'train[:600]')[0])"
+    )
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "estimator")}
+    subprocess.run([sys.executable, "-c", fit], check=True, env=env, capture_output=True)
+    assert list((tmp_path / "estimator" / "aejax" / "jax" / jaxlib.__version__).glob("*-cache"))
