@@ -125,3 +125,39 @@ def test_tflite_is_never_promised():
         for sentence in re.split(r"(?<=[.:])\s", text):
             if re.search(r"tflite|tensorflow lite", sentence, re.I):
                 assert re.search(r"\bnot\b|n't\b", sentence), f"{path.name}: {sentence}"
+
+
+def commands_in(path: Path) -> list[tuple[int, str]]:
+    """``(line number, command)`` of every ``python -m aejax.<tool>`` in a page's bash blocks
+    (after ``.venv/bin/``, ``srun`` or ``&&``; a trailing comment dropped)."""
+    out, fenced = [], False
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if line.startswith("```"):
+            fenced = line.strip() == "```bash"
+            continue
+        if fenced:
+            for part in line.split("#")[0].replace('"', " ").split("&&"):
+                found = re.search(r"python -m (aejax[\w.]*)(.*)", part)
+                if found:
+                    out.append((number, f"{found.group(1)}{found.group(2)}".strip()))
+    return out
+
+
+def test_every_command_the_pages_show_parses():
+    # Each command of README's and the guides' bash blocks, with the options it shows, is one
+    # the command takes today (README's tour also runs end to end: test_readme_tour.py). The
+    # placeholders of scaling_out.md (N hosts, host i) read as numbers.
+    import importlib
+    import shlex
+
+    seen = 0
+    for page in PAGES:
+        for number, command in commands_in(page):
+            tool, *argv = shlex.split(command.replace(" N ", " 2 ").replace(" i ", " 0 "))
+            module = importlib.import_module(tool + (".__main__" if tool == "aejax.data" else ""))
+            try:
+                module._parser().parse_args(argv)
+            except SystemExit:
+                pytest.fail(f"{page.name}:{number}: {command} does not parse")
+            seen += 1
+    assert seen >= 20

@@ -48,12 +48,14 @@ class Poison(float):
 
 @pytest.mark.parametrize("never_seen", [(), ("transformed",)])
 def test_the_left_out_family_is_never_seen(never_seen):
-    # The candidates: every registered score (the joint density among them) and the ones
-    # ood_general.py adds; the families: its seven, "transformed" reported but never chosen on.
+    # The candidates: every registered score (the joint density and the self-supervised
+    # head's among them), the ones ood_general.py adds, and those of runs trained with the
+    # head (ood_transform_head.py's "<score>@head"); the families: ood_general's seven,
+    # "transformed" reported but never chosen on.
     rng = np.random.default_rng(1)
     families = ["noise", "constant", "transformed", "drawn", "photos", "digits", "dataset"]
-    scores = [*ood.names(), "complexity", "typ-rss+knn"]
-    assert "joint" in scores
+    scores = [*ood.names(), "complexity", "typ-rss+knn", *(f"{s}@head" for s in ood.names())]
+    assert {"joint", "transform", "joint@head", "transform@head"} <= set(scores)
     for _ in range(5):
         selection = _selection(rng, scores=scores, families=families, runs=13)
         chosen = protocol.leave_one_family_out(selection, families, never_seen)
