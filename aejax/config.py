@@ -54,7 +54,30 @@ def data_batch_size(arch: str, n_train: int, image_shape: tuple[int, ...] | None
 
 @dataclasses.dataclass(frozen=True)
 class RunConfig:
-    """What defines a training run. Defaults reproduce the reference runs."""
+    """What defines a training run. Defaults reproduce the reference runs; what is unset
+    (None, 0) comes from the data (:func:`resolve`).
+
+    Attributes:
+      arch: the architecture (:func:`aejax.models.names`).
+      dataset: a TFDS name, a folder of images or a ``.npy`` file.
+      epochs: how long to train; None: the tutorial's 15 on its datasets, else the step
+        ceiling's epochs with early stopping (:mod:`aejax.stopping`).
+      batch_size: images per step; 0: the architecture's on the reference datasets, else
+        :func:`data_batch_size`.
+      lr: Adam's learning rate.
+      seed: the seed of the initialisation, the data order and the randomness of training.
+      holdout: images at the end of the train split kept out of training (thresholds,
+        statistics); None: :func:`default_holdout`.
+      compute_dtype: ``float32``, or ``bfloat16`` for mixed-precision training.
+      mutation_rate: > 0 trains a background model on mutated images
+        (:func:`aejax.core.mutated`).
+      ensemble: > 1 trains this many members together (seeds ``seed``, ``seed + 1``, ...).
+      transform_head: add the self-supervised head (:mod:`aejax.models.heads`).
+      model: the architecture's options, e.g. ``{"latent_dim": 32}``.
+      image_size: ``[H, W]`` a folder's or an array's images are resized to.
+      channels: the channels they are converted to (1 grey, 3 RGB).
+      early_stopping: keep the best epoch and stop once the held-out loss stops improving.
+    """
 
     arch: str = "dense"
     dataset: str = "mnist"
@@ -144,7 +167,7 @@ class RunConfig:
 
     def row_ranges(self, n_train: int) -> dict[str, tuple[str, int, int]]:
         """``{role: (tfds_split, start, stop)}`` for the rows trained on and held out, given
-        the size of the dataset's train split."""
+        ``n_train``, the size of the dataset's train split."""
         if self.holdout is None:
             raise ValueError("row_ranges needs a resolved config (aejax.config.resolve)")
         if not 0 <= self.holdout < n_train:

@@ -109,7 +109,17 @@ class NotFitted(AejaxError):
 
 @dataclasses.dataclass(frozen=True)
 class Detector:
-    """A run's checkpoint with its fitted statistics and threshold."""
+    """A run's checkpoint with its fitted statistics and threshold: what ``aejax.score``
+    and the export apply. Made by :meth:`load` (or :func:`aejax.evaluation.fit_detector`).
+
+    Attributes:
+      state: the checkpoint's :class:`aejax.core.TrainState`.
+      stats: every score's statistics, fitted on the run's images (:class:`aejax.ood.Stats`).
+      threshold: the threshold rule and its value on the detector's score.
+      config: the run's resolved :class:`aejax.config.RunConfig`.
+      step: the checkpoint's epoch.
+      workdir: the run's directory.
+    """
 
     state: core.TrainState
     stats: ood.Stats
@@ -180,6 +190,7 @@ class Detector:
         }
 
     def check_images(self, images: np.ndarray) -> None:
+        """One clear error unless ``images`` are uint8 ``[N, *image_shape]``."""
         if images.dtype != np.uint8 or tuple(images.shape[1:]) != self.image_shape:
             raise AejaxError(
                 f"the detector takes uint8 images [N, {', '.join(map(str, self.image_shape))}]"
@@ -193,9 +204,15 @@ class Detector:
         batch_sharding: jax.sharding.Sharding | None = None,
         every: bool = True,
     ) -> dict[str, np.ndarray]:
-        """``score``, ``p_value``, ``ood`` and every score, per image ``[N]``; without
-        ``every``, the first three only, at the cost of the detector's score alone (a
-        ``bce`` detector then reconstructs the images and searches no neighbours)."""
+        """``score``, ``p_value``, ``ood`` and every score, per image ``[N]``.
+
+        Args:
+          images_NxHxWxC: uint8 images of the run's shape (:meth:`check_images`).
+          batch_sharding: split each batch over these devices (default: one device).
+          every: every registered score too; False: the first three only, at the cost of
+            the detector's score alone (a ``bce`` detector then reconstructs the images and
+            searches no neighbours).
+        """
         return self.detect_async(images_NxHxWxC, batch_sharding, every)()
 
     def detect_async(
@@ -204,9 +221,10 @@ class Detector:
         batch_sharding: jax.sharding.Sharding | None = None,
         every: bool = True,
     ) -> Callable[[], dict[str, np.ndarray]]:
-        """:meth:`detect`, started: returns at once (JAX's asynchronous dispatch), and the
-        function it returns waits for the scores. ``aejax.score`` writes one chunk's rows while
-        the next one is scored."""
+        """:meth:`detect` of ``images_NxHxWxC`` (with ``batch_sharding`` and ``every`` as
+        there), started: returns at once (JAX's asynchronous dispatch), and the function it
+        returns waits for the scores. ``aejax.score`` writes one chunk's rows while the next
+        one is scored."""
         images_NxHxWxC = np.asarray(images_NxHxWxC)
         self.check_images(images_NxHxWxC)
         fitted, n = self.fitted(), len(images_NxHxWxC)
@@ -233,19 +251,21 @@ class Detector:
         return collected
 
     def score(self, images_NxHxWxC: np.ndarray) -> np.ndarray:
-        """The run's score of each image ``[N]`` (higher: more anomalous)."""
+        """The run's score of each of ``images_NxHxWxC`` ``[N]`` (higher: more anomalous)."""
         return self.detect(images_NxHxWxC)["score"]
 
     def p_value(self, images_NxHxWxC: np.ndarray) -> np.ndarray:
-        """Each image's conformal p-value (:func:`aejax.thresholds.p_values`)."""
+        """The conformal p-value of each of ``images_NxHxWxC``
+        (:func:`aejax.thresholds.p_values`)."""
         return self.detect(images_NxHxWxC)["p_value"]
 
     def predict(self, images_NxHxWxC: np.ndarray) -> np.ndarray:
-        """Whether each image is flagged as OOD, bool ``[N]``."""
+        """Whether each of ``images_NxHxWxC`` is flagged as OOD, bool ``[N]``."""
         return self.detect(images_NxHxWxC)["ood"]
 
     def maps(self, images_NxHxWxC: np.ndarray) -> dict[str, np.ndarray]:
-        """Reconstructions and per-pixel anomaly maps (:func:`anomaly_maps`)."""
+        """The reconstructions and per-pixel anomaly maps of ``images_NxHxWxC``
+        (:func:`anomaly_maps`)."""
         images_NxHxWxC = np.asarray(images_NxHxWxC)
         self.check_images(images_NxHxWxC)
         with xla.full_precision():

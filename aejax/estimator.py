@@ -392,16 +392,18 @@ class AutoencoderDetector(OutlierMixin, BaseEstimator):
         return self.detector_.detect(self._as_images(X), every=False)  # its one score's cost
 
     def decision_function(self, X) -> np.ndarray:
-        """The score of each image ``[N]`` (higher: more anomalous), PyOD's name for it."""
+        """The score of each image of ``X`` ``[N]`` (higher: more anomalous), PyOD's name
+        for it; ``X``: images as ``fit`` takes them (uint8 or floats, ``[N, H, W(, C)]`` or
+        flat rows)."""
         return self._detect(X)["score"]
 
     def score_samples(self, X) -> np.ndarray:
-        """scikit-learn's convention, the opposite of :meth:`decision_function`: higher is
-        more normal."""
+        """scikit-learn's convention, the opposite of :meth:`decision_function` of ``X``:
+        higher is more normal."""
         return -self.decision_function(X)
 
     def predict(self, X, return_confidence: bool = False) -> np.ndarray | tuple:
-        """1 for an image flagged as OOD, else 0 (PyOD's labels), int ``[N]``; with
+        """1 for an image of ``X`` flagged as OOD, else 0 (PyOD's labels), int ``[N]``; with
         ``return_confidence``, also :meth:`predict_confidence`."""
         found = self._detect(X)
         labels = found["ood"].astype(int)
@@ -416,9 +418,11 @@ class AutoencoderDetector(OutlierMixin, BaseEstimator):
     def predict_proba(
         self, X, method: str = "linear", return_confidence: bool = False
     ) -> np.ndarray | tuple:
-        """``[N, 2]``: the probability of each image being in-distribution, then OOD, from its
-        score as PyOD converts it: ``linear`` scales by the training scores' range,
-        ``unify`` is Kriegel et al.'s Gaussian scaling (``erf((s - mu) / (sigma sqrt 2))``)."""
+        """``[N, 2]``: the probability of each image of ``X`` being in-distribution, then
+        OOD, from its score as PyOD converts it (``method``): ``linear`` scales by the
+        training scores' range, ``unify`` is Kriegel et al.'s Gaussian scaling
+        (``erf((s - mu) / (sigma sqrt 2))``). With ``return_confidence``, also
+        :meth:`predict_confidence`."""
         if method not in ("linear", "unify"):
             raise ValueError(f"method {method!r}: choose linear or unify")
         self._check_fitted()
@@ -435,8 +439,9 @@ class AutoencoderDetector(OutlierMixin, BaseEstimator):
         return (probs, self._confidence(scores)) if return_confidence else probs
 
     def predict_confidence(self, X) -> np.ndarray:
-        """How surely each verdict would stand if the training set were slightly different,
-        in [0, 1] (Perini et al. 2020's ExCeeD, as PyOD computes it)."""
+        """How surely the verdict on each image of ``X`` would stand if the training set
+        were slightly different, in [0, 1] (Perini et al. 2020's ExCeeD, as PyOD computes
+        it)."""
         return self._confidence(self.decision_function(X))
 
     def _confidence(self, scores: np.ndarray) -> np.ndarray:
@@ -453,11 +458,12 @@ class AutoencoderDetector(OutlierMixin, BaseEstimator):
         return np.where(inlier, 1 - confidence, confidence)
 
     def p_value(self, X) -> np.ndarray:
-        """Each image's conformal p-value (:func:`aejax.thresholds.p_values`)."""
+        """The conformal p-value of each image of ``X`` (:func:`aejax.thresholds.p_values`)."""
         return self._detect(X)["p_value"]
 
     def maps(self, X) -> dict[str, np.ndarray]:
-        """Reconstructions and per-pixel anomaly maps (:meth:`aejax.Detector.maps`)."""
+        """The reconstructions and per-pixel anomaly maps of ``X``
+        (:meth:`aejax.Detector.maps`)."""
         self._check_fitted()
         return self.detector_.maps(self._as_images(X))
 

@@ -39,7 +39,21 @@ DEFAULT_SCORE = ood.DEFAULT  # (EvalConfig's field "ood" hides the module in its
 
 @dataclasses.dataclass(frozen=True)
 class EvalConfig:
-    """What to evaluate a trained run on, and how. Defaults are the CLI's."""
+    """What to evaluate a trained run on, and how. Defaults are the CLI's.
+
+    Attributes:
+      ood: the OOD sets: TFDS names, folders, ``.npy`` files or synthetic sets
+        (:data:`aejax.ood.synthetic.SYNTHETIC`); empty: the other reference dataset.
+      score: the score to evaluate the threshold on (:func:`aejax.ood.names`); None: the
+        run's detector's.
+      step: the checkpoint (its epoch); None: the run's model (the latest, or the best epoch
+        of a run that stopped early).
+      threshold: the threshold policy (:mod:`aejax.thresholds`); None: the run's detector's.
+      seed: the seed of the synthetic sets.
+      refit: fit the scores' statistics anew instead of loading them.
+      save_detector: make the evaluated score and threshold the run's detector, the one
+        ``aejax.score`` and the export use; without it, evaluating changes nothing.
+    """
 
     ood: tuple[str, ...] = ()  # OOD sets: data sources or synthetic sets; () = OTHER's
     # The score and the threshold policy to evaluate; None: the run's detector's (the
@@ -292,7 +306,8 @@ def evaluate(
 ) -> Evaluation:
     """Restores checkpoint ``config.step`` of the run in ``workdir`` and evaluates it:
     every score on its test split, its held-out slice and each OOD set (``config.ood``,
-    default the other of mnist/fashion_mnist). ``placement``: the devices (default all)."""
+    default the other of mnist/fashion_mnist). ``placement``: the devices (default all);
+    ``data_dir``: TFDS's data directory (default ``$TFDS_DATA_DIR``)."""
     workdir = Path(workdir)
     placement = placement or Placement.create()
     state, run_config, meta = run.restore(workdir, config.step, placement)

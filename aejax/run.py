@@ -194,7 +194,7 @@ def latest_workdir() -> Path:
 def restore(
     workdir: str | Path, step: int | None = None, placement: Placement | None = None
 ) -> tuple[core.TrainState, RunConfig, dict]:
-    """``(state, config, meta)`` of a trained run; ``step`` None means the run's model: the
+    """``(state, config, meta)`` of the run in ``workdir``; ``step`` None means its model: the
     latest epoch, or the best one of a run that stopped early (:func:`model_step`); with a
     placement, the state is replicated over its devices."""
     workdir = Path(workdir)

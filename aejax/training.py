@@ -465,7 +465,7 @@ def train_and_evaluate(
     resolved here, in ``data_dir``); ``stream``: read batches from disk (None: when the data
     exceeds :func:`memory_budget`); the same batches either way. ``checkpoint_every``:
     seconds from one checkpoint to the next at least (the last epoch is always saved; 0:
-    every epoch)."""
+    every epoch). ``clock``: where the phases' times are added up (``timings.json``)."""
     workdir = Path(workdir)
     placement = placement or Placement.create()
     main_process = parallel.is_main_process()

@@ -175,3 +175,32 @@ def test_the_api_in_a_plain_program_gives_the_commands_numbers(tmp_path):
     with open(tmp_path / "cli.csv", newline="") as f:
         cli_scores = np.array([float(row["score"]) for row in csv.DictReader(f)], np.float32)
     np.testing.assert_array_equal(np.load(tmp_path / "api.npy"), cli_scores)
+
+
+def test_every_public_parameter_is_described():
+    # Every parameter of every name aejax.__all__ exports (a class's constructor and its
+    # public methods, a dataclass's fields) is named in its docstring (or, for a class's
+    # fields and constructor, the class's): the API reference describes each one.
+    import inspect
+
+    import aejax
+
+    undescribed, counted = [], 0
+    for name in aejax.__all__:
+        obj = getattr(aejax, name)
+        if inspect.isclass(obj) and issubclass(obj, Exception):
+            continue  # the exception's own arguments: a message
+        targets = [(name, obj, obj.__doc__)]
+        if inspect.isclass(obj):
+            targets = [(name, obj.__init__, obj.__doc__)]
+            for attr, member in vars(obj).items():
+                if callable(member) and not attr.startswith("_") and attr != "replace":
+                    targets.append((f"{name}.{attr}", member, member.__doc__))
+        for label, fn, doc in targets:
+            for parameter in inspect.signature(fn).parameters.values():
+                if parameter.name in ("self", "cls"):
+                    continue
+                counted += 1
+                if parameter.name not in (doc or ""):
+                    undescribed.append(f"{label}({parameter.name})")
+    assert counted > 100 and not undescribed, undescribed

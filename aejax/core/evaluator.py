@@ -36,7 +36,8 @@ def per_image(
     batch_sharding: jax.sharding.Sharding | None = None,
     each_member: bool = False,
 ) -> dict[str, jax.Array]:
-    r"""The one per-image evaluator: ``{term: [N, ...]}`` for each of ``terms`` (of TERMS).
+    r"""The one per-image evaluator: ``{term: [N, ...]}`` of the ``state``'s model for each
+    of ``terms`` (of TERMS).
 
     ``bce`` and ``mse``: reconstruction errors (:mod:`aejax.losses`); ``entropy``: the image's
     own mean binary entropy; ``kl``: ``bce - entropy`` (:func:`aejax.losses.kl_per_example`);
@@ -252,7 +253,9 @@ def eval_loss(
     batch_sharding: jax.sharding.Sharding | None = None,
     each_member: bool = False,
 ) -> jax.Array:
-    """Mean reconstruction BCE over the first ``num_examples`` (default all) ``images``
+    """Mean reconstruction BCE of the ``state``'s model over the first ``num_examples``
+    (default all) ``images``, ``batch_size`` at a time, split over ``batch_sharding``'s
+    devices if given
     (Keras' ``val_loss`` for these models); with ``each_member``, an ensemble's ``[K]``, one
     per member, from one vmapped pass."""
     bce = per_image(state, images, ("bce",), batch_size, batch_sharding, each_member)["bce"]
@@ -267,19 +270,20 @@ def _mean_of_first(values_NxK, n: int | None):
 
 @xla.jit
 def reconstruct(state: TrainState, images: jax.Array) -> jax.Array:
-    """Reconstructed images, float32 in [0, 1], same shape as ``images``; an ensemble's is
-    the mean of its members'."""
+    """``images`` reconstructed by the ``state``'s model, float32 in [0, 1], of their shape;
+    an ensemble's is the mean of its members'."""
     one = over_members(lambda s: jax.nn.sigmoid(s.model(to_float(images))))(state)
     return jnp.mean(one, axis=0) if state.members else one
 
 
 @xla.jit
 def encode(state: TrainState, images: jax.Array) -> jax.Array:
-    """The codes of ``images`` (``[B, latent]`` for dense, ``[B, 7, 7, latent]`` for conv)."""
+    """The codes of ``images`` under the ``state``'s model (``[B, latent]`` for dense,
+    ``[B, 7, 7, latent]`` for conv)."""
     return state.model.encode(to_float(images))
 
 
 @xla.jit
 def decode(state: TrainState, codes: jax.Array) -> jax.Array:
-    """Images, float32 in [0, 1], decoded from ``codes``."""
+    """Images, float32 in [0, 1], decoded from ``codes`` by the ``state``'s model."""
     return jax.nn.sigmoid(state.model.decode(codes))

@@ -30,6 +30,17 @@ class TrainState:
     ``rng`` is raw ``uint32[2]`` key data rather than a typed key so that it checkpoints as a
     plain array; the key for step ``t`` is ``fold_in(rng, t)``, so a resumed run draws the same
     randomness as an uninterrupted one.
+
+    Attributes:
+      params: the model's parameters (``nnx.split``'s state), float32.
+      opt_state: the optimizer's state.
+      step: optimizer steps taken, int32.
+      rng: the training randomness' key data.
+      graphdef: the model's static structure (merged with ``params`` inside a trace).
+      tx: the optax transformation (static).
+      compute_dtype: what the training pass computes in (static).
+      mutation_rate: a background model's mutation rate, 0 for a normal model (static).
+      members: an ensemble's size, 0 for a single model (static).
     """
 
     params: nnx.State
