@@ -11,6 +11,7 @@ a number is written by hand nowhere, and a re-run experiment changes the text wi
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import re
 import sys
@@ -170,20 +171,39 @@ def own_images() -> str:
         f"On {rows[0]['cpu']}, 2 cores; s/epoch after the first, training and test pass; "
         "whole commands with their peak memory (`experiments/results/own_images.md`).",
         "",
-        "| images | aejax s/epoch | PyTorch s/epoch | ratio | `aejax.train` | `aejax.eval` | "
-        "`aejax.score` of 300 |",
-        "|---|---|---|---|---|---|---|",
+        "| images | batch | aejax s/epoch | PyTorch s/epoch | ratio | `aejax.train` | "
+        "`aejax.eval` | `aejax.score` of 300 | PyTorch script |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        commands = [r[k] for k in ("train_command", "eval_command", "score_command")]
+        commands = [
+            r[k] for k in ("train_command", "eval_command", "score_command", "torch_command")
+        ]
         lines.append(
             f"| {r['images']} RGB, {r['size']}x{r['size']}, `depth={r['depth']}` | "
+            f"{r.get('batch', '')} | "
             f"{r['aejax_sec_per_epoch']:g} | {r['torch_channels_last_sec_per_epoch']:g} | "
             f"{r['ratio']:.2f}x | "
             + " | ".join(f"{c['seconds']:g} s, {c['peak_rss_mb']:,} MB" for c in commands)
             + " |"
         )
     return "\n".join(lines)
+
+
+def one_class() -> str:
+    """docs/ood_scores.md: the one-class table's means beside the published rows."""
+    rows = load("one_class.json")
+    spec = importlib.util.spec_from_file_location("one_class", RESULTS.parent / "one_class.py")
+    one_class = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(one_class)
+    table = one_class.table({one_class.key(r): r for r in rows})
+    lines = [line for line in table if line.startswith("|") or line.startswith("## ")]
+    return "\n".join(
+        ["One class normal, the whole test split scored; AUROC (%) per class and mean "
+         "(`experiments/results/one_class.md`, on " + rows[0]["cpu"] + ").", ""]
+        + [line.replace("## ", "\n**") + ("**\n" if line.startswith("## ") else "")
+           for line in lines]
+    )  # fmt: skip
 
 
 def own_data_defaults() -> str:
@@ -296,6 +316,7 @@ RENDER = {
     "own_data_defaults": own_data_defaults,
     "stopping_protocol": stopping_protocol,
     "pyod_compare": pyod_compare,
+    "one_class": one_class,
     "speed": speed,
     "seed_parity": seed_parity,
     "ood_default": ood_default,

@@ -90,7 +90,10 @@ def table(rows: dict[str, dict]) -> list[str]:
         "One class of the train split is normal; the whole test split is scored (the other nine",
         "classes OOD); AUROC (%) per class, mean over the ten classes. Protocol and command:",
         "`experiments/one_class.py` (its docstring). Each cell: mean over the seeds measured;",
-        "`spread`: max - min over seeds of the ten-class mean.",
+        "`spread`: max - min over seeds of the ten-class mean. Rows: the default score (the one",
+        "the estimator decides on, chosen by ood_general.py's protocol), `bce` (the",
+        "reconstruction error alone, the classic autoencoder row) and, for the self-supervised",
+        "option, its `transform` score alone (for reference: nothing is chosen on these).",
         "",
     ]
     groups: dict[tuple, list[dict]] = {}
@@ -104,7 +107,10 @@ def table(rows: dict[str, dict]) -> list[str]:
         for (d, variant, arch), group in sorted(groups.items()):
             if d != dataset:
                 continue
-            for column, label in (("auroc", "default score"), ("auroc_bce", "bce")):
+            shown = [("auroc", "default score"), ("auroc_bce", "bce")]
+            if variant == "self-supervised":  # the head's own score, for reference
+                shown.append(("transform", "transform"))
+            for column, label in shown:
                 cells, means = _cells(group, column)
                 if cells is None:
                     continue
@@ -139,7 +145,8 @@ def _cells(group: list[dict], column: str):
     """Per class the mean over seeds, and each seed's ten-class mean (None if incomplete)."""
     by_seed: dict[int, dict[int, float]] = {}
     for row in group:
-        by_seed.setdefault(row["seed"], {})[row["class"]] = row[column]
+        value = row[column] if column in row else row["aurocs"][column]
+        by_seed.setdefault(row["seed"], {})[row["class"]] = value
     complete = {s: v for s, v in by_seed.items() if len(v) == 10}
     if not complete:
         return None, None
