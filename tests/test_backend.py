@@ -137,16 +137,18 @@ def test_an_unknown_choice_is_one_clear_error():
             pass
 
 
-@pytest.mark.parametrize("arch", ["dense", "conv"])
-def test_the_training_step_and_the_scorer_lower_for_cuda_and_tpu(arch):
+@pytest.mark.parametrize("arch, head", [("dense", False), ("conv", False), ("conv", True)])
+def test_the_training_step_and_the_scorer_lower_for_cuda_and_tpu(arch, head):
     """jax.export lowers for platforms this machine lacks: a platform-specific failure (a
-    CPU-only op on the GPU path, say) shows up here, without a GPU."""
-    state = core.init_state(arch, jax.random.key(0))
+    CPU-only op on the GPU path, say) shows up here, without a GPU. ``head``: with the
+    self-supervised head, its loss and its term."""
+    state = core.init_state(arch, jax.random.key(0), transform_head=head)
     batch = jnp.zeros((8, 28, 28, 1), jnp.uint8)
     platforms = ("cpu", "cuda", "tpu")
     step = jax.export.export(core.train_step, platforms=platforms)(state, batch)
+    terms = ("bce", "kl", "code", *(("transform",) if head else ()))
     scorer = jax.export.export(
-        jax.jit(lambda s, x: core.per_image(s, x, ("bce", "kl", "code"))), platforms=platforms
+        jax.jit(lambda s, x: core.per_image(s, x, terms)), platforms=platforms
     )(state, batch)
     for exported in (step, scorer):
         assert exported.platforms == platforms
