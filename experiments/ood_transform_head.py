@@ -122,15 +122,8 @@ def markdown(result: dict) -> list[str]:
     for family in families:
         choice = result["lofo_choice"][family]
         score, head = choice.removesuffix(HEAD), choice.endswith(HEAD)
-        values = []
-        for a, d in pairs:
-            (run,) = [r for r in runs if (r["arch"], r["dataset"], r["head"]) == (a, d, head)]
-            values.append(run["report_family"][score][family])
-        lines.append(
-            f"| {family} | `{choice}` | "
-            + " | ".join(f"{v:.4f}" for v in values)
-            + f" | {min(values):.4f} |"
-        )
+        values = [_run(runs, a, d, head)["report_family"][score][family] for a, d in pairs]
+        lines.append(_row(f"{family} | `{choice}`", values))
     lines += [
         "",
         f"Chosen on every family but `transformed`: `{result['all_families_choice']}` "
@@ -143,17 +136,13 @@ def markdown(result: dict) -> list[str]:
     ]
     for a, d in pairs:
         for head in (False, True):
-            (run,) = [r for r in runs if (r["arch"], r["dataset"], r["head"]) == (a, d, head)]
+            run = _run(runs, a, d, head)
             for score in SHOWN:
                 if score not in run["report_family"] or (score.endswith("transform") and not head):
                     continue
                 by = run["report_family"][score]
                 name = f"{a}/{d}" + (" + head" if head else "")
-                lines.append(
-                    f"| {name} | `{score}` | "
-                    + " | ".join(f"{by[f]:.4f}" for f in families)
-                    + f" | {min(by.values()):.4f} |"
-                )
+                lines.append(_row(f"{name} | `{score}`", [by[f] for f in families]))
     lines += [
         "",
         "## Training cost of the head (same sitting)",
@@ -162,16 +151,23 @@ def markdown(result: dict) -> list[str]:
         "|---|---|---|---|",
     ]
     for a, d in pairs:
-        without, with_ = (
-            next(r for r in runs if (r["arch"], r["dataset"], r["head"]) == (a, d, h))
-            for h in (False, True)
-        )
+        without, with_ = (_run(runs, a, d, h) for h in (False, True))
         ratio = with_["sec_per_epoch"] / without["sec_per_epoch"]
         lines.append(
             f"| {a}/{d} | {without['sec_per_epoch']:.2f} | {with_['sec_per_epoch']:.2f} | "
             f"{ratio:.2f}x |"
         )
     return lines + [""]
+
+
+def _run(runs: list[dict], arch: str, dataset: str, head: bool) -> dict:
+    (run,) = [r for r in runs if (r["arch"], r["dataset"], r["head"]) == (arch, dataset, head)]
+    return run
+
+
+def _row(label: str, values: list[float]) -> str:
+    """A table row: ``label``'s cells, the values, their worst."""
+    return f"| {label} | " + " | ".join(f"{v:.4f}" for v in values) + f" | {min(values):.4f} |"
 
 
 if __name__ == "__main__":
