@@ -87,6 +87,7 @@ def numpy_scores(f) -> dict[str, np.ndarray]:
         "entropy": entropy,
         "elbo": bce,
         "disagreement": np.zeros_like(bce),  # one model
+        "transform": np.zeros_like(bce),  # no self-supervised head
         "latent": quadratic(centred, f["latent_whitening"]),
     }
     raw["knn"] = kth_distance(code, f["knn_bank"])
