@@ -16,7 +16,8 @@ from aejax.core.state import TrainState, over_members
 
 
 def to_float(images: jax.Array) -> jax.Array:
-    """uint8 pixels to float32 in [0, 1] (x / 255, as Keras users scale them); floats pass."""
+    """``images``' uint8 pixels to float32 in [0, 1] (x / 255, as Keras users scale them);
+    floats pass."""
     if jnp.issubdtype(images.dtype, jnp.integer):
         return images.astype(jnp.float32) / 255.0
     return images.astype(jnp.float32)
@@ -171,8 +172,9 @@ def terms_of(
 def image_terms(
     model: models.Autoencoder, images_BxHxWxC: jax.Array, terms: tuple[str, ...] = TERMS
 ) -> dict[str, jax.Array]:
-    """:func:`per_image`'s terms of one batch of uint8 images, all at once (traceable, and
-    shape-polymorphic in the batch: the exported detector runs this)."""
+    """:func:`per_image`'s ``terms`` of ``model`` on one batch of uint8 images
+    ``images_BxHxWxC``, all at once (traceable, and shape-polymorphic in the batch: the
+    exported detector runs this)."""
     return _terms_and_logits(model, images_BxHxWxC, terms)[0]
 
 
@@ -207,8 +209,9 @@ def score(
     batch_size: int | None = None,
     batch_sharding: jax.sharding.Sharding | None = None,
 ) -> jax.Array:
-    """Per-image reconstruction error ``[N]``: :func:`per_image`'s ``term`` (``bce``,
-    ``mse``, ...)."""
+    """Per-image reconstruction error ``[N]`` of the ``state``'s model on ``images``:
+    :func:`per_image`'s ``term`` (``bce``, ``mse``, ...), ``batch_size`` at a time, over
+    ``batch_sharding``'s devices if given."""
     return per_image(state, images, (term,), batch_size, batch_sharding)[term]
 
 
@@ -218,7 +221,8 @@ def batched(
     batch_size: int,
     batch_sharding: jax.sharding.Sharding | None = None,
 ) -> jax.Array:
-    """``fn`` over ``images`` in batches of ``batch_size`` (zero-padded tail, cut off again).
+    """``fn`` over ``images_NxHxWxC`` in batches of ``batch_size`` (zero-padded tail, cut
+    off again), each batch split over ``batch_sharding``'s devices if given.
 
     Like big_vision's evaluators: fixed-size batches, so one compiled function serves any N,
     and per-example outputs, so padding never leaks into a mean. ``batch_size`` is an upper

@@ -68,7 +68,8 @@ class TrainState:
 
 @functools.cache
 def adam(lr: float = 1e-3) -> optax.GradientTransformation:
-    """Adam with Keras' defaults (``eps=1e-7``, not optax's 1e-8), as the reference used.
+    """Adam at learning rate ``lr`` with Keras' defaults (``eps=1e-7``, not optax's 1e-8),
+    as the reference used.
 
     Cached: the transformation is a static part of :class:`TrainState`, and one object per
     learning rate keeps the states of two runs the same pytree type (and their jitted steps
@@ -170,7 +171,7 @@ def over_members(fn: Callable) -> Callable:
 
 
 def check_image_shape(state: TrainState, shape: tuple[int, ...]) -> None:
-    """One clear error unless the model reconstructs ``shape`` (``H, W, C``) images as
+    """One clear error unless the ``state``'s model reconstructs ``shape`` (``H, W, C``) images as
     ``shape``: e.g. ``conv`` pools ``depth`` times by 2, so it needs H and W divisible by
     ``2**depth``."""
     x = jax.ShapeDtypeStruct((1, *shape), jnp.float32)
@@ -194,4 +195,5 @@ def check_image_shape(state: TrainState, shape: tuple[int, ...]) -> None:
 
 
 def param_count(state: TrainState) -> int:
+    """How many parameters the ``state``'s model has (all members of an ensemble)."""
     return sum(x.size for x in jax.tree.leaves(state.params))

@@ -25,7 +25,8 @@ HEAD_WEIGHT = math.log(2)
 
 
 def mutated(x_BxHxWxC: jax.Array, rate: float, key: jax.Array) -> jax.Array:
-    """Images in [0, 1] with each value replaced, with probability ``rate``, by a uniform
+    """Images ``x_BxHxWxC`` in [0, 1] with each value replaced, with probability ``rate``
+    (drawn from ``key``), by a uniform
     random pixel value ``k / 255``: the perturbation Ren et al. (NeurIPS 2019) train their
     background model on, which keeps the images' low-level statistics and destroys their
     semantics, so that ``bce - bce_background`` (``lr`` in experiments/scores_extra.py) keeps the
@@ -243,7 +244,8 @@ def _aligned_empty(shape: tuple[int, ...], dtype) -> np.ndarray:
 def steps_per_call(steps: int, max_calls: int = 20, min_calls: int = 5) -> int:
     """How many steps each compiled call runs: the epoch cut into equal parts (so one
     compiled function serves them all), as few as gives a progress update every
-    ~1/min_calls of an epoch, else the whole epoch in one call."""
+    ~1/min_calls of an epoch (at most ``max_calls`` calls), else the whole epoch in one
+    call."""
     for calls in range(min_calls, max_calls + 1):
         if steps % calls == 0:
             return steps // calls

@@ -52,7 +52,8 @@ def register(score: Score) -> Score:
 
 
 def unregister(name: str) -> None:
-    """Removes a score (one a test or a notebook registered) and those that need it."""
+    """Removes the score ``name`` (one a test or a notebook registered) and those that need
+    it."""
     _SCORES.pop(name)
     for other in [s for s in _SCORES.values() if name in s.needs]:
         unregister(other.name)

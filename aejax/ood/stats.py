@@ -52,7 +52,15 @@ _every_score = xla.jit(every_score, static_argnames="scores")
 
 @dataclasses.dataclass
 class Stats:
-    """What scoring needs from the training data, fitted once per checkpoint."""
+    """What scoring needs from the training data, fitted once per checkpoint.
+
+    Attributes:
+      fitted: each score's fitted arrays, by score name.
+      meta: where it was fitted: dataset, rows, checkpoint step, image shape.
+      holdout_scores: the held-out images' scores (cross-fitted where a score is fitted on
+        them), what thresholds and p-values are set on.
+      threshold: the detector's threshold (``aejax.thresholds.Threshold.to_dict()``).
+    """
 
     fitted: dict[str, dict[str, np.ndarray]]  # score -> its fitted arrays
     meta: dict  # where it was fitted: dataset, rows, checkpoint step, image shape
@@ -67,13 +75,16 @@ class Stats:
         }
 
     def all_scores(self, terms: dict) -> dict[str, np.ndarray]:
-        """Every score, per image (float32)."""
+        """Every score, per image (float32), from the images' ``terms``
+        (:func:`aejax.core.per_image`'s)."""
         terms = {k: terms[k] for k in TERMS if k in terms}
         return {k: np.asarray(v) for k, v in _every_score(self.arrays(), terms).items()}
 
 
 def fit(train_terms: dict, holdout_terms: dict, meta: dict) -> Stats:
-    """Fits every score's statistics, in stages: a stage fits the scores whose needs are
+    """Fits every score's statistics from the training images' ``train_terms`` and the
+    held-out images' ``holdout_terms`` (``meta`` is kept with them), in stages: a stage fits
+    the scores whose needs are
     known (terms, and scores already fitted or fitting nothing), the held-out values of
     those needs computed by one jitted program of the scores before it."""
     pending = [s for s in registered() if s.fit is not None]
@@ -135,10 +146,12 @@ def _terms(terms: dict) -> dict:
 
 
 def stats_path(workdir: str | Path, step: int) -> Path:
+    """Where the run in ``workdir`` keeps the statistics of its checkpoint ``step``."""
     return Path(workdir) / "ood_stats" / f"{step}.npz"
 
 
 def save(stats: Stats, path: Path) -> None:
+    """Writes ``stats`` to ``path`` (atomically: :mod:`aejax.files`)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     arrays = {
         f"fitted/{score}/{name}": value
