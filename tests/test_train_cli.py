@@ -59,6 +59,7 @@ def test_writes_every_file_and_resumes(tmp_path, capsys):
         "compute_dtype": "float32",
         "mutation_rate": 0.0,
         "ensemble": 0,
+        "transform_head": False,
         "model": {"latent_dim": 15, "image_shape": [28, 28, 1]},
         "image_size": None,
         "channels": None,
