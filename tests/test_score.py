@@ -352,7 +352,10 @@ def test_the_exported_detector_reproduces_aejax_score(run_dir, images, tmp_path)
 
 @pytest.mark.parametrize(
     "arch, options",
-    [("conv", []), ("dense", ["--ensemble", "2"]), ("conv", ["--transform-head"])],
+    # The head's term deployed: on the dense net, whose run and eight passes per image cost
+    # a minute here where the conv net's took five (its head lowers for every platform in
+    # test_backend.py, and a conv run with the head passed this test on AMD EPYC).
+    [("conv", []), ("dense", ["--ensemble", "2"]), ("dense", ["--transform-head"])],
 )
 def test_conv_and_ensemble_runs_deploy_outside_jax_like_aejax_score(
     arch, options, images, tmp_path
