@@ -26,11 +26,10 @@ HEAD_WEIGHT = math.log(2)
 
 def mutated(x_BxHxWxC: jax.Array, rate: float, key: jax.Array) -> jax.Array:
     """Images ``x_BxHxWxC`` in [0, 1] with each value replaced, with probability ``rate``
-    (drawn from ``key``), by a uniform
-    random pixel value ``k / 255``: the perturbation Ren et al. (NeurIPS 2019) train their
-    background model on, which keeps the images' low-level statistics and destroys their
-    semantics, so that ``bce - bce_background`` (``lr`` in experiments/scores_extra.py) keeps the
-    semantic part of the error."""
+    (drawn from ``key``), by a uniform random pixel value ``k / 255``: the perturbation Ren
+    et al. (NeurIPS 2019) train their background model on, which keeps the images' low-level
+    statistics and destroys their semantics, so that ``bce - bce_background`` (``lr`` in
+    experiments/scores_extra.py) keeps the semantic part of the error."""
     replace_key, value_key = jax.random.split(key)
     replace = jax.random.bernoulli(replace_key, rate, x_BxHxWxC.shape)
     values = jax.random.randint(value_key, x_BxHxWxC.shape, 0, 256).astype(jnp.float32) / 255

@@ -93,25 +93,26 @@ class TransformHead(nnx.Module):
 def nll(model, x_BxHxWxC: jax.Array, t_B: jax.Array) -> jax.Array:
     """``-log p(t | t(x))`` of each image under its own transformation ``t_B`` ``[B]``, in
     units of ``log |T|`` (an untrained head's value is about 1 whatever the image size)."""
-    logits = model.transform_head(model.encode(apply_each(x_BxHxWxC, t_B))).astype(jnp.float32)
     valid = transformations(x_BxHxWxC.shape[1:])
-    logits = _only(logits, valid)
-    picked = jnp.take_along_axis(jax.nn.log_softmax(logits), t_B[:, None], axis=1)[:, 0]
-    return -picked / math.log(len(valid))
+    return _nll(model, apply_each(x_BxHxWxC, t_B), t_B, valid)
 
 
 def score(model, x_BxHxWxC: jax.Array) -> jax.Array:
     """The ``transform`` term ``[B]``: :func:`nll` averaged over every shape-keeping
     transformation of each image (one encoder pass per transformation)."""
     valid = transformations(x_BxHxWxC.shape[1:])
-    each = [_nll_of(model, apply(x_BxHxWxC, t), t, valid) for t in valid]
+    each = [_nll(model, apply(x_BxHxWxC, t), t, valid) for t in valid]
     return jnp.mean(jnp.stack(each), axis=0)
 
 
-def _nll_of(model, transformed_BxHxWxC, t: int, valid) -> jax.Array:
+def _nll(model, transformed_BxHxWxC: jax.Array, t_B, valid: tuple[int, ...]) -> jax.Array:
+    """:func:`nll` of images already transformed, by ``t_B`` (one index for all, or one
+    each)."""
     logits = model.transform_head(model.encode(transformed_BxHxWxC)).astype(jnp.float32)
     log_p = jax.nn.log_softmax(_only(logits, valid))
-    return -log_p[:, t] / math.log(len(valid))
+    t_B = jnp.broadcast_to(jnp.asarray(t_B, jnp.int32), log_p.shape[:1])
+    picked = jnp.take_along_axis(log_p, t_B[:, None], axis=1)[:, 0]
+    return -picked / math.log(len(valid))
 
 
 def _only(logits_BxT: jax.Array, valid: tuple[int, ...]) -> jax.Array:

@@ -84,9 +84,9 @@ class Stats:
 def fit(train_terms: dict, holdout_terms: dict, meta: dict) -> Stats:
     """Fits every score's statistics from the training images' ``train_terms`` and the
     held-out images' ``holdout_terms`` (``meta`` is kept with them), in stages: a stage fits
-    the scores whose needs are
-    known (terms, and scores already fitted or fitting nothing), the held-out values of
-    those needs computed by one jitted program of the scores before it."""
+    the scores whose needs are known (terms, and scores already fitted or fitting nothing),
+    the held-out values of those needs computed by one jitted program of the scores before
+    it."""
     pending = [s for s in registered() if s.fit is not None]
     fitted, notes, cross_fitted = {}, {}, {}
     while pending:
