@@ -46,14 +46,6 @@ def decide(fitted: dict, terms: dict, score: str, every: bool = True) -> dict[st
     return {**verdict, **values} if every else verdict
 
 
-# Images scored per call: the knn scores compare every image with the whole bank of training
-# codes ([rows, 5000] floats each), so rows are bounded here rather than inside the scorer.
-# 512 rows' similarities are 10 MB a score; from 1024 rows on, glibc hands each call's buffers
-# fresh from the OS (mmap), and their page faults cost a third of the CPU time of scoring
-# (experiments/results/score_scale.md).
-DETECT_ROWS = 512
-
-
 @xla.jit(static_argnames=("score", "batch_sharding", "every"))
 def _detect(state, fitted, images_NxHxWxC, score, batch_sharding=None, every=True):
     """:func:`decide`'s outputs stacked ``[outputs, N]``, float32 (``ood`` as 0/1): one
@@ -160,6 +152,13 @@ class Detector:
         """``(H, W, C)`` of the images the model takes."""
         return tuple(self.stats.meta["image_shape"])
 
+    @property
+    def chunk_rows(self) -> int:
+        """The images :meth:`detect` scores per call (:func:`aejax.core.chunk_rows`): the kNN
+        scores compare every image with the whole bank of training codes, so the rows are
+        bounded here rather than inside the scorer."""
+        return core.chunk_rows(self.image_shape, self.stats.row_bytes())
+
     @classmethod
     def set_by(
         cls, state, stats: ood.Stats, config: RunConfig, step: int, workdir: Path,
@@ -227,19 +226,19 @@ class Detector:
         one is scored."""
         images_NxHxWxC = np.asarray(images_NxHxWxC)
         self.check_images(images_NxHxWxC)
-        fitted, n = self.fitted(), len(images_NxHxWxC)
+        fitted, n, rows = self.fitted(), len(images_NxHxWxC), self.chunk_rows
         names = outputs() if every else outputs()[:3]
         with xla.full_precision():
             parts = [
                 _detect(
                     self.state,
                     fitted,
-                    images_NxHxWxC[i : i + DETECT_ROWS],
+                    images_NxHxWxC[i : i + rows],
                     self.threshold.score,
                     batch_sharding,
                     every,
                 )  # fmt: skip
-                for i in range(0, max(n, 1), DETECT_ROWS)
+                for i in range(0, max(n, 1), rows)
             ]
 
         def collected() -> dict[str, np.ndarray]:

@@ -83,9 +83,7 @@ class ScoredSet:
         self.label = self.label or self.name
 
 
-# Images of a folder or .npy OOD set decoded and scored at once (Scorer.streamed_set), and
-# those kept for the report's figures.
-STREAM_ROWS, KEPT_IMAGES = 8192, 10
+KEPT_IMAGES = 10  # images of a folder or .npy OOD set kept for the report's figures
 
 
 class Scorer:
@@ -118,15 +116,17 @@ class Scorer:
         return self.array_set(source.name, *source.load("test"), "test", source.label)
 
     def streamed_set(self, source: data.Source, stats: ood.Stats, shape) -> ScoredSet:
-        """Every image of a folder or ``.npy`` file, decoded and scored :data:`STREAM_ROWS`
-        at a time (:mod:`aejax.inputs`, as ``aejax.score`` reads them), converted to
-        ``shape``: memory holds a chunk of images whatever the set's size, and of each image
+        """Every image of a folder or ``.npy`` file, decoded and scored a chunk at a time
+        (:func:`aejax.core.chunk_rows`, the chunks of :mod:`aejax.inputs` that ``aejax.score``
+        reads), converted to ``shape``: memory holds a chunk of images whatever the set's
+        size, and of each image
         its scores and per-image errors (not its code); :data:`KEPT_IMAGES` images are kept
         for the report's figures."""
         every = inputs.items([source.spec])
         silent = frozenset({"resize", "channels"})  # an OOD set's conversion is reported
         kept, terms, scores = [], [], []
-        for given in inputs.prefetched(inputs.chunks(every, shape, STREAM_ROWS, silent=silent)):
+        rows = core.chunk_rows(shape, stats.row_bytes())
+        for given in inputs.prefetched(inputs.chunks(every, shape, rows, silent=silent)):
             chunk = self.array_terms(given.images)
             scores.append(stats.all_scores(chunk))
             terms.append({k: v for k, v in chunk.items() if v.ndim == 1})

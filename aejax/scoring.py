@@ -55,7 +55,7 @@ class ScoreResult:
 
 def score_images(request: ScoreRequest, sink: TextIO | None = None) -> ScoreResult:
     """Scores the images a chunk at a time (:func:`aejax.inputs.chunks`, memory bounded by
-    :data:`aejax.detector.DETECT_ROWS` images whatever their number): every score,
+    :attr:`aejax.detector.Detector.chunk_rows` images whatever their number): every score,
     p-value and verdict per image, written as CSV rows to ``request.out`` (atomically: a
     killed job leaves an unfinished file beside it, which the next one starts over from),
     else to ``sink``, else returned as text; the maps asked for."""
@@ -94,11 +94,11 @@ def score_images(request: ScoreRequest, sink: TextIO | None = None) -> ScoreResu
         progress = stack.enter_context(
             tqdm.tqdm(total=len(every), unit="img", disable=None, leave=False)
         )
-        # The detector's own DETECT_ROWS: memory holds that many decoded images whatever the
+        # The detector's own chunk_rows: memory holds that many decoded images whatever the
         # inputs' number, and the chunks are the batches Detector.detect cuts all the images
         # into, so their scores are those of scoring them at once, to the bit (XLA:CPU's
         # elementwise loops round a batch's last elements by another path).
-        rows = detection.DETECT_ROWS
+        rows = found.chunk_rows
         chunks = inputs.prefetched(
             inputs.chunks(every, found.image_shape, rows, silent=frozenset(silent))
         )

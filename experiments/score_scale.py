@@ -8,8 +8,9 @@ The files: MNIST test images (cycled, each with a few pixels changed so that no 
 alike) as 28x28 grey PNGs. The run: ``runs/ood/dense-mnist`` (trained and evaluated here when
 missing). For each count: Pillow alone (open, decode, ``np.asarray``, one file after
 another, in a process of its own: the floor of any tool that reads the files with Pillow)
-and the whole scoring command, its wall time and peak RSS; the command streams
-(``DETECT_ROWS`` images decoded at a time), so its peak RSS should not grow with the count.
+and the whole scoring command, its wall time and peak RSS; the command streams (a chunk
+of :attr:`aejax.Detector.chunk_rows` images decoded at a time), so its peak RSS should not
+grow with the count.
 The command decodes these files (PNGs in the model's shape) with libspng; it runs a second
 time with pyspng hidden, so that every file goes through Pillow, as JPEGs and PNGs of other
 shapes or modes do. For the smaller count, its CSV is
@@ -107,19 +108,21 @@ def same_as_in_memory(workdir: Path, folder: Path, csv_path: Path) -> bool:
 
 def detect_costs(workdir: Path, images: int = 16384) -> list[dict]:
     """Microseconds per image of :meth:`aejax.Detector.detect` on ``images`` images, cut into
-    calls of several ``DETECT_ROWS``: wall time, and the CPU time of all the threads, in
-    user mode and in the kernel (page faults of fresh buffers), medians of 3 after
-    compilation."""
+    calls of several sizes (:func:`aejax.core.chunk_rows`): wall time, and the CPU time of
+    all the threads, in user mode and in the kernel (page faults of fresh buffers), medians
+    of 3 after compilation."""
     from aejax import detector as detection
     from aejax import parallel
+    from aejax.core import evaluator
 
     placement = parallel.setup(parallel.Devices(), splits_well=False, batch_size=1)
     detector = detection.Detector.load(workdir, None, placement)
     x = np.random.default_rng(0).integers(0, 256, (images, *detector.image_shape), np.uint8)
-    kept, costs = detection.DETECT_ROWS, []
+    kept, costs = evaluator.CHUNK_BYTES, []
     try:
         for rows in (256, 512, 1024, 2048):
-            detection.DETECT_ROWS = rows
+            evaluator.CHUNK_BYTES = rows * detector.stats.row_bytes()
+            assert detector.chunk_rows == rows
             detector.detect(x[:rows])  # compiled
             samples = []
             for _ in range(3):
@@ -134,7 +137,7 @@ def detect_costs(workdir: Path, images: int = 16384) -> list[dict]:
             costs.append({"rows": rows, **us})
             print(costs[-1], flush=True)
     finally:
-        detection.DETECT_ROWS = kept
+        evaluator.CHUNK_BYTES = kept
     return costs
 
 
@@ -283,8 +286,8 @@ def markdown(rows: list[dict], costs: list[dict], text: dict) -> list[str]:
             "",
             f"Memory: {per_file:.1f} KB more per file, for the list of the files' paths (sorted "
             "before scoring, so that the CSV's order is the paths'), never for their images: a "
-            "chunk of `DETECT_ROWS` decoded images is all that is held, and the next one being "
-            "decoded beside it.",
+            "chunk of `Detector.chunk_rows` decoded images is all that is held, and the next "
+            "one being decoded beside it.",
         ]
     lines += [
         "",
@@ -293,7 +296,7 @@ def markdown(rows: list[dict], costs: list[dict], text: dict) -> list[str]:
         "",
         "## Images per call",
         "",
-        f"`Detector.detect` on {16384:,} images cut into calls of `DETECT_ROWS` images, "
+        f"`Detector.detect` on {16384:,} images cut into calls of `rows` images, "
         "microseconds per image (medians of 3 after compilation): wall time, and the CPU "
         "time of all threads in user mode and in the kernel. From 1024 rows on, the two "
         "k-NN scores' similarity buffers (20 KB an image each) are over glibc's "
@@ -306,7 +309,8 @@ def markdown(rows: list[dict], costs: list[dict], text: dict) -> list[str]:
             f"| {c['rows']:,} | {c['wall_us']} | {c['user_us']} | {c['system_us']} |" for c in costs
         ),  # fmt: skip
         "",
-        f"aejax uses {_detect_rows()}.",
+        f"aejax uses {_detect_rows()} at 28x28 (`aejax.core.chunk_rows`: the largest "
+        "buffer per image within `CHUNK_BYTES`).",
         "",
         "## The CSV's text",
         "",
@@ -319,9 +323,9 @@ def markdown(rows: list[dict], costs: list[dict], text: dict) -> list[str]:
 
 
 def _detect_rows() -> int:
-    from aejax import detector as detection
+    from aejax import core
 
-    return detection.DETECT_ROWS
+    return core.chunk_rows((28, 28, 1), row_bytes=4 * 5000)  # the kNN banks' 5000 codes
 
 
 if __name__ == "__main__":

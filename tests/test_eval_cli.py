@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from aejax import data, evaluation, ood, train
+from aejax import core, data, evaluation, ood, train
 from aejax import eval as eval_cli
 from aejax import report as eval_report
 from aejax.detector import Detector
@@ -162,7 +162,8 @@ def test_a_folder_ood_set_is_streamed_with_the_scores_of_one_batch(trained, tmp_
     clothes = data.load("fashion_mnist", "test[:50]")[0]
     for i, image in enumerate(clothes):
         Image.fromarray(image[..., 0]).save(folder / f"{i:03d}.png")
-    monkeypatch.setattr(evaluation, "STREAM_ROWS", 7)  # 8 chunks, the last of 1 image
+    row_bytes = evaluation.run_detector(workdir)[0].stats.row_bytes()
+    monkeypatch.setattr(core.evaluator, "CHUNK_BYTES", 8 * row_bytes)  # 7 chunks, the last of 2
     (out,) = evaluation.evaluate(workdir, evaluation.EvalConfig(ood=(str(folder),))).outs
     assert len(out.labels) == 50 and len(out.images) == evaluation.KEPT_IMAGES
     np.testing.assert_array_equal(out.images, clothes[: evaluation.KEPT_IMAGES])

@@ -16,8 +16,7 @@ from PIL import Image
 
 import aejax.export as export_cli
 import aejax.score as score_cli
-from aejax import data, ood, scoring, thresholds, train
-from aejax import detector as detection
+from aejax import core, data, ood, scoring, thresholds, train
 from aejax import eval as eval_cli
 from aejax.detector import Detector
 
@@ -552,7 +551,8 @@ def test_a_folder_larger_than_a_chunk_streams_to_the_csv_of_one_batch(
     detector = Detector.load(run_dir)
     for policy in ([], ["--contamination", "0.1"]):
         out = tmp_path / f"stream{len(policy)}.csv"
-        monkeypatch.setattr(detection, "DETECT_ROWS", 7)
+        # chunks of 8 images: 43, the last of 4
+        monkeypatch.setattr(core.evaluator, "CHUNK_BYTES", 8 * detector.stats.row_bytes())
         argv = ["--workdir", str(run_dir), *inputs, "--out", str(out), "--devices", "1"]
         assert score_cli.main([*argv, *policy]) == 0
         found = detector
@@ -563,7 +563,7 @@ def test_a_folder_larger_than_a_chunk_streams_to_the_csv_of_one_batch(
         sources = [str(p) for p in sorted(folder.iterdir())] + [
             f"{tmp_path / 'rows.npy'}[{i}]" for i in range(40)
         ]
-        detected = found.detect(whole)  # in memory, in batches of DETECT_ROWS
+        detected = found.detect(whole)  # in memory, in the same chunks
         expected = scoring.csv_text(sources, {**detected, "ood": found.threshold.flags(
             detected["score"])})  # fmt: skip
         with open(out, newline="") as f:

@@ -20,6 +20,7 @@ True
 from aejax.core.evaluator import (
     TERMS,
     batched,
+    chunk_rows,
     decode,
     encode,
     eval_loss,
@@ -44,8 +45,9 @@ from aejax.core.state import (
 from aejax.core.steps import epoch_order, mutated, steps_per_call, train_epoch, train_step
 
 __all__ = [
-    "TERMS", "TrainState", "adam", "batched", "check_image_shape", "decode", "encode",
-    "epoch_order", "eval_loss", "eval_rows", "image_terms", "init_ensemble", "init_state", "member",
+    "TERMS", "TrainState", "adam", "batched", "check_image_shape", "chunk_rows", "decode",
+    "encode", "epoch_order", "eval_loss", "eval_rows", "image_terms", "init_ensemble",
+    "init_state", "member",
     "mutated", "over_members", "param_count", "per_image", "reconstruct", "score",
     "steps_per_call", "terms_of", "to_float", "train_epoch", "train_step",
 ]  # fmt: skip

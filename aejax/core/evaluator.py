@@ -52,29 +52,27 @@ def per_image(
     time (default: :func:`eval_rows`; see :func:`batched`), so device memory stays bounded
     whatever N and whatever the image size; with ``batch_sharding``, each batch is split
     over the devices. Terms not asked for are not computed (XLA drops them). A NumPy array
-    larger than :data:`HOST_CHUNK_ROWS` (a memory-mapped split) is sent to the device in
-    chunks.
+    of more than :func:`chunk_rows` images (a memory-mapped split) is sent to the device in
+    chunks of that many.
     ``each_member``: an ensemble's terms member by member, ``[N, K, ...]``, instead of
     combined.
     """
     with xla.full_precision():
-        if isinstance(images, np.ndarray) and len(images) > HOST_CHUNK_ROWS:
+        rows = chunk_rows(images.shape[1:], itemsize=images.dtype.itemsize)
+        if isinstance(images, np.ndarray) and len(images) > rows:
             parts = [
                 _per_image(
                     state,
-                    images[i : i + HOST_CHUNK_ROWS],
+                    images[i : i + rows],
                     terms,
                     batch_size,
                     batch_sharding,
                     each_member,
                 )  # fmt: skip
-                for i in range(0, len(images), HOST_CHUNK_ROWS)
+                for i in range(0, len(images), rows)
             ]
             return {k: jnp.concatenate([p[k] for p in parts]) for k in terms}
         return _per_image(state, images, terms, batch_size, batch_sharding, each_member)
-
-
-HOST_CHUNK_ROWS = 50_000  # what per_image sends to the device at once from host memory
 
 
 @xla.jit(static_argnames=("terms", "batch_size", "batch_sharding", "each_member"))
@@ -113,6 +111,30 @@ def eval_rows(model: models.Autoencoder, image_shape: tuple[int, ...]) -> int:
     [256, 32, 8, 1]
     """
     return max(1, min(model.eval_batch_size, EVAL_PIXELS // (image_shape[0] * image_shape[1])))
+
+
+# One rule sizes every chunk of images held at once: the images of a folder decoded
+# together, a memory-mapped split sent to the device, the rows one Detector.detect call
+# scores. A chunk's largest per-image buffer stays within CHUNK_BYTES, in a power of two of
+# images (few compiled shapes). 16 MiB keeps a kNN score's similarities (20 KB an image) at
+# 512 rows: from 1024 on, glibc maps each call's buffers fresh from the OS, and their page
+# faults cost a third of scoring's CPU time (experiments/results/score_scale.md).
+CHUNK_BYTES = 2**24
+
+
+def chunk_rows(image_shape: tuple[int, ...], row_bytes: int = 0, itemsize: int = 1) -> int:
+    """How many ``image_shape`` images (``H, W, C``) one chunk holds: as many as keep its
+    largest per-image buffer, the images themselves (``itemsize`` bytes a value) or
+    ``row_bytes`` (what scoring makes per image, :meth:`aejax.ood.Stats.row_bytes`), within
+    :data:`CHUNK_BYTES`; a power of two, at least one.
+
+    >>> [chunk_rows((side, side, 3)) for side in (28, 256, 4096)]
+    [4096, 64, 1]
+    >>> chunk_rows((28, 28, 1), row_bytes=4 * 5000)  # a kNN bank of 5000 codes
+    512
+    """
+    per_image = max(itemsize * math.prod(image_shape), row_bytes, 1)
+    return 1 << max(0, (CHUNK_BYTES // per_image).bit_length() - 1)
 
 
 def terms_of(

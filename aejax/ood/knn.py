@@ -141,7 +141,8 @@ def compute_term(term: str) -> Callable[[dict, dict], jax.Array]:
     def compute(fitted: dict, x: dict) -> jax.Array:
         # All N images against the bank at once ([N, KNN_BANK] similarities): one computation
         # for any N, symbolic N included (the exported detector), so both give the same bits;
-        # Detector.detect feeds at most DETECT_ROWS images at a time to bound the memory.
+        # Detector.detect feeds a chunk of images at a time to bound the memory
+        # (aejax.core.chunk_rows, from Stats.row_bytes).
         bank = fitted["bank"]
         values = jnp.asarray(x[term], jnp.float32)
         if "centre" in fitted:  # standardised (fit_term)

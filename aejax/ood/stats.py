@@ -74,6 +74,12 @@ class Stats:
             for score, arrays in self.fitted.items()
         }
 
+    def row_bytes(self) -> int:
+        """The bytes of the largest buffer scoring makes per image: a kNN score's
+        similarities to its bank (float32), 0 without one (:func:`aejax.core.chunk_rows`)."""
+        banks = [len(arrays["bank"]) for arrays in self.fitted.values() if "bank" in arrays]
+        return 4 * max(banks, default=0)
+
     def all_scores(self, terms: dict) -> dict[str, np.ndarray]:
         """Every score, per image (float32), from the images' ``terms``
         (:func:`aejax.core.per_image`'s)."""
