@@ -38,13 +38,28 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+__all__ = ["DEFAULT_POLICY", "POLICIES", "Policy", "Threshold", "p_values"]
+
+#: How a threshold can be set (:class:`Policy`).
 POLICIES = ("percentile", "target-fpr", "contamination")
 CONFIDENCE = 0.95
 
 
 @dataclasses.dataclass(frozen=True)
 class Threshold:
-    """A threshold on score ``score`` and how it was set."""
+    """A threshold on score ``score`` and how it was set.
+
+    Attributes:
+      score: the score it is set on (:func:`aejax.ood.names`).
+      value: images scoring above it are flagged; kept as a float32 value, so that float32
+        scores compare with it exactly.
+      policy: one of :data:`POLICIES`; ``parameter``: its percentile, target FPR or
+        contamination.
+      n: how many scores it was set on; ``reference``: what they were (``held-out`` images,
+        or the ``scored`` data).
+      expected_fpr: the expected in-distribution false positive rate (held-out policies);
+        ``fpr_bound``: the FPR is at most this with probability ``confidence``.
+    """
 
     score: str
     value: float  # a float32 value, so that float32 scores compare with it exactly
@@ -194,10 +209,16 @@ class Policy:
     them, or ``contamination`` C. Contamination is PyOD's idiom and keeps its two meanings:
     with the scores of the images being scored, their top C is flagged
     (:func:`at_contamination`); without them, C is the fraction of anomalies in the training
-    data, and the threshold is the held-out scores' ``100 (1 - C)``-th percentile."""
+    data, and the threshold is the held-out scores' ``100 (1 - C)``-th percentile.
+
+    ``name``: one of :data:`POLICIES`; ``parameter``: its P, F or C.
+
+    >>> Policy("target-fpr", 0.05).threshold([0.1 * i for i in range(100)], score="bce").value
+    9.5
+    """
 
     name: str  # one of POLICIES
-    parameter: float
+    parameter: float  # the percentile, the target FPR or the contamination
 
     def __post_init__(self):
         if self.name not in POLICIES:
@@ -211,9 +232,9 @@ class Policy:
             _target_rank(self.parameter, n)
 
     def threshold(self, held_out, *, score: str, scored=None) -> Threshold:
-        """The threshold on score ``score`` this policy sets from the held-out images'
-        scores (and, for ``contamination``, the scored images' where given): the one place
-        a policy becomes a threshold."""
+        """The threshold on score ``score`` this policy sets from ``held_out``, the held-out
+        images' scores (and, for ``contamination``, ``scored``, the scored images' where
+        given): the one place a policy becomes a threshold."""
         if self.name == "percentile":
             return at_percentile(held_out, self.parameter, score=score)
         if self.name == "target-fpr":
@@ -225,14 +246,16 @@ class Policy:
         return at_percentile(held_out, 100 * (1 - self.parameter), score=score)
 
 
+#: The policy of a run's detector unless told: the held-out scores' 95th percentile.
 DEFAULT_POLICY = Policy("percentile", 95.0)
 
 
 def p_values(held_out_sorted, scores) -> jax.Array:
-    r"""Conformal p-values: :math:`p(s) = (1 + \#\{h \ge s\}) / (n + 1)` over the held-out
-    scores :math:`h` (given sorted), the fraction of in-distribution images (the new one
-    counted among them) scoring at least as high. Never 0; uniform for in-distribution
-    images; flagging :math:`p \le F` is the ``target-fpr`` threshold's decision.
+    r"""Conformal p-values of ``scores``: :math:`p(s) = (1 + \#\{h \ge s\}) / (n + 1)` over
+    the held-out scores :math:`h` (``held_out_sorted``, given sorted), the fraction of
+    in-distribution images (the new one counted among them) scoring at least as high.
+    Never 0; uniform for in-distribution images; flagging :math:`p \le F` is the
+    ``target-fpr`` threshold's decision.
 
     In JAX, float32 (traceable: the exported detector computes it the same way); returns
     ``[N]`` float32."""

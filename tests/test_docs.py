@@ -68,6 +68,49 @@ def test_readme_is_a_newcomers_five_minutes():
     assert len((ROOT / "README.md").read_text().splitlines()) <= 200
 
 
+def public_names() -> dict[str, str]:
+    """``{what a guide may write: the reference's target}`` for every public name (the
+    ``__all__`` of the modules docs/api.md documents, tests/test_api.py's PUBLIC), its
+    classes' public members, and the top level's names unqualified (``Detector.detect``)."""
+    import importlib
+    import inspect
+
+    api = (ROOT / "docs" / "api.md").read_text()
+    names = {}
+    for module_name in re.findall(r"^\.\. automodule:: (\S+)", api, re.M):
+        module = importlib.import_module(module_name)
+        for name in module.__all__:
+            obj = getattr(module, name)
+            owner = "aejax.core" if name == "TrainState" else module_name  # documented there
+            spellings = [f"{owner}.{name}"] + ([name] if module_name == "aejax" else [])
+            members = [""]
+            if inspect.isclass(obj):
+                members += [f".{a}" for a, m in vars(obj).items() if not a.startswith("_")
+                            and (callable(m) or isinstance(m, property))]  # fmt: skip
+            for member in members:
+                for spelling in spellings:
+                    names.setdefault(spelling + member, f"{owner}.{name}{member}")
+    return names
+
+
+INLINE_CODE = re.compile(r"(?<![`}])`([^`\n]+)`(?!`)")  # not a role's {py:obj}`...`
+
+
+def test_each_public_name_a_guide_mentions_links_to_the_reference():
+    # A guide's `aejax.Detector` or `AutoencoderDetector.fit(...)` is a {py:obj} role, so
+    # that the page links it into the API reference (the built pages resolve every role:
+    # test_the_docs_build_with_warnings_as_errors).
+    names, unlinked = public_names(), []
+    for page in PAGES:
+        if page.name == "api.md":
+            continue
+        prose = re.sub(r"```.*?```", "", page.read_text(), flags=re.S)  # not code blocks
+        for found in INLINE_CODE.finditer(prose):
+            if re.split(r"[(\[]", found.group(1))[0] in names:
+                unlinked.append(f"{page.name}: {found.group(0)}")
+    assert len(names) > 150 and unlinked == []
+
+
 @pytest.mark.slow  # imports every module (JAX, TensorFlow) to read its docstrings
 def test_the_docs_build_with_warnings_as_errors(tmp_path):
     result = subprocess.run(
@@ -78,6 +121,17 @@ def test_the_docs_build_with_warnings_as_errors(tmp_path):
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-5000:]
     assert (tmp_path / "html" / "api.html").stat().st_size > 50_000
+    # Every name a guide links resolves: a reference Sphinx cannot find is code, not a link.
+    xref = re.compile(r'(<a class="reference internal"[^>]*>)?<code class="xref py[^"]*">'
+                      r'<span class="pre">([^<]*)</span>')  # fmt: skip
+    unresolved, linked = [], 0
+    for page in (tmp_path / "html").glob("*.html"):
+        if page.name not in ("api.html", "genindex.html", "py-modindex.html"):
+            for link, name in xref.findall(page.read_text()):
+                linked += 1
+                if not link:
+                    unresolved.append(f"{page.name}: {name}")
+    assert linked >= 15 and unresolved == []
 
 
 # A path inside the repository a page names: a link target, or a file named in the text.

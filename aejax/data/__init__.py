@@ -62,9 +62,15 @@ def default_data_dir() -> str:
 
 def source(name: str, data_dir: str | None = None, **options) -> Source:
     """The source ``name`` names (a ``.npy`` file, a folder of images, a TFDS dataset),
-    resolved once. ``options``: ``image_size`` and ``channels`` (a folder's or array's
-    preprocessing); ``raw_dir``, ``mnist_pickle``, ``offline`` (used only when a TFDS
-    dataset has to be prepared first)."""
+    resolved once.
+
+    Args:
+      name: a TFDS image dataset, or the path of a folder of images or of a ``.npy`` array.
+      data_dir: TFDS's data directory; default ``$TFDS_DATA_DIR`` or ``~/tensorflow_datasets``.
+      **options: ``image_size`` and ``channels`` (a folder's or array's preprocessing);
+        ``raw_dir``, ``mnist_pickle``, ``offline`` (used only when a TFDS dataset has to be
+        prepared first).
+    """
     return resolve(name, data_dir or default_data_dir(), **options)
 
 
@@ -101,12 +107,25 @@ def load(
 
 
 def image_shape(name: str, data_dir: str | None = None, **options) -> tuple[int, int, int]:
-    """``(H, W, C)`` of ``name``'s images (a folder is prepared first)."""
+    """``(H, W, C)`` of ``name``'s images (a folder is prepared first).
+
+    Args:
+      name: a TFDS image dataset, or the path of a folder of images or of a ``.npy`` array.
+      data_dir: TFDS's data directory; default ``$TFDS_DATA_DIR`` or ``~/tensorflow_datasets``.
+      **options: see :func:`source`.
+    """
     return source(name, data_dir, **options).image_shape()
 
 
 def num_examples(name: str, split: str, data_dir: str | None = None, **options) -> int:
-    """How many examples ``split`` (slices included) holds; prepares the dataset if needed."""
+    """How many examples ``split`` (slices included) holds; prepares the dataset if needed.
+
+    Args:
+      name: a TFDS image dataset, or the path of a folder of images or of a ``.npy`` array.
+      split: ``train``, ``test``, or an absolute slice of one: ``train[55000:]``.
+      data_dir: TFDS's data directory; default ``$TFDS_DATA_DIR`` or ``~/tensorflow_datasets``.
+      **options: see :func:`source`.
+    """
     return source(name, data_dir, **options).num_examples(split)
 
 
@@ -114,7 +133,14 @@ def open_rows(
     name: str, split: str, data_dir: str | None = None, **options
 ) -> tuple[np.ndarray, np.ndarray]:
     """Like :func:`load`, as read-only memory-mapped views of the decoded copy on disk:
-    indexing them reads only those rows, so a split larger than memory can be streamed."""
+    indexing them reads only those rows, so a split larger than memory can be streamed.
+
+    Args:
+      name: a TFDS image dataset, or the path of a folder of images or of a ``.npy`` array.
+      split: ``train``, ``test``, or an absolute slice of one: ``train[55000:]``.
+      data_dir: TFDS's data directory; default ``$TFDS_DATA_DIR`` or ``~/tensorflow_datasets``.
+      **options: see :func:`source`.
+    """
     return source(name, data_dir, **options).open_rows(split)
 
 
@@ -128,22 +154,45 @@ def iterate(
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Streams ``(images, labels)`` numpy batches, for datasets too large to hold whole.
 
-    The last batch may be smaller; with ``shuffle_seed``, in a reproducible random order,
-    else in :func:`load`'s."""
+    Args:
+      name: a TFDS image dataset, or the path of a folder of images or of a ``.npy`` array.
+      split: ``train``, ``test``, or an absolute slice of one: ``train[55000:]``.
+      batch_size: images per batch; the last batch may be smaller.
+      data_dir: TFDS's data directory; default ``$TFDS_DATA_DIR`` or ``~/tensorflow_datasets``.
+      shuffle_seed: the batches in a reproducible random order; default :func:`load`'s order.
+      **options: see :func:`source`.
+    """
     return source(name, data_dir, **options).iterate(split, batch_size, shuffle_seed)
 
 
 def split_names(name: str, data_dir: str | None = None, **options) -> list[str]:
-    """The splits of ``name`` (a folder is prepared first)."""
+    """The splits of ``name`` (a folder is prepared first).
+
+    Args:
+      name: a TFDS image dataset, or the path of a folder of images or of a ``.npy`` array.
+      data_dir: TFDS's data directory; default ``$TFDS_DATA_DIR`` or ``~/tensorflow_datasets``.
+      **options: see :func:`source`.
+    """
     return source(name, data_dir, **options).splits()
 
 
 def ensure_prepared(name: str, data_dir: str | None = None, **options) -> str:
     """Prepares ``name`` in ``data_dir`` if needed; returns how (see
-    :func:`aejax.data.prepare.prepare`)."""
+    :func:`aejax.data.prepare.prepare`).
+
+    Args:
+      name: a TFDS image dataset, or the path of a folder of images or of a ``.npy`` array.
+      data_dir: TFDS's data directory; default ``$TFDS_DATA_DIR`` or ``~/tensorflow_datasets``.
+      **options: see :func:`source`.
+    """
     return source(name, data_dir, **options).prepare()
 
 
 def info(name: str, data_dir: str | None = None) -> dict:
-    """Split sizes of a prepared dataset and where it came from."""
+    """Split sizes of a prepared dataset and where it came from.
+
+    Args:
+      name: a TFDS image dataset, or the path of a folder of images or of a ``.npy`` array.
+      data_dir: TFDS's data directory; default ``$TFDS_DATA_DIR`` or ``~/tensorflow_datasets``.
+    """
     return source(name, data_dir).info()

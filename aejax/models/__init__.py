@@ -17,10 +17,18 @@ from aejax.models import heads
 from aejax.models.base import Autoencoder
 from aejax.models.options import Option, Range
 
+__all__ = [
+    "Autoencoder", "Option", "Range", "check_options", "create", "declared", "defaults",
+    "describe_options", "get", "names", "register",
+]  # fmt: skip
+
 _REGISTRY: dict[str, type[Autoencoder]] = {}
 
 
 def register(name: str) -> Callable[[type[Autoencoder]], type[Autoencoder]]:
+    """A class decorator: the :class:`Autoencoder` subclass is architecture ``name``
+    (``--arch name``, :func:`get`)."""
+
     def add(cls: type[Autoencoder]) -> type[Autoencoder]:
         _REGISTRY[name] = cls
         return cls
@@ -36,6 +44,7 @@ def _discover() -> dict[str, type[Autoencoder]]:
 
 
 def names() -> list[str]:
+    """Every registered architecture's name, sorted."""
     return sorted(_discover())
 
 
@@ -87,6 +96,7 @@ def describe_options() -> str:
 
 
 def get(arch: str) -> type[Autoencoder]:
+    """The class registered as ``arch``; one error naming the choices if none is."""
     try:
         return _discover()[arch]
     except KeyError:
@@ -94,7 +104,8 @@ def get(arch: str) -> type[Autoencoder]:
 
 
 def create(arch: str, *, rngs: nnx.Rngs, transform_head: bool = False, **opts) -> Autoencoder:
-    """An initialised ``arch`` model; ``opts`` override its defaults (see :func:`declared`).
+    """An initialised ``arch`` model, its parameters drawn from ``rngs``; ``opts`` override
+    its defaults (see :func:`declared`).
     ``transform_head``: with a self-supervised head on its code
     (:class:`aejax.models.heads.TransformHead`, initialised after the model, so the model's
     own parameters are those of a model without it)."""

@@ -44,7 +44,9 @@ class Autoencoder(nnx.Module):
     ``nnx.Sequential``, run by :func:`run_layers`) or override :meth:`encode` and
     :meth:`decode`; :meth:`loss` is the training
     objective per example, reconstruction BCE unless a model says otherwise (a VAE adds its KL
-    term, a denoising model corrupts its input).
+    term, a denoising model corrupts its input). A subclass's ``__init__`` takes its options
+    as keyword arguments (``args``, ``kwargs``: each declared with its range,
+    :mod:`aejax.models.options`) and ``rngs``.
     """
 
     default_batch_size = 256  # what the reference trained this architecture with
@@ -61,11 +63,12 @@ class Autoencoder(nnx.Module):
     spatial_code = False
 
     def encode(self, x_BxHxWxC: jax.Array) -> jax.Array:
+        """The code of images ``x_BxHxWxC``: ``[B, latent_dim]``, or a feature map."""
         return run_layers(self.encoder, x_BxHxWxC)
 
     def encode_with_features(self, x_BxHxWxC: jax.Array) -> tuple[jax.Array, jax.Array]:
-        """The code and the encoder's features ``[B, F]``: every stage's output (see
-        :meth:`encoder_stages`) averaged over its pixels (Lee et al. 2018's pooled
+        """The code of ``x_BxHxWxC`` and the encoder's features ``[B, F]``: every stage's
+        output (see :meth:`encoder_stages`) averaged over its pixels (Lee et al. 2018's pooled
         activations; :func:`aejax.reductions.accurate_mean`), the stages side by side. The
         code is computed stage by stage, and is what :meth:`encode` gives."""
         h, pooled = x_BxHxWxC, []
@@ -93,7 +96,7 @@ class Autoencoder(nnx.Module):
         return stages
 
     def decode(self, z: jax.Array) -> jax.Array:
-        """Codes to logits ``[B, H, W, C]`` (``jax.nn.sigmoid`` of them is the image)."""
+        """Codes ``z`` to logits ``[B, H, W, C]`` (``jax.nn.sigmoid`` of them is the image)."""
         return run_layers(self.decoder, z)
 
     def __call__(self, x_BxHxWxC: jax.Array) -> jax.Array:
@@ -106,13 +109,13 @@ class Autoencoder(nnx.Module):
         return jax.tree.leaves(nnx.state(self, nnx.Param))[0].dtype
 
     def logits(self, x_BxHxWxC: jax.Array) -> jax.Array:
-        """``self(x)`` computed in :attr:`param_dtype`, returned in float32, where the loss is
-        computed."""
+        """``self(x_BxHxWxC)`` computed in :attr:`param_dtype`, returned in float32, where the
+        loss is computed."""
         return self(x_BxHxWxC.astype(self.param_dtype)).astype(jnp.float32)
 
     def prior_term(self, x_BxHxWxC: jax.Array) -> jax.Array:
-        """What a model with a prior on its code adds to ``bce`` for the negative ELBO per
-        pixel (a VAE's KL term); zero for a plain autoencoder. ``[B]``."""
+        """What a model with a prior on its code adds to ``bce`` of images ``x_BxHxWxC`` for
+        the negative ELBO per pixel (a VAE's KL term); zero for a plain autoencoder. ``[B]``."""
         return jnp.zeros(x_BxHxWxC.shape[0], jnp.float32)
 
     @property
@@ -121,15 +124,15 @@ class Autoencoder(nnx.Module):
         return hasattr(self, "transform_head")
 
     def transform_term(self, x_BxHxWxC: jax.Array) -> jax.Array:
-        """The ``transform`` term ``[B]`` (:func:`aejax.models.heads.score`); 0 without a
-        head."""
+        """The ``transform`` term ``[B]`` of images ``x_BxHxWxC``
+        (:func:`aejax.models.heads.score`); 0 without a head."""
         if not self.has_transform_head:
             return jnp.zeros(x_BxHxWxC.shape[0], jnp.float32)
         return heads.score(self, x_BxHxWxC.astype(self.param_dtype))
 
     def loss(self, x_BxHxWxC: jax.Array, key: jax.Array) -> tuple[jax.Array, dict]:
-        """Training loss per example ``[B]`` and extra per-example metrics; ``key`` is for
-        models that sample (unused here)."""
+        """Training loss per example of ``x_BxHxWxC`` ``[B]`` and extra per-example metrics;
+        ``key`` is for models that sample (unused here)."""
         del key
         return bce_per_example(self.logits(x_BxHxWxC), x_BxHxWxC), {}
 

@@ -53,7 +53,8 @@ class Option:
 
     def check(self, value, arch: str) -> object:
         """``value`` as this option takes it (an int for a float option becomes a float), or
-        one error that names the option, what it takes and what it was given.
+        one error that names the option (of architecture ``arch``), what it takes and what it
+        was given.
 
         >>> Option("depth", int, 2, Range(1)).check(3, "conv")
         3

@@ -31,7 +31,8 @@ from aejax.ood import reconstruction, latent, knn, features, typicality, combine
 from aejax.ood.registry import Score, names, needed_by, register, registered, unregister
 from aejax.ood.stats import Stats, every_score, fit, load, save, stats_path
 
-DEFAULT = "joint"  # chosen by leave-one-family-out, see above
+#: The score a run's detector uses unless told: chosen by leave-one-family-out (see above).
+DEFAULT = "joint"
 
 __all__ = [
     "DEFAULT", "Score", "Stats", "every_score", "fit", "load", "names", "needed_by", "register",

@@ -25,10 +25,10 @@ class Source:
     """One dataset, resolved once: a subclass says which names it ``claims`` and how its
     splits are read (:meth:`whole_split`, :meth:`read`); the rest is common.
 
-    ``spec`` is the name given (a TFDS name, a path); ``image_size`` and ``channels`` the
-    preprocessing of images that are converted (folders, arrays); ``prepare_options``
-    (``raw_dir``, ``mnist_pickle``, ``offline``) are for a TFDS dataset that has to be
-    prepared first.
+    ``spec`` is the name given (a TFDS name, a path); ``data_dir`` TFDS's data directory
+    (where a TFDS dataset is prepared); ``image_size`` and ``channels`` the preprocessing of
+    images that are converted (folders, arrays); ``prepare_options`` (``raw_dir``,
+    ``mnist_pickle``, ``offline``) are for a TFDS dataset that has to be prepared first.
     """
 
     kind: ClassVar[str]
@@ -155,9 +155,10 @@ class Source:
     def iterate(
         self, split: str, batch_size: int, shuffle_seed: int | None = None
     ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """``(images, labels)`` batches of ``split`` (in order; with ``shuffle_seed``, in a
-        reproducible random order), the last one smaller: from the decoded copy's memory
-        maps, so the split need not fit in memory (without the copy, it is read whole)."""
+        """``(images, labels)`` batches of ``batch_size`` images of ``split`` (in order;
+        with ``shuffle_seed``, in a reproducible random order), the last one smaller: from
+        the decoded copy's memory maps, so the split need not fit in memory (without the
+        copy, it is read whole)."""
         images, labels = self._rows(split) or self.read(split)
         order = np.arange(len(labels))
         if shuffle_seed is not None:
