@@ -5,6 +5,7 @@ import csv
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -266,37 +267,6 @@ def test_the_exported_detector_multiplies_at_full_float32_precision(run_dir):
         line for line in module.splitlines() if "= stablehlo.dot_general" in line
     ]  # fmt: skip
     assert products and all("precision = [HIGHEST, HIGHEST]" in line for line in products)
-
-
-def test_formats_of_one_detector_share_one_folder_and_its_metadata(run_dir, images, tmp_path):
-    # docs/deploying.md writes the three formats to --out detector/ one after another.
-    out = tmp_path / "detector"
-    for extra in ([], ["--format", "onnx"]):
-        assert export_cli.main(["--workdir", str(run_dir), "--out", str(out), *extra]) == 0
-    meta = json.loads((out / "metadata.json").read_text())
-    assert sorted(meta["artifacts"]) == ["jax", "onnx"]
-    assert "xla_flags" not in meta["artifacts"]["onnx"]
-    assert "platforms" not in meta["artifacts"]["onnx"]
-    # The guide's JAX snippet, after the ONNX export (it read the ONNX file as JAX before).
-    from jax import export
-
-    detect = export.deserialize((out / meta["artifacts"]["jax"]["file"]).read_bytes())
-    assert np.asarray(detect.call(images[:3])["score"]).shape == (3,)
-    # Another detector (another threshold) replaces the metadata whole.
-    argv = ["--workdir", str(run_dir), "--out", str(out), "--target-fpr", "0.05"]
-    assert export_cli.main(argv) == 0
-    assert sorted(json.loads((out / "metadata.json").read_text())["artifacts"]) == ["jax"]
-
-
-def test_a_saved_model_export_prints_aejax_lines_only(run_dir, tmp_path):
-    # TensorFlow's C++ start-up lines (oneDNN, absl) went to the terminal unasked.
-    argv = ["--workdir", str(run_dir), "--out", str(tmp_path / "d"), "--format",
-            "saved_model", "--platforms", "cpu"]  # fmt: skip
-    result = subprocess.run([sys.executable, "-m", "aejax.export", *argv], env=CLEAN_ENV,
-                            capture_output=True, text=True, check=True)  # fmt: skip
-    lines = (result.stdout + result.stderr).strip().splitlines()
-    assert lines[0].startswith("exported for cpu: ") and len(lines) == 2, lines
-    assert lines[1].startswith("detector: ") and "checkpoint 1 of" in lines[1], lines
 
 
 def test_an_export_never_deletes_what_it_did_not_write(run_dir, tmp_path, capsys):
@@ -599,3 +569,52 @@ def test_one_score_costs_its_own_work_and_gives_the_same_verdicts(run_dir, image
     np.testing.assert_array_equal(one["ood"][away], every["ood"][away])
     step = 1 / (len(saved.stats.holdout_scores[score]) + 1)  # a p-value's resolution
     np.testing.assert_allclose(one["p_value"], every["p_value"], rtol=0, atol=2 * step)
+
+
+def guide_blocks(page: str, language: str) -> list[str]:
+    """The ``language`` code blocks of docs/``page``, as written."""
+    text = (ROOT / "docs" / page).read_text()
+    return re.findall(rf"^```{language}\n(.*?)^```$", text, re.M | re.S)
+
+
+def test_the_deploying_and_scoring_guides_run_as_written(run_dir, images, tmp_path):
+    # Every shell command and Python block of the two guides, literally, in a folder laid out
+    # as they assume: the run in runs/dense-mnist, and the input files they name.
+    shutil.copytree(run_dir, tmp_path / "runs" / "dense-mnist")
+    digits, clothes = images[:500], images[500:]
+    np.save(tmp_path / "images.npy", digits[:20])
+    np.save(tmp_path / "fashion.npy", clothes[:20])
+    Image.fromarray(digits[0, ..., 0]).save(tmp_path / "some_digits.png")
+    (tmp_path / "photos").mkdir()
+    for i in range(3):
+        Image.fromarray(clothes[i, ..., 0]).save(tmp_path / "photos" / f"{i}.png")
+    env = {**CLEAN_ENV, "PATH": f"{Path(sys.executable).parent}:{CLEAN_ENV['PATH']}"}
+    ran = []
+    for page in ("deploying.md", "scoring.md"):
+        for language, command in (("bash", ["bash", "-ec"]), ("python", ["python", "-c"])):
+            for block in guide_blocks(page, language):
+                result = subprocess.run([*command, block], cwd=tmp_path, env=env,
+                                        capture_output=True, text=True)  # fmt: skip
+                assert result.returncode == 0, (page, block, result.stderr[-3000:])
+                ran.append((page, language, result.stdout + result.stderr))
+    assert [(p, lang) for p, lang, _ in ran] == [
+        *[("deploying.md", "bash")] * 3, *[("deploying.md", "python")] * 3,
+        ("scoring.md", "bash"), ("scoring.md", "python"),
+    ]  # fmt: skip
+    # What they promise: one metadata.json for the three formats, the CSV and maps, the
+    # detector that scored them named.
+    meta = json.loads((tmp_path / "detector" / "metadata.json").read_text())
+    assert sorted(meta["artifacts"]) == ["jax", "onnx", "saved_model"]
+    assert not {"xla_flags", "platforms"} & set(meta["artifacts"]["onnx"])  # JAX's only
+    # The SavedModel export prints aejax's lines only (not TensorFlow's C++ start-up lines).
+    lines = ran[1][2].strip().splitlines()
+    assert lines[0].startswith("exported for ") and len(lines) == 2, lines
+    assert lines[1].startswith("detector: ") and "checkpoint 1 of" in lines[1], lines
+    assert len(read_csv(tmp_path / "scores.csv")) == 1 + 3 + 20
+    assert len(list((tmp_path / "maps").iterdir())) > 0
+    assert "checkpoint 1 of runs/dense-mnist" in ran[-1][2]
+    # Another detector (another threshold) replaces the metadata whole.
+    argv = ["--workdir", str(run_dir), "--out", str(tmp_path / "detector"), "--target-fpr", "0.05"]
+    assert export_cli.main(argv) == 0
+    meta = json.loads((tmp_path / "detector" / "metadata.json").read_text())
+    assert sorted(meta["artifacts"]) == ["jax"]
