@@ -299,6 +299,7 @@ def run_command(
     from aejax import xla
 
     xla.apply_flags()  # the commands' speed flags, before JAX starts its backend
+    xla.release_memory_after_compiles()
     if compile_cache:
         xla.use_compilation_cache()
     # Orbax logs through absl, and a failed restore's abandoned reads end as asyncio's "Task

@@ -111,6 +111,42 @@ def apply_flags() -> None:
     os.environ["XLA_FLAGS"] = with_flags(os.environ.get("XLA_FLAGS", ""))
 
 
+# The event JAX records after each XLA compilation (jax.monitoring).
+COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
+
+
+def release_memory_after_compiles() -> None:
+    """After each XLA compilation in this process, the C library hands the memory the
+    compiler freed back to the operating system (glibc's ``malloc_trim``), for the commands.
+
+    XLA:CPU's compiler (LLVM) allocates and frees hundreds of MB per program from glibc's
+    per-thread arenas, which keep the freed pages: the programs' runs then came on top of
+    them, and a command's peak memory was nearly the sum of its compilations', not the
+    largest one's (experiments/results/own_images.md). Nothing where the C library is not
+    glibc. A listener for the whole process (installed once however often this is called),
+    so the library never installs it itself."""
+    import ctypes
+    import ctypes.util
+
+    if _trimming:
+        return
+    try:
+        trim = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc (macOS, musl)
+        return
+    import jax.monitoring
+
+    def after(event: str, duration: float, **kwargs) -> None:
+        if event == COMPILE_EVENT:
+            trim(0)
+
+    jax.monitoring.register_event_duration_secs_listener(after)
+    _trimming.append(after)
+
+
+_trimming: list = []  # the listener release_memory_after_compiles installed, if any
+
+
 def compilation_cache_dir() -> Path:
     """Where aejax keeps compiled XLA programs: ``$XDG_CACHE_HOME/aejax/jax/<jaxlib
     version>`` (default under ``~/.cache``), beside aejax's decoded datasets. JAX's keys

@@ -242,3 +242,26 @@ def test_two_processes_train_checkpoint_resume_and_match_one(tmp_path):
         jax.tree.leaves(multi_state.params), jax.tree.leaves(single_state.params), strict=True
     ):
         np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5)
+
+
+def test_the_commands_trim_memory_on_the_event_jax_records_after_each_compilation():
+    # aejax.xla.release_memory_after_compiles listens for COMPILE_EVENT: a JAX that renamed
+    # it would leave the commands' compilers' freed memory in glibc's arenas again.
+    import jax
+
+    from aejax import xla
+
+    seen = []
+
+    def listener(event, duration, **kwargs):
+        seen.append(event)
+
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        jax.jit(lambda x: x * 3.0 + 1.0)(jax.numpy.ones(7)).block_until_ready()
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
+    assert xla.COMPILE_EVENT in seen
+    xla.release_memory_after_compiles()
+    xla.release_memory_after_compiles()  # once per process, however often the commands run
+    assert len(xla._trimming) <= 1
