@@ -96,21 +96,17 @@ def _per_image(
     )
 
 
-# The most input pixels a scoring batch holds: what it keeps grows with them (every layer's
-# activations, a few hundred bytes a pixel for the conv net), so large images go in smaller
-# batches. The models' eval_batch_size, tuned for speed at 28x28, is kept where it fits
-# (2**21 pixels is 2,674 such images): 32 images a batch at 256x256, 8 at 512x512.
-EVAL_PIXELS = 2**21
-
-
 def eval_rows(model: models.Autoencoder, image_shape: tuple[int, ...]) -> int:
     """How many ``image_shape`` images (``H, W, C``) one scoring batch of ``model`` takes:
-    its ``eval_batch_size``, at most :data:`EVAL_PIXELS` pixels (at least one image).
+    its ``eval_batch_size``, at most its ``eval_pixels`` pixels (at least one image): what a
+    batch keeps grows with its pixels (every layer's activations), so large images go in
+    smaller batches.
 
-    >>> [eval_rows(models.get("conv"), (side, side, 3)) for side in (28, 256, 512, 4096)]
-    [256, 32, 8, 1]
+    >>> [eval_rows(models.get("conv"), (side, side, 3)) for side in (28, 128, 256, 4096)]
+    [256, 16, 4, 1]
     """
-    return max(1, min(model.eval_batch_size, EVAL_PIXELS // (image_shape[0] * image_shape[1])))
+    pixels = image_shape[0] * image_shape[1]
+    return max(1, min(model.eval_batch_size, model.eval_pixels // pixels))
 
 
 # One rule sizes every chunk of images held at once: the images of a folder decoded

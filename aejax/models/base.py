@@ -55,6 +55,9 @@ class Autoencoder(nnx.Module):
     # the dense net's test split, commit 8cf7bbe); the conv net's activations stay in cache
     # only in far smaller ones.
     eval_batch_size = 1024
+    # Most input pixels per scoring batch (aejax.core.eval_rows): the dense net keeps a few
+    # floats a pixel, so its eval_batch_size holds up to 2,674 28x28 images.
+    eval_pixels = 2**21
     # Whether a CPU step gains from splitting the batch over one host device per core
     # (aejax.parallel.default_cpu_devices); measured per architecture.
     splits_well_on_cpu = False
