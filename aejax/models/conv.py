@@ -23,8 +23,8 @@ class Conv(Autoencoder):
     default_batch_size = 128
     eval_batch_size = 256  # its activations stay in cache (faster than 1000s on 2 devices)
     # Its activations are hundreds of bytes a pixel: 2**18 pixels (16 images at 128x128; at
-    # 28x28 still eval_batch_size) scored 128 and 256 px images in half 2**21's peak memory,
-    # as fast (experiments/results/eval_memory.md).
+    # 28x28 still eval_batch_size) scored 128 and 256 px images in under half 2**21's peak
+    # memory, and faster (experiments/results/eval_memory.md).
     eval_pixels = 2**18
     splits_well_on_cpu = True  # experiments/results/cpu_devices.md
     spatial_code = True
