@@ -38,7 +38,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["DEFAULT_POLICY", "POLICIES", "Policy", "Threshold", "p_values"]
+__all__ = ["DEFAULT_POLICY", "POLICIES", "Policy", "Threshold", "held_out_needed", "p_values"]
 
 #: How a threshold can be set (:class:`Policy`).
 POLICIES = ("percentile", "target-fpr", "contamination")
@@ -173,7 +173,7 @@ def _target_rank(fpr: float, n: int) -> int:
 
 def held_out_needed(fpr: float) -> int:
     r"""The fewest held-out images that can set a threshold for target FPR :math:`F`
-    (:func:`at_target_fpr`): the least :math:`n` with :math:`(n + 1)(1 - F) \le n`, that is
+    (``fpr``, :func:`at_target_fpr`): the least :math:`n` with :math:`(n + 1)(1 - F) \le n`, that is
     :math:`n \ge (1 - F) / F`.
 
     >>> held_out_needed(0.05), held_out_needed(0.01), held_out_needed(0.001)
