@@ -219,30 +219,34 @@ class Detector:
         images_NxHxWxC: np.ndarray,
         batch_sharding: jax.sharding.Sharding | None = None,
         every: bool = True,
+        rows: int | None = None,
     ) -> Callable[[], dict[str, np.ndarray]]:
         """:meth:`detect` of ``images_NxHxWxC`` (with ``batch_sharding`` and ``every`` as
         there), started: returns at once (JAX's asynchronous dispatch), and the function it
         returns waits for the scores. ``aejax.score`` writes one chunk's rows while the next
-        one is scored."""
+        one is scored. The images go in chunks of ``rows`` (default:
+        :func:`aejax.core.chunk_size` of them and :attr:`chunk_rows`), the last one padded
+        with black images whose scores are dropped: one compiled program for all."""
         images_NxHxWxC = np.asarray(images_NxHxWxC)
         self.check_images(images_NxHxWxC)
-        fitted, n, rows = self.fitted(), len(images_NxHxWxC), self.chunk_rows
+        fitted, n = self.fitted(), len(images_NxHxWxC)
+        rows = rows or core.chunk_size(n, self.chunk_rows)
         names = outputs() if every else outputs()[:3]
+
+        def chunk(i: int) -> np.ndarray:
+            part = images_NxHxWxC[i : i + rows]
+            if len(part) == rows:
+                return part
+            return np.concatenate([part, np.zeros((rows - len(part), *part.shape[1:]), np.uint8)])
+
         with xla.full_precision():
             parts = [
-                _detect(
-                    self.state,
-                    fitted,
-                    images_NxHxWxC[i : i + rows],
-                    self.threshold.score,
-                    batch_sharding,
-                    every,
-                )  # fmt: skip
+                _detect(self.state, fitted, chunk(i), self.threshold.score, batch_sharding, every)
                 for i in range(0, max(n, 1), rows)
             ]
 
         def collected() -> dict[str, np.ndarray]:
-            stacked = np.concatenate([np.asarray(p) for p in parts], axis=1)
+            stacked = np.concatenate([np.asarray(p) for p in parts], axis=1)[:, :n]
             out = dict(zip(names, stacked, strict=True))
             out["ood"] = out["ood"].astype(bool)
             return out

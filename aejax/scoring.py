@@ -16,7 +16,7 @@ from typing import TextIO
 import numpy as np
 import tqdm
 
-from aejax import data, evaluation, files, inputs, ood, parallel, run, thresholds
+from aejax import core, data, evaluation, files, inputs, ood, parallel, run, thresholds
 from aejax import detector as detection
 from aejax.detector import Detector
 from aejax.errors import AejaxError
@@ -94,11 +94,12 @@ def score_images(request: ScoreRequest, sink: TextIO | None = None) -> ScoreResu
         progress = stack.enter_context(
             tqdm.tqdm(total=len(every), unit="img", disable=None, leave=False)
         )
-        # The detector's own chunk_rows: memory holds that many decoded images whatever the
-        # inputs' number, and the chunks are the batches Detector.detect cuts all the images
-        # into, so their scores are those of scoring them at once, to the bit (XLA:CPU's
-        # elementwise loops round a batch's last elements by another path).
-        rows = found.chunk_rows
+        # The detector's own chunks (at most its chunk_rows, evened out): memory holds that
+        # many decoded images whatever the inputs' number, and the chunks are those
+        # Detector.detect cuts all the images into, the last padded alike, so their scores
+        # are those of scoring them at once, to the bit (XLA:CPU's elementwise loops round a
+        # batch's last elements by another path).
+        rows = core.chunk_size(len(every), found.chunk_rows)
         chunks = inputs.prefetched(
             inputs.chunks(every, found.image_shape, rows, silent=frozenset(silent))
         )
@@ -117,7 +118,7 @@ def score_images(request: ScoreRequest, sink: TextIO | None = None) -> ScoreResu
         # the GIL that formatting the rows holds).
         in_flight = None
         for start, given in zip(range(0, len(every), rows), chunks, strict=True):
-            started = (given, start, found.detect_async(given.images, batch_sharding=batch))
+            started = (given, start, found.detect_async(given.images, batch, rows=rows))
             if in_flight is not None:
                 write(*in_flight)
             in_flight = started

@@ -21,6 +21,7 @@ from aejax.core.evaluator import (
     TERMS,
     batched,
     chunk_rows,
+    chunk_size,
     decode,
     encode,
     eval_loss,
@@ -45,7 +46,8 @@ from aejax.core.state import (
 from aejax.core.steps import epoch_order, mutated, steps_per_call, train_epoch, train_step
 
 __all__ = [
-    "TERMS", "TrainState", "adam", "batched", "check_image_shape", "chunk_rows", "decode",
+    "TERMS", "TrainState", "adam", "batched", "check_image_shape", "chunk_rows", "chunk_size",
+    "decode",
     "encode", "epoch_order", "eval_loss", "eval_rows", "image_terms", "init_ensemble",
     "init_state", "member",
     "mutated", "over_members", "param_count", "per_image", "reconstruct", "score",

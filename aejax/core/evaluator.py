@@ -133,6 +133,18 @@ def chunk_rows(image_shape: tuple[int, ...], row_bytes: int = 0, itemsize: int =
     return 1 << max(0, (CHUNK_BYTES // per_image).bit_length() - 1)
 
 
+def chunk_size(n: int, rows: int) -> int:
+    """The size of each chunk when ``n`` images go in chunks of at most ``rows``: the fewest
+    chunks, evened out (as :func:`batched` evens its batches), the last one padded to it.
+    Every chunk then has one shape (one compiled program), and the padding is fewer images
+    than there are chunks.
+
+    >>> chunk_size(300, 64), chunk_size(10_000, 512), chunk_size(7, 512), chunk_size(0, 512)
+    (60, 500, 7, 1)
+    """
+    return math.ceil(n / math.ceil(n / rows)) if n else 1
+
+
 def terms_of(
     state: TrainState,
     terms: tuple[str, ...] = TERMS,
