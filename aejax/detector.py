@@ -233,15 +233,16 @@ class Detector:
         rows = rows or core.chunk_size(n, self.chunk_rows)
         names = outputs() if every else outputs()[:3]
 
-        def chunk(i: int) -> np.ndarray:
-            part = images_NxHxWxC[i : i + rows]
-            if len(part) == rows:
-                return part
-            return np.concatenate([part, np.zeros((rows - len(part), *part.shape[1:]), np.uint8)])
-
         with xla.full_precision():
             parts = [
-                _detect(self.state, fitted, chunk(i), self.threshold.score, batch_sharding, every)
+                _detect(
+                    self.state,
+                    fitted,
+                    core.padded(images_NxHxWxC[i : i + rows], rows),
+                    self.threshold.score,
+                    batch_sharding,
+                    every,
+                )  # fmt: skip
                 for i in range(0, max(n, 1), rows)
             ]
 

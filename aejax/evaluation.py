@@ -125,11 +125,13 @@ class Scorer:
         every = inputs.items([source.spec])
         silent = frozenset({"resize", "channels"})  # an OOD set's conversion is reported
         kept, terms, scores = [], [], []
-        rows = core.chunk_rows(shape, stats.row_bytes())
+        # The detector's chunks, the last padded: one compiled shape (Detector.detect_async).
+        rows = core.chunk_size(len(every), core.chunk_rows(shape, stats.row_bytes()))
         for given in inputs.prefetched(inputs.chunks(every, shape, rows, silent=silent)):
-            chunk = self.array_terms(given.images)
-            scores.append(stats.all_scores(chunk))
-            terms.append({k: v for k, v in chunk.items() if v.ndim == 1})
+            n = len(given.images)
+            chunk = self.array_terms(core.padded(given.images, rows))
+            scores.append({k: v[:n] for k, v in stats.all_scores(chunk).items()})
+            terms.append({k: v[:n] for k, v in chunk.items() if v.ndim == 1})
             kept.append(given.images[: KEPT_IMAGES - sum(len(k) for k in kept)])
         joined = {k: np.concatenate([t[k] for t in terms]) for k in terms[0]}
         labels = np.zeros(len(every), np.int32)  # unlabelled

@@ -27,6 +27,7 @@ from aejax.core.evaluator import (
     eval_loss,
     eval_rows,
     image_terms,
+    padded,
     per_image,
     reconstruct,
     score,
@@ -47,9 +48,8 @@ from aejax.core.steps import epoch_order, mutated, steps_per_call, train_epoch, 
 
 __all__ = [
     "TERMS", "TrainState", "adam", "batched", "check_image_shape", "chunk_rows", "chunk_size",
-    "decode",
-    "encode", "epoch_order", "eval_loss", "eval_rows", "image_terms", "init_ensemble",
-    "init_state", "member",
-    "mutated", "over_members", "param_count", "per_image", "reconstruct", "score",
+    "decode", "encode", "epoch_order", "eval_loss", "eval_rows", "image_terms", "init_ensemble",
+    "init_state", "member", "mutated", "over_members", "padded", "param_count", "per_image",
+    "reconstruct", "score",
     "steps_per_call", "terms_of", "to_float", "train_epoch", "train_step",
 ]  # fmt: skip

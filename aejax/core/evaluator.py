@@ -145,6 +145,16 @@ def chunk_size(n: int, rows: int) -> int:
     return math.ceil(n / math.ceil(n / rows)) if n else 1
 
 
+def padded(images_NxHxWxC: np.ndarray, rows: int) -> np.ndarray:
+    """``images_NxHxWxC``, a chunk of fewer than ``rows`` images, made up to ``rows`` with
+    black ones, whose results the caller drops (:func:`chunk_size`'s last chunk)."""
+    missing = rows - len(images_NxHxWxC)
+    if missing <= 0:
+        return images_NxHxWxC
+    black = np.zeros((missing, *images_NxHxWxC.shape[1:]), images_NxHxWxC.dtype)
+    return np.concatenate([images_NxHxWxC, black])
+
+
 def terms_of(
     state: TrainState,
     terms: tuple[str, ...] = TERMS,
