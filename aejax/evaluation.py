@@ -119,9 +119,8 @@ class Scorer:
         """Every image of a folder or ``.npy`` file, decoded and scored a chunk at a time
         (:func:`aejax.core.chunk_rows`, the chunks of :mod:`aejax.inputs` that ``aejax.score``
         reads), converted to ``shape``: memory holds a chunk of images whatever the set's
-        size, and of each image
-        its scores and per-image errors (not its code); :data:`KEPT_IMAGES` images are kept
-        for the report's figures."""
+        size, and of each image its scores and per-image errors (not its code);
+        :data:`KEPT_IMAGES` images are kept for the report's figures."""
         every = inputs.items([source.spec])
         silent = frozenset({"resize", "channels"})  # an OOD set's conversion is reported
         kept, terms, scores = [], [], []
