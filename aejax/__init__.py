@@ -10,8 +10,8 @@ The training core is pure and jitted::
     state, metrics = train_epoch(state, jax.device_put(images), jax.random.key(1))
 
 The commands (``python -m aejax.train``, ``eval``, ``score``, ``export``, ``data``) each parse
-their options and call one library function: :func:`aejax.training.train_and_evaluate`,
-:func:`aejax.evaluation.evaluate`, :class:`aejax.Detector`, :mod:`aejax.exporting`,
+their options and call one library function: :func:`aejax.train.train_and_evaluate`,
+:func:`aejax.eval.evaluate`, :class:`aejax.Detector`, :mod:`aejax.export`,
 :func:`aejax.data.source`. The per-image terms are :func:`aejax.core.per_image`'s, the OOD
 scores :mod:`aejax.ood`'s.
 
@@ -39,9 +39,9 @@ _EXPORTS = {
     "ood_metrics": "aejax.metrics",
     "restore": "aejax.run",
     "RunConfig": "aejax.config",
-    "train_and_evaluate": "aejax.training",
-    "EvalConfig": "aejax.evaluation",
-    "evaluate": "aejax.evaluation",
+    "train_and_evaluate": "aejax.train",
+    "EvalConfig": "aejax.eval",
+    "evaluate": "aejax.eval",
     "AejaxError": "aejax.errors",
 }
 

@@ -2,7 +2,7 @@
 anomaly maps.
 
 :class:`Detector` is a run's checkpoint with its fitted statistics (``ood_stats/``, written by
-:func:`aejax.evaluation.fit_detector` alone): the held-out images' scores, the score, the
+:func:`aejax.eval.fit_detector` alone): the held-out images' scores, the score, the
 threshold and how it was set.
 Every number comes from one jitted function of the state and the statistics,
 :func:`decide`, which the exported detector (:mod:`aejax.export`) runs too::
@@ -102,7 +102,7 @@ class NotFitted(AejaxError):
 @dataclasses.dataclass(frozen=True)
 class Detector:
     """A run's checkpoint with its fitted statistics and threshold: what ``aejax.score``
-    and the export apply. Made by :meth:`load` (or :func:`aejax.evaluation.fit_detector`).
+    and the export apply. Made by :meth:`load` (or :func:`aejax.eval.fit_detector`).
 
     Attributes:
       state: the checkpoint's :class:`aejax.core.TrainState`.
@@ -133,7 +133,7 @@ class Detector:
         if stats is None or stats.threshold is None or "image_shape" not in stats.meta:
             raise NotFitted(
                 f"checkpoint {step} of {workdir} has no fitted detector (or one an older "
-                f"aejax fitted): `aejax.evaluation.run_detector` fits the default one"
+                f"aejax fitted): `aejax.eval.run_detector` fits the default one"
             )
         threshold = thresholds.Threshold.from_dict(stats.threshold)
         return cls(state, stats, threshold, config, step, workdir)

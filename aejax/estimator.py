@@ -26,8 +26,8 @@ labels); ``decision_function``, ``predict(X, return_confidence=False)``,
 them; ``contamination`` in (0, 0.5]. Flat rows ``[n, features]`` (PyOD's data) are images of
 ``image_shape`` (default: square and grey); floats in [0, 1] are pixel intensities.
 
-Where it lives: ``fit`` trains with :func:`aejax.training.train_and_evaluate` and fits the
-detector with :func:`aejax.evaluation.fit_detector` in a run directory, exactly as
+Where it lives: ``fit`` trains with :func:`aejax.train.train_and_evaluate` and fits the
+detector with :func:`aejax.eval.fit_detector` in a run directory, exactly as
 ``python -m aejax.train`` then ``python -m aejax.eval`` would. Without ``workdir`` that
 directory is temporary: the fitted detector lives in memory (and in pickles); with
 ``workdir`` it stays, the CLIs (``aejax.eval``, ``aejax.score``, ``aejax.export``) work on it,
@@ -259,7 +259,9 @@ class AutoencoderDetector(OutlierMixin, BaseEstimator):
         return {k: v for k, v in given.items() if v is not None}
 
     def _train(self, dataset: str, workdir: Path, stack: contextlib.ExitStack):
-        from aejax import config, data, evaluation, run, training
+        from aejax import config, data, run
+        from aejax import eval as evaluation
+        from aejax import train as training
 
         source = data.source(dataset, self.data_dir)
         given = {**self._given(), "dataset": source.name}
@@ -284,7 +286,7 @@ class AutoencoderDetector(OutlierMixin, BaseEstimator):
 
     def _fitted(self, detector, history: list[dict], X) -> None:
         """The fitted attributes: aejax's, then PyOD's from the training images' scores."""
-        from aejax import training
+        from aejax import train as training
 
         # How training ended, as the command's summary line says it; a run that ended while
         # still improving warns the way scikit-learn's iterative estimators do.
@@ -317,7 +319,7 @@ class AutoencoderDetector(OutlierMixin, BaseEstimator):
         """The detector saved in a run directory (by :meth:`fit` with a ``workdir``, or the
         CLIs), with the parameters it was trained with. PyOD's training-set attributes
         (``decision_scores_``, ``labels_``) are not saved with a run: they are absent."""
-        from aejax.evaluation import run_detector
+        from aejax.eval import run_detector
 
         found, _ = run_detector(workdir)
         config = found.config

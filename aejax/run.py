@@ -171,7 +171,7 @@ def saved_config(workdir: Path) -> RunConfig | None:
 def model_step(history: list[dict]) -> int | None:
     """The epoch whose checkpoint is the run's model, from the ``history`` of its newest
     checkpoint: the best epoch of a run that stopped early (the ``stopped`` record of its
-    last epoch, written by :meth:`aejax.training.Trainer.save`), else None (the latest)."""
+    last epoch, written by :meth:`aejax.train.Trainer.save`), else None (the latest)."""
     return history[-1].get("stopped", {}).get("best_epoch") if history else None
 
 

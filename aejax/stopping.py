@@ -2,7 +2,7 @@ r"""When a run on someone's own images stops: early stopping on the held-out sli
 
 A run on a reference dataset trains the tutorial's 15 epochs. Any other dataset trains until
 its held-out loss stops improving, between a floor and a ceiling of optimizer steps, and
-keeps its best epoch (:class:`aejax.training.Trainer`). Why counted in steps and not epochs:
+keeps its best epoch (:class:`aejax.train.Trainer`). Why counted in steps and not epochs:
 "15 epochs" is 3,500 steps on MNIST's 60,000 images and 30 on 300 of one's own.
 
 The loss that is watched is the held-out **KL**, the held-out BCE less the held-out images'

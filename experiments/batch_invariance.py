@@ -20,7 +20,7 @@ from common import cpu_name, write_results
 
 from aejax import RunConfig, data, train_and_evaluate, xla
 from aejax.detector import _detect, outputs
-from aejax.evaluation import run_detector
+from aejax.eval import run_detector
 
 xla.apply_flags()  # XLA:CPU's speed flags, as the commands compute (aejax.xla)
 

@@ -83,7 +83,8 @@ def measure(run: str, variant: str, out: Path) -> None:
     """One variant of one run: its scores in JAX and in both exports, and its time."""
     import jax.numpy as jnp
 
-    from aejax import data, exporting
+    from aejax import data
+    from aejax import export as exporting
     from aejax.detector import Detector
     from aejax.models import base
 

@@ -56,7 +56,8 @@ from common import (
     write_results,
 )
 
-from aejax import core, data, evaluation, metrics, ood, run
+from aejax import core, data, metrics, ood, run
+from aejax import eval as evaluation
 from aejax.ood import synthetic
 
 REFERENCE = ("dense", "conv")  # the reference models; lr's background runs are theirs

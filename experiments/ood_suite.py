@@ -22,7 +22,7 @@ import numpy as np
 from common import OOD_RUNS, OTHER, RESULTS, SYNTHETIC_SETS, train
 
 from aejax import files, metrics, ood
-from aejax.evaluation import EvalConfig, evaluate
+from aejax.eval import EvalConfig, evaluate
 
 ARCHS = ["dense", "conv"]  # the reference models; --archs for others
 

@@ -95,7 +95,8 @@ def timed(command: list[str]) -> tuple[float, int]:
 
 
 def same_as_in_memory(workdir: Path, folder: Path, csv_path: Path) -> bool:
-    from aejax import inputs, parallel, scoring
+    from aejax import inputs, parallel
+    from aejax import score as scoring
     from aejax.detector import Detector
 
     placement = parallel.setup(parallel.Devices(), splits_well=False, batch_size=1)
@@ -142,13 +143,14 @@ def detect_costs(workdir: Path, images: int = 16384) -> list[dict]:
 
 
 def csv_costs(workdir: Path, images: int = 16384) -> dict:
-    """Microseconds per row of the CSV's text: :func:`aejax.scoring.csv_lines` (one
+    """Microseconds per row of the CSV's text: :func:`aejax.score.csv_lines` (one
     %-format per row) against :mod:`csv`'s writer given a string per value (what aejax
     did before), the same text (checked), best of 3."""
     import csv
     import io
 
-    from aejax import ood, scoring
+    from aejax import ood
+    from aejax import score as scoring
 
     rng = np.random.default_rng(0)
     detected = {k: rng.random(images, dtype=np.float32) for k in ("score", "p_value", *ood.names())}
@@ -315,7 +317,7 @@ def markdown(rows: list[dict], costs: list[dict], text: dict) -> list[str]:
         "## The CSV's text",
         "",
         f"Microseconds per row (best of 3, {16384:,} rows of every score): "
-        f"`aejax.scoring.csv_lines` (one %-format per row) {text['csv_lines_us']}, csv's "
+        f"`aejax.score.csv_lines` (one %-format per row) {text['csv_lines_us']}, csv's "
         f"writer given a string per value {text['csv_writer_us']}, the same text. The rows "
         "are formatted while the GIL is held, beside the decoding thread.",
     ]

@@ -139,7 +139,7 @@ API_RUN = r"""
 import sys
 import numpy as np
 from aejax import Detector, RunConfig, train_and_evaluate
-from aejax.evaluation import run_detector
+from aejax.eval import run_detector
 
 workdir = sys.argv[1]
 train_and_evaluate(RunConfig(arch="dense", epochs=1), workdir)

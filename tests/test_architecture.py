@@ -5,8 +5,9 @@ import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "aejax"
-# `python -m aejax.<command>` (and `python -m aejax.data`), and what they share (cli).
-COMMANDS = {"aejax.train", "aejax.eval", "aejax.score", "aejax.export", "aejax.data.__main__"}
+# `python -m aejax.<command>`: each package's __main__ (docs/architecture.md), and what they
+# share (cli).
+COMMANDS = {f"aejax.{name}.__main__" for name in ("train", "eval", "score", "export", "data")}
 COMMAND_SIDE = COMMANDS | {"aejax.cli"}
 
 
@@ -81,6 +82,9 @@ def test_only_command_modules_parse_arguments():
     parsing = sorted(name for name in MODULES if "argparse" in imports(name))
     assert set(parsing) <= COMMAND_SIDE, parsing
     assert set(parsing) >= COMMANDS - {"aejax.data.__main__"} | {"aejax.cli"}
+    # The convention that tells them apart: a command is a package's __main__, and every
+    # __main__ is a command.
+    assert {name for name in MODULES if name.endswith(".__main__")} == COMMANDS
 
 
 def test_no_library_module_imports_a_command_module():
@@ -104,7 +108,8 @@ import jax
 options = {name: getattr(jax.config, name, None) for name in jax.config.values}
 import aejax
 from aejax import *  # every public name, and the modules behind them
-import aejax.train, aejax.eval, aejax.score, aejax.export, aejax.data.__main__
+import aejax.train.__main__, aejax.eval.__main__, aejax.score.__main__, aejax.export.__main__
+import aejax.data.__main__
 after = {name: getattr(jax.config, name, None) for name in jax.config.values}
 assert dict(os.environ) == environ, set(os.environ.items()) ^ set(environ.items())
 assert (sys.unraisablehook, sys.excepthook) == hooks

@@ -208,7 +208,7 @@ def test_every_command_the_pages_show_parses():
     for page in PAGES:
         for number, command in commands_in(page):
             tool, *argv = shlex.split(command.replace(" N ", " 2 ").replace(" i ", " 0 "))
-            module = importlib.import_module(tool + (".__main__" if tool == "aejax.data" else ""))
+            module = importlib.import_module(f"{tool}.__main__")
             try:
                 module._parser().parse_args(argv)
             except SystemExit:

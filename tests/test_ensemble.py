@@ -7,9 +7,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from aejax import core, run_state, train
+from aejax import core, run_state
 from aejax.config import RunConfig, resolve
 from aejax.detector import Detector
+from aejax.train import __main__ as train_cli
 
 
 def images(n=600, seed=0):
@@ -68,9 +69,9 @@ def test_members_differ_by_their_seeds_and_start_as_single_runs():
 @pytest.mark.slow  # trains and evaluates through the CLIs on MNIST
 def test_ensemble_cli_reports_members_and_scores(tmp_path, capsys):
     small = ["--arch", "dense", "--holdout", "50000", "--epochs", "1"]
-    assert train.main([*small, "--ensemble", "3", "--workdir", str(tmp_path / "e")]) == 0
+    assert train_cli.main([*small, "--ensemble", "3", "--workdir", str(tmp_path / "e")]) == 0
     assert "± " in capsys.readouterr().out
-    assert train.main([*small, "--workdir", str(tmp_path / "s")]) == 0
+    assert train_cli.main([*small, "--workdir", str(tmp_path / "s")]) == 0
     ensemble = json.loads((tmp_path / "e" / "metrics.jsonl").read_text().splitlines()[-1])
     single = json.loads((tmp_path / "s" / "metrics.jsonl").read_text().splitlines()[-1])
     # Member 0 is the single run with the same seed (same initialisation, same batches).
@@ -78,7 +79,7 @@ def test_ensemble_cli_reports_members_and_scores(tmp_path, capsys):
     assert len(set(ensemble["val_loss_members"])) == 3
     assert ensemble["val_loss"] == pytest.approx(np.mean(ensemble["val_loss_members"]))
     # Restored from its checkpoint, it scores and maps new images like any run.
-    from aejax import evaluation
+    from aejax import eval as evaluation
 
     evaluation.fit_detector(tmp_path / "e")
     detector = Detector.load(tmp_path / "e")

@@ -10,11 +10,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from aejax import core, data, evaluation, ood, train
-from aejax import eval as eval_cli
+from aejax import core, data, ood
+from aejax import eval as evaluation
 from aejax import report as eval_report
 from aejax.detector import Detector
+from aejax.eval import __main__ as eval_cli
 from aejax.ood import synthetic
+from aejax.train import __main__ as train_cli
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow  # subprocesses, training, 8-device compiles
@@ -44,7 +46,7 @@ OOD_FIELDS = {
 def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("eval")
     workdir = root / "runs" / "dense-mnist"
-    assert train.main(["--arch", "dense", "--epochs", "1", "--workdir", str(workdir)]) == 0
+    assert train_cli.main(["--arch", "dense", "--epochs", "1", "--workdir", str(workdir)]) == 0
     return root, workdir
 
 
@@ -196,7 +198,7 @@ def test_the_ood_suite_scores_every_model_on_seven_sets(tmp_path):
     runs = tmp_path / "runs"
     for dataset in ("mnist", "fashion_mnist"):
         args = ["--arch", "dense", "--dataset", dataset, "--epochs", "1"]
-        assert train.main([*args, "--workdir", str(runs / f"dense-{dataset}")]) == 0
+        assert train_cli.main([*args, "--workdir", str(runs / f"dense-{dataset}")]) == 0
     out = tmp_path / "results"
     result = subprocess.run(
         [

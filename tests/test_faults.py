@@ -315,7 +315,7 @@ def test_divergence_is_a_warning_on_the_epoch_it_happens(tmp_path):
 
 def test_a_healthy_run_prints_no_warning(trained):
     history = [json.loads(line) for line in (trained / "metrics.jsonl").read_text().splitlines()]
-    from aejax.training import divergence_warning
+    from aejax.train import divergence_warning
 
     assert all(divergence_warning(history[:i]) is None for i in range(1, len(history) + 1))
 

@@ -7,11 +7,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from aejax import data, train
-from aejax import eval as eval_cli
+from aejax import data
 from aejax.data import images as decoding
 from aejax.data.sources import folder
 from aejax.errors import AejaxError
+from aejax.eval import __main__ as eval_cli
+from aejax.train import __main__ as train_cli
 from tests.helpers import shapes, write_images
 
 pytestmark = pytest.mark.slow  # prepares datasets with TensorFlow, trains through the CLI
@@ -123,7 +124,7 @@ def test_bad_folders_are_one_clear_error(tmp_path):
 
 def train_on(root, arch: str, tmp_path, workdir, holdout: int) -> int:
     """``python -m aejax.train`` (in process) on folder ``root``, one or two epochs."""
-    return train.main(
+    return train_cli.main(
         ["--arch", arch, "--dataset", str(root), "--epochs", "2", "--holdout", str(holdout),
          "--data-dir", str(tmp_path / "tfds"), "--workdir", str(workdir)]
     )  # fmt: skip

@@ -8,15 +8,18 @@ import re
 
 import pytest
 
-from aejax import cli, export, models, score, train
-from aejax import eval as evaluation
+from aejax import cli, models
 from aejax.data import __main__ as data_command
+from aejax.eval import __main__ as eval_cli
+from aejax.export import __main__ as export_cli
+from aejax.score import __main__ as score_cli
+from aejax.train import __main__ as train_cli
 
 COMMANDS = {  # command: (module, the arguments it needs besides the option tried)
-    "train": (train, []),
-    "eval": (evaluation, []),
-    "score": (score, ["image.png"]),
-    "export": (export, ["--out", "detector"]),
+    "train": (train_cli, []),
+    "eval": (eval_cli, []),
+    "score": (score_cli, ["image.png"]),
+    "export": (export_cli, ["--out", "detector"]),
     "data": (data_command, ["info", "mnist"]),
 }
 # Options that take text (names, paths, addresses) or a choice of words: not numbers.
@@ -105,18 +108,18 @@ def test_every_model_option_is_checked_against_its_declaration(arch, tmp_path, c
                 and (option.range.high is None or number <= option.range.high)
             )
             if accepts:
-                given = dict(train._parser().parse_args(argv).model)
+                given = dict(train_cli._parser().parse_args(argv).model)
                 assert models.check_options(arch, given) == {option.name: number}
             else:
                 assert_one_error_line(
-                    lambda argv=argv: train.main(argv), capsys, f"--model {option.name}={text}"
+                    lambda argv=argv: train_cli.main(argv), capsys, f"--model {option.name}={text}"
                 )
             assert not (tmp_path / "run").exists()  # refused before any work
 
 
 def test_help_lists_every_model_option_with_its_range(capsys):
     with pytest.raises(SystemExit):
-        train.main(["--help"])
+        train_cli.main(["--help"])
     out = capsys.readouterr().out
     for arch in models.names():
         for option in models.declared(arch).values():
@@ -129,7 +132,7 @@ def test_help_is_plain_text_not_restructuredtext(name, capsys):
     import importlib
 
     with pytest.raises(SystemExit):
-        importlib.import_module(f"aejax.{name}").main(["--help"])
+        importlib.import_module(f"aejax.{name}.__main__").main(["--help"])
     text = capsys.readouterr().out
     assert f"python -m aejax.{name}" in text
     assert "``" not in text and not re.search(r":[a-z]+:`", text), text

@@ -11,9 +11,10 @@ import jax
 import numpy as np
 import pytest
 
-from aejax import core, data, parallel, run, train
+from aejax import core, data, parallel, run
 from aejax.core import steps
 from aejax.errors import AejaxError
+from aejax.train import __main__ as train_cli
 
 pytestmark = pytest.mark.slow  # subprocesses, training, 8-device compiles
 
@@ -142,8 +143,8 @@ def metrics_of(workdir):
 
 def test_cli_on_8_devices_matches_1(tmp_path):
     common = ["--arch", "dense", "--holdout", "50000", "--epochs", "2"]
-    assert train.main([*common, "--workdir", str(tmp_path / "one"), "--devices", "1"]) == 0
-    assert train.main([*common, "--workdir", str(tmp_path / "eight")]) == 0  # all devices
+    assert train_cli.main([*common, "--workdir", str(tmp_path / "one"), "--devices", "1"]) == 0
+    assert train_cli.main([*common, "--workdir", str(tmp_path / "eight")]) == 0  # all devices
     np.testing.assert_allclose(
         metrics_of(tmp_path / "eight"), metrics_of(tmp_path / "one"), rtol=RTOL
     )

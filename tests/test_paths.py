@@ -5,8 +5,9 @@
 import numpy as np
 import pytest
 
-from aejax import data, train
+from aejax import data
 from aejax.errors import AejaxError
+from aejax.train import __main__ as train_cli
 from tests.helpers import write_images
 
 
@@ -27,7 +28,9 @@ def test_a_dataset_that_is_not_there_is_one_line_naming_it(spec, says, tmp_path,
         data.source(spec).image_shape()
     assert says in str(caught.value) and "\n" not in str(caught.value)
     # The command says the same, as one error line, exit code 2.
-    assert train.main(["--dataset", spec, "--epochs", "1", "--workdir", str(tmp_path / "r")]) == 2
+    assert (
+        train_cli.main(["--dataset", spec, "--epochs", "1", "--workdir", str(tmp_path / "r")]) == 2
+    )
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and says in err and "\n" not in err, err
     assert not (tmp_path / "r" / "checkpoints").exists()
@@ -46,7 +49,7 @@ def test_a_leading_tilde_is_the_home_folder(tmp_path, monkeypatch):
 @pytest.mark.slow
 def test_a_depth_the_images_cannot_be_pooled_by_is_one_line(tmp_path, capsys):
     argv = ["--arch", "conv", "--model", "depth=6", "--epochs", "1", "--holdout", "50000"]
-    assert train.main([*argv, "--workdir", str(tmp_path / "r")]) == 2
+    assert train_cli.main([*argv, "--workdir", str(tmp_path / "r")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: this model turns 28x28x1 images into") and "\n" not in err
     assert "multiples of 64" in err
@@ -80,7 +83,7 @@ def test_two_writers_of_one_file_never_share_a_temporary_file(tmp_path):
 
 
 def test_score_out_a_folder_is_one_line_before_any_work(tmp_path):
-    from aejax import scoring
+    from aejax import score as scoring
 
     (tmp_path / "out").mkdir()
     request = scoring.ScoreRequest(inputs=("nothing.png",), workdir=tmp_path / "no-run",

@@ -8,11 +8,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from aejax import data, ood, train
-from aejax import eval as eval_command
-from aejax import export as export_command
-from aejax import score as score_command
+from aejax import data, ood
 from aejax.detector import Detector
+from aejax.eval import __main__ as eval_cli
+from aejax.export import __main__ as export_cli
+from aejax.score import __main__ as score_cli
+from aejax.train import __main__ as train_cli
 
 pytestmark = pytest.mark.slow  # trains and evaluates through the commands
 
@@ -42,8 +43,8 @@ def registered():
 def test_a_score_registered_in_a_test_file_is_everywhere(registered, tmp_path, capsys):
     workdir = tmp_path / "run"
     small = ["--arch", "dense", "--epochs", "1", "--workdir", str(workdir)]
-    assert train.main(small) == 0
-    assert eval_command.main(["--workdir", str(workdir), "--ood", "uniform"]) == 0
+    assert train_cli.main(small) == 0
+    assert eval_cli.main(["--workdir", str(workdir), "--ood", "uniform"]) == 0
     report = json.loads((workdir / "eval" / "report.json").read_text())
     assert registered in report["auroc_by_score"]["uniform"]
     with open(workdir / "eval" / "scores.csv") as f:
@@ -56,7 +57,7 @@ def test_a_score_registered_in_a_test_file_is_everywhere(registered, tmp_path, c
     images = data.load("mnist", "test[:20]")[0]
     np.save(tmp_path / "images.npy", images)
     out = tmp_path / "scores.csv"
-    assert score_command.main(["--workdir", str(workdir), str(tmp_path / "images.npy"),
+    assert score_cli.main(["--workdir", str(workdir), str(tmp_path / "images.npy"),
                                "--out", str(out), "--score", registered]) == 0  # fmt: skip
     with open(out) as f:
         rows = list(csv.DictReader(f))
@@ -71,7 +72,7 @@ def test_a_score_registered_in_a_test_file_is_everywhere(registered, tmp_path, c
 
     folder = tmp_path / "detector"
     argv = ["--workdir", str(workdir), "--out", str(folder), "--platforms", "cpu"]
-    assert export_command.main(argv) == 0
+    assert export_cli.main(argv) == 0
     from jax import export
 
     meta = json.loads((folder / "metadata.json").read_text())

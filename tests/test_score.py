@@ -15,11 +15,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import aejax.export as export_cli
-import aejax.score as score_cli
-from aejax import core, data, ood, scoring, thresholds, train
-from aejax import eval as eval_cli
+from aejax import core, data, ood, thresholds
+from aejax import score as scoring
 from aejax.detector import Detector
+from aejax.eval import __main__ as eval_cli
+from aejax.export import __main__ as export_cli
+from aejax.score import __main__ as score_cli
+from aejax.train import __main__ as train_cli
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow  # training, subprocesses
@@ -30,7 +32,7 @@ def run_dir(tmp_path_factory):
     """A trained run with fitted statistics (what `aejax.eval` leaves)."""
     workdir = tmp_path_factory.mktemp("score") / "dense-mnist"
     args = ["--arch", "dense", "--epochs", "1", "--workdir", str(workdir)]
-    assert train.main(args) == 0
+    assert train_cli.main(args) == 0
     out = workdir / "eval"
     assert eval_cli.main(["--workdir", str(workdir), "--ood", "uniform", "--out", str(out)]) == 0
     return workdir
@@ -260,7 +262,7 @@ def test_the_exported_detector_multiplies_at_full_float32_precision(run_dir):
     # On GPUs JAX's default is TF32, which moved scores by up to 1e-3 against the CPU's
     # (experiments/results/gpu_check.md): every product in the artifact, lowered for cuda
     # and tpu as for cpu, asks for full precision.
-    from aejax import exporting
+    from aejax import export as exporting
 
     module = exporting.exported(Detector.load(run_dir)).mlir_module()
     products = [
@@ -339,7 +341,7 @@ def test_conv_and_ensemble_runs_deploy_outside_jax_like_aejax_score(
     batch = {"conv": "128", "dense": "256"}[arch]
     argv = ["--arch", arch, *options, "--epochs", "1", "--batch-size", batch, "--workdir",
             str(workdir)]  # fmt: skip
-    assert train.main([*argv, "--dataset", str(tmp_path / "digits.npy")]) == 0
+    assert train_cli.main([*argv, "--dataset", str(tmp_path / "digits.npy")]) == 0
     assert eval_cli.main(["--workdir", str(workdir), "--ood", "uniform"]) == 0
     want = scored_by_aejax(workdir, images, tmp_path)
     deployed_outside_jax_like_aejax_score(workdir, want, tmp_path)
@@ -558,7 +560,7 @@ def test_one_score_costs_its_own_work_and_gives_the_same_verdicts(run_dir, image
     """``detect(every=False)`` (the estimator's path) computes only what ``score`` needs, in
     another program than every score's: the same scores to float32's precision, the same
     verdicts and p-values away from the threshold."""
-    from aejax.evaluation import run_detector
+    from aejax.eval import run_detector
 
     saved, _ = run_detector(run_dir)
     detector = saved.with_threshold(thresholds.DEFAULT_POLICY, score=score)

@@ -8,9 +8,10 @@ import math
 import numpy as np
 import pytest
 
-from aejax import config, run, stopping, train
+from aejax import config, run, stopping
 from aejax.config import RunConfig, resolve
 from aejax.stopping import Rule, decide
+from aejax.train import __main__ as train_cli
 
 RULE = Rule(min_steps=100, max_steps=10_000, patience=0.25, min_patience_steps=50, min_delta=0.01)
 
@@ -111,7 +112,7 @@ def test_an_early_stopped_run_keeps_its_best_and_goes_on_only_when_asked(
     monkeypatch.setenv("AEJAX_MAX_STEPS", "600")  # the tests' is 300
     workdir = tmp_path / "run"
     common = ["--dataset", str(tmp_path / "blobs.npy"), "--workdir", str(workdir)]
-    assert train.main([*common, "--checkpoint-every", "0"]) == 0
+    assert train_cli.main([*common, "--checkpoint-every", "0"]) == 0
     out = capsys.readouterr()
     assert "until the held-out loss stops improving" in out.err
     history = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
@@ -131,15 +132,15 @@ def test_an_early_stopped_run_keeps_its_best_and_goes_on_only_when_asked(
     assert steps[-1] == last and best in steps
 
     # Run again: nothing more is trained.
-    assert train.main(common) == 0
+    assert train_cli.main(common) == 0
     assert "nothing to train" in capsys.readouterr().err
     assert len((workdir / "metrics.jsonl").read_text().splitlines()) == last
 
     # Asked for more, it goes on from its last epoch exactly as a run that never stopped.
     more = last + 3
-    assert train.main([*common, "--epochs", str(more)]) == 0
+    assert train_cli.main([*common, "--epochs", str(more)]) == 0
     fixed = tmp_path / "fixed"
-    assert train.main([*common[:2], "--workdir", str(fixed), "--epochs", str(more)]) == 0
+    assert train_cli.main([*common[:2], "--workdir", str(fixed), "--epochs", str(more)]) == 0
     capsys.readouterr()
     a = (workdir / "metrics.jsonl").read_text().splitlines()
     b = (fixed / "metrics.jsonl").read_text().splitlines()
@@ -151,7 +152,7 @@ def test_an_early_stopped_run_keeps_its_best_and_goes_on_only_when_asked(
     assert meta["history"][-1]["epoch"] == more  # a fixed length: its last epoch
 
     # An --epochs below what it has trained is one clear line.
-    assert train.main([*common, "--epochs", "2"]) == 2
+    assert train_cli.main([*common, "--epochs", "2"]) == 2
     assert f"has trained {more} epochs already" in capsys.readouterr().err
 
 

@@ -15,9 +15,11 @@ import jaxlib
 import numpy as np
 import pytest
 
-from aejax import run, run_state, train, training
+from aejax import run, run_state
+from aejax import train as training
 from aejax.config import RunConfig, resolve
 from aejax.errors import AejaxError
+from aejax.train import __main__ as train_cli
 from tests.helpers import wait_for_checkpoint
 
 SMALL = ["--arch", "dense", "--holdout", "50000", "--checkpoint-every", "0"]  # every epoch saved
@@ -41,7 +43,7 @@ def losses(workdir):
 
 def test_writes_every_file_and_resumes(tmp_path, capsys):
     workdir = tmp_path / "run"
-    assert train.main([*SMALL, "--epochs", "2", "--workdir", str(workdir)]) == 0
+    assert train_cli.main([*SMALL, "--epochs", "2", "--workdir", str(workdir)]) == 0
     summary = capsys.readouterr().out.strip().splitlines()[-1]
     # 10,000 images an epoch at the tutorial's batch: 40 steps an epoch.
     assert summary.startswith(
@@ -79,7 +81,7 @@ def test_writes_every_file_and_resumes(tmp_path, capsys):
     assert meta["history"] == metrics(workdir)
 
     # The same workdir with more epochs continues: options come from the saved run.
-    assert train.main(["--workdir", str(workdir), "--epochs", "3"]) == 0
+    assert train_cli.main(["--workdir", str(workdir), "--epochs", "3"]) == 0
     assert "resuming" in capsys.readouterr().err
     assert [m["epoch"] for m in metrics(workdir)] == [1, 2, 3]
     assert int(run.restore(workdir)[0].step) == 3 * 40  # 10k / 256 -> 40 steps an epoch
@@ -94,16 +96,16 @@ def test_writes_every_file_and_resumes(tmp_path, capsys):
 
 def test_mismatched_options_are_one_clear_error(tmp_path, capsys):
     workdir = tmp_path / "run"
-    assert train.main([*SMALL, "--epochs", "1", "--workdir", str(workdir)]) == 0
+    assert train_cli.main([*SMALL, "--epochs", "1", "--workdir", str(workdir)]) == 0
     capsys.readouterr()
-    assert train.main(["--arch", "conv", "--workdir", str(workdir)]) == 2
+    assert train_cli.main(["--arch", "conv", "--workdir", str(workdir)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "holds a dense run, not conv" in err
-    assert train.main([*SMALL, "--lr", "0.01", "--workdir", str(workdir)]) == 2
+    assert train_cli.main([*SMALL, "--lr", "0.01", "--workdir", str(workdir)]) == 2
     assert "lr=0.01 (run has 0.001)" in capsys.readouterr().err
     # --fresh starts over and keeps the old run beside the new one.
     assert (
-        train.main(
+        train_cli.main(
             [
                 *SMALL,
                 "--arch",
@@ -125,12 +127,12 @@ def test_mismatched_options_are_one_clear_error(tmp_path, capsys):
 
 def test_a_run_whose_only_checkpoint_is_damaged_is_one_clear_error(tmp_path, capsys):
     workdir = tmp_path / "run"
-    assert train.main([*SMALL, "--epochs", "1", "--workdir", str(workdir)]) == 0
+    assert train_cli.main([*SMALL, "--epochs", "1", "--workdir", str(workdir)]) == 0
     for f in (workdir / "checkpoints" / "1" / "state").rglob("*"):
         if f.is_file() and f.parent.name == "d":
             f.write_bytes(b"garbage")
     capsys.readouterr()
-    assert train.main([*SMALL, "--epochs", "2", "--workdir", str(workdir)]) == 2
+    assert train_cli.main([*SMALL, "--epochs", "2", "--workdir", str(workdir)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[0].startswith("warning: checkpoint") and "cannot be read" in err[0]
     assert err[-1].startswith("error: no readable checkpoint") and "--fresh" in err[-1]
@@ -139,7 +141,7 @@ def test_a_run_whose_only_checkpoint_is_damaged_is_one_clear_error(tmp_path, cap
 
 def test_nan_loss_stops_with_a_clear_error(tmp_path, capsys):
     workdir = tmp_path / "run"
-    assert train.main([*SMALL, "--epochs", "2", "--lr", "1e30", "--workdir", str(workdir)]) == 2
+    assert train_cli.main([*SMALL, "--epochs", "2", "--lr", "1e30", "--workdir", str(workdir)]) == 2
     err = capsys.readouterr().err
     assert "became nan in epoch 1" in err and "lower --lr" in err
     assert not (workdir / "checkpoints" / "1").exists()
@@ -194,12 +196,12 @@ def test_checkpoints_keep_their_interval_and_the_last_epoch(tmp_path):
 
     workdir, straight = tmp_path / "run", tmp_path / "straight"
     hourly = [*SMALL[:-2], "--checkpoint-every", "3600", "--workdir", str(workdir)]
-    assert train.main([*hourly, "--epochs", "3"]) == 0
+    assert train_cli.main([*hourly, "--epochs", "3"]) == 0
     assert saved(workdir) == [1, 3]
     assert [m["epoch"] for m in metrics(workdir)] == [1, 2, 3]
-    assert train.main([*hourly, "--epochs", "5"]) == 0
+    assert train_cli.main([*hourly, "--epochs", "5"]) == 0
     assert saved(workdir) == [1, 3, 5]
-    assert train.main([*SMALL, "--epochs", "5", "--workdir", str(straight)]) == 0
+    assert train_cli.main([*SMALL, "--epochs", "5", "--workdir", str(straight)]) == 0
     assert saved(straight) == [3, 4, 5]  # every epoch, the last 3 kept
     assert losses(workdir) == losses(straight)
 
@@ -245,7 +247,7 @@ def test_checkpoint_is_complete_when_save_returns_on_cpu(tmp_path, background):
 
 
 def test_train_and_evaluate_computes_what_the_cli_computes(tmp_path):
-    assert train.main([*SMALL, "--epochs", "2", "--workdir", str(tmp_path / "cli")]) == 0
+    assert train_cli.main([*SMALL, "--epochs", "2", "--workdir", str(tmp_path / "cli")]) == 0
     config = resolve(RunConfig(arch="dense", epochs=2, holdout=50000))
     _, history = training.train_and_evaluate(config, tmp_path / "lib")
     assert json.loads((tmp_path / "lib" / "config.json").read_text()) == json.loads(

@@ -96,7 +96,7 @@ def _drop_max_passes(s_NxM: jax.Array, k: int) -> jax.Array:
 
     def drop_max(_, s):
         # The columns made here, not closed over: a loop body that captures no array
-        # converts to ONNX's Loop as it is (aejax.exporting).
+        # converts to ONNX's Loop as it is (aejax.export).
         columns_M = jnp.arange(s.shape[1])
         return jnp.where(columns_M == jnp.argmax(s, axis=1)[:, None], -jnp.inf, s)
 

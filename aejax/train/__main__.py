@@ -18,7 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from aejax import cli, core, data, models, parallel, plural, run, training
+from aejax import cli, core, data, models, parallel, plural, run
+from aejax import train as training
 from aejax.clock import PhaseClock, seconds_since_start
 
 

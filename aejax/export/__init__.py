@@ -57,7 +57,8 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
-from aejax import evaluation, files, ood, run, thresholds, xla
+from aejax import eval as evaluation
+from aejax import files, ood, run, thresholds, xla
 from aejax.detector import Detector
 from aejax.errors import AejaxError
 

@@ -17,7 +17,7 @@ gets every score (:mod:`aejax.ood`) and
 Writes one CSV row per image to ``--out`` (default: standard output) and a summary to the
 terminal; ``--maps DIR`` writes each image, its reconstruction and its anomaly map as a PNG.
 A run that has no detector yet gets the default one, fitted on its training data and saved
-with the checkpoint (``aejax.evaluation.run_detector``); the summary says which detector
+with the checkpoint (``aejax.eval.run_detector``); the summary says which detector
 scored.
 """
 
@@ -27,7 +27,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from aejax import cli, plural, scoring
+from aejax import cli, plural
+from aejax import score as scoring
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -1,6 +1,6 @@
 """How well a trained autoencoder tells its data from other data: :func:`evaluate` (a workdir
 and an :class:`EvalConfig`) and :func:`fit_detector` (the statistics and threshold alone);
-``python -m aejax.eval`` calls :func:`evaluate`, then :func:`aejax.report.write`.
+``python -m aejax.eval`` calls :func:`evaluate`, then :func:`aejax.eval.report.write`.
 
 Every registered score (:mod:`aejax.ood`) is computed on the run's own test split, on its
 held-out training images (the run's ``--holdout`` slice, which sets the threshold and the
@@ -8,10 +8,10 @@ scores' fitted statistics) and on each OOD set: a synthetic set (:mod:`aejax.ood
 a TFDS dataset's test split, or every image of a folder or ``.npy`` file, converted to the
 model's shape. The report gives AUROC, AUPR (OOD positive and in-distribution positive), FPR
 at 95% TPR and the detection rate at the threshold, with OOD as the positive class;
-:mod:`aejax.report` writes it and its figures::
+:mod:`aejax.eval.report` writes it and its figures::
 
-    from aejax.evaluation import EvalConfig, evaluate
-    from aejax import report
+    from aejax.eval import EvalConfig, evaluate
+    from aejax.eval import report
     result = evaluate("runs/dense-mnist", EvalConfig(ood=("fashion_mnist", "uniform")))
     report.write(result, Path("runs/dense-mnist/eval"))
 """
@@ -280,7 +280,7 @@ def run_detector(
 @dataclasses.dataclass
 class Evaluation:
     """What :func:`evaluate` found: the report (JSON-able), the scored sets behind it, and
-    what the figures show (:mod:`aejax.report` writes them, computing nothing)."""
+    what the figures show (:mod:`aejax.eval.report` writes them, computing nothing)."""
 
     report: dict
     state: core.TrainState

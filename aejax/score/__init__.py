@@ -16,8 +16,9 @@ from typing import TextIO
 import numpy as np
 import tqdm
 
-from aejax import core, data, evaluation, files, inputs, ood, parallel, run, thresholds
+from aejax import core, data, files, inputs, ood, parallel, run, thresholds
 from aejax import detector as detection
+from aejax import eval as evaluation
 from aejax.detector import Detector
 from aejax.errors import AejaxError
 
@@ -63,7 +64,7 @@ def score_images(request: ScoreRequest, sink: TextIO | None = None) -> ScoreResu
         check_writable_file(request.out, "--out")  # before any image is scored
     workdir = request.workdir or run.latest_workdir()
     # One device unless told: the batches are then the exported detector's, which gives the
-    # same bits on the same batch (aejax.exporting).
+    # same bits on the same batch (aejax.export).
     placement = parallel.setup(request.devices, splits_well=False, batch_size=1)
     runs, fitted_now = evaluation.run_detector(workdir, request.step, placement)
     found, policy = runs, request.policy

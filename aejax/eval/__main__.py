@@ -8,7 +8,7 @@ own test split, on held-out training images (the run's ``--holdout`` slice, whic
 detection threshold and the scores' fitted statistics), and on each OOD set; reports AUROC,
 AUPR (OOD positive and in-distribution positive), FPR at 95% TPR and the detection rate at
 the threshold, with OOD as the positive class. Writes report.json, scores.csv and figures to
-``--out`` (default ``<workdir>/eval/``). From Python: :mod:`aejax.evaluation`.
+``--out`` (default ``<workdir>/eval/``). From Python: :mod:`aejax.eval`.
 
 It evaluates the run's detector (the score and threshold ``aejax.score`` and ``aejax.export``
 use; the default one is fitted and saved where the run has none). Another ``--score`` or
@@ -21,9 +21,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from aejax import cli, evaluation, ood, parallel, report, run
+from aejax import cli, ood, parallel, run
+from aejax import eval as evaluation
 from aejax.errors import AejaxError
-from aejax.evaluation import EvalConfig
+from aejax.eval import EvalConfig, report
 from aejax.ood import synthetic
 
 

@@ -1,7 +1,7 @@
 """What ``aejax.eval`` writes: ``report.json`` (every number), ``scores.csv`` (every
 image's every score), figures (reconstructions, score histograms, ROC curves), TensorBoard
 events; the report as the terminal shows it (:func:`format_table`). It computes nothing:
-:func:`aejax.evaluation.evaluate` did."""
+:func:`aejax.eval.evaluate` did."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from aejax import board, files, ood, plots, thresholds
-from aejax.evaluation import Evaluation, ScoredSet
+from aejax.eval import Evaluation, ScoredSet
 
 
 def write(result: Evaluation, out_dir: Path) -> list[str]:
@@ -72,7 +72,7 @@ def file_stem(label: str) -> str:
 
 def write_figures(out_dir: Path, result: Evaluation) -> list[str]:
     """Reconstructions of each set, a score histogram of each OOD set beside the test split's,
-    and the ROC curves, from what :func:`aejax.evaluation.evaluate` computed."""
+    and the ROC curves, from what :func:`aejax.eval.evaluate` computed."""
     report, test, outs = result.report, result.test, result.outs
     score, threshold = report["score"], report["threshold"]
     files = []

@@ -5,7 +5,7 @@
 writes ``detector/metadata.json`` and the serialized :mod:`jax.export` artifact it names,
 lowered for CPU, CUDA and TPU (``--platforms``); ``--format saved_model`` writes a TensorFlow
 SavedModel instead (TF Serving, no JAX needed to run it), ``--format onnx`` an ONNX
-model (onnxruntime). :mod:`aejax.exporting`
+model (onnxruntime). :mod:`aejax.export`
 says what they compute and how to load them.
 """
 
@@ -14,7 +14,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from aejax import cli, exporting
+from aejax import cli
+from aejax import export as exporting
 
 
 def _parser() -> argparse.ArgumentParser:
