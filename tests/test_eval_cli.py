@@ -12,9 +12,9 @@ from PIL import Image
 
 from aejax import core, data, ood
 from aejax import eval as evaluation
-from aejax import report as eval_report
 from aejax.detector import Detector
 from aejax.eval import __main__ as eval_cli
+from aejax.eval import report as eval_report
 from aejax.ood import synthetic
 from aejax.train import __main__ as train_cli
 
