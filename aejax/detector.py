@@ -157,7 +157,7 @@ class Detector:
         """The images :meth:`detect` scores per call (:func:`aejax.core.chunk_rows`): the kNN
         scores compare every image with the whole bank of training codes, so the rows are
         bounded here rather than inside the scorer."""
-        return core.chunk_rows(self.image_shape, self.stats.row_bytes())
+        return self.stats.chunk_rows(self.image_shape)
 
     @classmethod
     def set_by(

@@ -125,7 +125,7 @@ class Scorer:
         silent = frozenset({"resize", "channels"})  # an OOD set's conversion is reported
         kept, terms, scores = [], [], []
         # The detector's chunks, the last padded: one compiled shape (Detector.detect_async).
-        rows = core.chunk_size(len(every), core.chunk_rows(shape, stats.row_bytes()))
+        rows = core.chunk_size(len(every), stats.chunk_rows(shape))
         for given in inputs.prefetched(inputs.chunks(every, shape, rows, silent=silent)):
             n = len(given.images)
             chunk = self.array_terms(core.padded(given.images, rows))

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from aejax import files, xla
-from aejax.core.evaluator import TERMS
+from aejax.core.evaluator import TERMS, chunk_rows
 from aejax.ood.registry import Score, names, registered
 
 # What ood_stats files hold: 6, each score's fitted arrays under its name, Gaussians as a
@@ -79,6 +79,12 @@ class Stats:
         similarities to its bank (float32), 0 without one (:func:`aejax.core.chunk_rows`)."""
         banks = [len(arrays["bank"]) for arrays in self.fitted.values() if "bank" in arrays]
         return 4 * max(banks, default=0)
+
+    def chunk_rows(self, image_shape: tuple[int, ...]) -> int:
+        """The images of ``image_shape`` one scoring call takes with these statistics
+        (:func:`aejax.core.chunk_rows` of :meth:`row_bytes`): what a detector scores per
+        call and what an evaluation's streamed set reads per chunk."""
+        return chunk_rows(tuple(image_shape), self.row_bytes())
 
     def all_scores(self, terms: dict) -> dict[str, np.ndarray]:
         """Every score, per image (float32), from the images' ``terms``
