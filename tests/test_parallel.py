@@ -3,9 +3,11 @@
 import json
 import os
 import re
+import shlex
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -243,6 +245,74 @@ def test_two_processes_train_checkpoint_resume_and_match_one(tmp_path):
         jax.tree.leaves(multi_state.params), jax.tree.leaves(single_state.params), strict=True
     ):
         np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5)
+
+
+def slurm_job_id() -> int:
+    """A SLURM job id whose coordinator port is free: JAX's SLURM detection listens on
+    ``61440 + job_id % 4096``."""
+    for job_id in range(4096):
+        with socket.socket() as s:
+            try:
+                s.bind(("localhost", 61440 + job_id))
+                return job_id
+            except OSError:
+                continue
+    raise RuntimeError("no free port in 61440-65535")
+
+
+def scaling_out_commands() -> dict[str, str]:
+    """docs/scaling_out.md's commands for a cluster, by what starts them: the one for "N CPU
+    hosts" (``--coordinator-address``) and the one ``srun`` starts."""
+    text = (Path(__file__).resolve().parent.parent / "docs" / "scaling_out.md").read_text()
+    block = text.split("```bash\n", 1)[1].split("```", 1)[0]
+    lines = [line.strip() for line in block.splitlines() if not line.startswith("#")]
+    return {
+        "hosts": next(line for line in lines if "--coordinator-address" in line),
+        "srun": next(line for line in lines if line.startswith("srun ")),
+    }
+
+
+def test_the_scaling_out_guides_cluster_commands_run_as_written(tmp_path):
+    # Each command as the guide writes it, for a job of 2 processes on this host (N = 2; host
+    # i is process i), on 1,024 MNIST images for 1 epoch. srun is not installed here: each
+    # process gets the variables srun sets for `srun --ntasks 2` on one node, which is what
+    # JAX's cluster detection (behind --distributed) reads. Both jobs are the same computation
+    # on the same 4 devices (2 per process, the conv net's default), so they match.
+    commands = scaling_out_commands()
+    small = ["--dataset", str(mnist_part(tmp_path, n=1024)), "--epochs", "1"]
+
+    def job(command: str, env_of) -> None:
+        """``command`` (``{i}``: the process id) as processes 0 and 1, in ``env_of(i)``."""
+        processes = []
+        for i in range(2):
+            argv = shlex.split(command.format(i=i))
+            processes.append(subprocess.Popen(
+                [sys.executable, *argv[argv.index("-m"):], *small], env=env_of(i),
+                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            ))  # fmt: skip
+        outputs = [p.communicate(timeout=300)[0] for p in processes]
+        assert [p.returncode for p in processes] == [0, 0], outputs
+        assert "on 4 CPU devices in 2 processes" in outputs[0], outputs[0]
+        assert "; for 1 epoch of " in outputs[0], outputs[0]  # "1 epoch", not "1 epochs"
+
+    hosts = (
+        commands["hosts"]
+        .replace("HOST0:1234", f"localhost:{free_port()}")
+        .replace("--num-processes N", "--num-processes 2")
+        .replace("--process-id i", "--process-id {i}")
+        .replace("/shared/runs/conv-mnist", str(tmp_path / "hosts"))
+    )
+    job(hosts, lambda i: dict(os.environ))
+    slurm = {"SLURM_JOB_ID": str(slurm_job_id()), "SLURM_STEP_NODELIST": "localhost",
+             "SLURM_NTASKS": "2", "SLURM_STEP_NUM_NODES": "1"}  # fmt: skip
+    srun = commands["srun"].replace("/shared/runs/conv-mnist", str(tmp_path / "srun"))
+    job(srun, lambda i: {**os.environ, **slurm, "SLURM_PROCID": str(i), "SLURM_LOCALID": str(i)})
+    for name in ("hosts", "srun"):
+        assert run.saved_config(tmp_path / name).epochs == 1
+    a, _, _ = run.restore(tmp_path / "hosts")
+    b, _, _ = run.restore(tmp_path / "srun")
+    for x, y in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params), strict=True):
+        np.testing.assert_array_equal(x, y)
 
 
 def test_the_commands_trim_memory_on_the_event_jax_records_after_each_compilation():

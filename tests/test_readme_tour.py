@@ -21,7 +21,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def readme_commands() -> list[str]:
     """The quickstart's two commands, then each ``python -m aejax`` line of the tour's bash
-    blocks. ``srun ... --distributed`` needs a SLURM cluster: it is left out."""
+    blocks. ``srun ... --distributed`` needs a cluster: it is left out here, and runs as
+    docs/scaling_out.md writes it, as two processes, in tests/test_parallel.py."""
     text = (ROOT / "README.md").read_text()
     first = re.search(r"```bash\n(.*?)\n", text).group(1)
     quickstart = [part.split(".venv/bin/")[-1] for part in first.split(" && ")[1:]]

@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
-from aejax import board, core, data, files, losses, models, parallel, stopping, xla
+from aejax import board, core, data, files, losses, models, parallel, plural, stopping, xla
 from aejax.checkpoint import Checkpoints
 from aejax.clock import PhaseClock, seconds_since_start
 from aejax.config import RunConfig, check_agrees, resolve
@@ -166,7 +166,7 @@ class Trainer:
                       f"{rule.max_steps:,} steps of {self.config.batch_size}; --epochs N "
                       "for a fixed length)")  # fmt: skip
         else:
-            length = f"for {self.config.epochs} epochs of {self.config.batch_size}"
+            length = f"for {plural.count(self.config.epochs, 'epoch')} of {self.config.batch_size}"
         return (f"{doing}, on {parallel.describe(self.placement)}{source}; "
                 f"{self.described_rows()}; {length}")  # fmt: skip
 
