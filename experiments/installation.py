@@ -34,15 +34,19 @@ RESOLVE_ONLY = ("cuda", "tpu")  # accelerators' wheels: resolved, not installed
 
 
 def steps() -> list[list[str]]:
-    """The "With pip" section's commands, one step per line, the lock's block as one step."""
+    """The "With pip" section's commands, one step per line, the lock's block as one step; a
+    line that installs an installer (``pip install uv``) goes before each line after it."""
     text = (ROOT / "docs" / "installation.md").read_text()
     section = text.split("## With pip", 1)[1].split("\n## ", 1)[0]
     out = []
     for block in re.findall(r"```bash\n(.*?)```", section, re.S):
         lines = [line.split("#")[0].strip() for line in block.splitlines()]
-        lines = [line for line in lines if line.startswith("pip install")]
-        locked = any("--require-hashes" in line for line in lines)
-        out += [lines] if locked else [[line] for line in lines]
+        lines = [line for line in lines if re.match(r"(uv )?pip install", line)]
+        if any("--require-hashes" in line for line in lines):
+            out.append(lines)
+            continue
+        first = [line for line in lines if line == "pip install uv"]
+        out += [[*first, line] for line in lines if line not in first]
     return out
 
 
@@ -112,8 +116,8 @@ def main() -> int:
         "|---|---|---|---|---|",
     ]
     for row in rows:
-        ran = [s for s in row["steps"] if s["ran"].startswith("pip")]
-        checked = [s for s in row["steps"] if not s["ran"].startswith("pip")]
+        ran = [s for s in row["steps"] if "pip install" in s["ran"]]
+        checked = [s for s in row["steps"] if "pip install" not in s["ran"]]
         lines.append(
             f"| `{' && '.join(row['commands'])}` | {', '.join(str(s['exit']) for s in ran)}"
             f"{' (dry run)' if row['resolved_only'] else ''} | "

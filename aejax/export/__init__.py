@@ -185,7 +185,8 @@ def write_onnx(detector, path: Path) -> None:
     except ImportError:
         raise AejaxError(
             "--format onnx needs jax2onnx and onnx: bash scripts/setup.sh dev installs them "
-            "(or pip install 'aejax[onnx]')"
+            "(or, in a clone: uv pip install -e '.[onnx]' --override "
+            "requirements/overrides.txt; docs/installation.md says why not pip)"
         ) from None
     from aejax.detector import outputs
 
