@@ -122,7 +122,10 @@ def main() -> int:
             f"| `{' && '.join(row['commands'])}` | {', '.join(str(s['exit']) for s in ran)}"
             f"{' (dry run)' if row['resolved_only'] else ''} | "
             f"{sum(s['seconds'] for s in ran):.0f} | "
-            + (", ".join(f"`{s['ran']}`: {s['exit']}" for s in checked) or "resolved only")
+            + (
+                ", ".join(f"`{s['ran']}`: {s['exit']}" for s in checked)
+                or ("failed: see the JSON" if "failed" in row else "resolved only")
+            )
             + " | "
             + ", ".join(f"{k} {v}" for k, v in sorted(row.get("versions", {}).items()))
             + " |"
