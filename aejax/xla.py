@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from aejax import files
@@ -145,6 +145,49 @@ def release_memory_after_compiles() -> None:
 
 
 _trimming: list = []  # the listener release_memory_after_compiles installed, if any
+
+# glibc's malloc (2.35 or newer) asks the kernel for transparent huge pages (2 MB) for the
+# large blocks it maps. XLA:CPU allocates a program's temporary buffers anew on every run, and
+# the kernel mapped and zeroed them 4 KB at a time, a fault per page: a fifth to a quarter of
+# a conv-net training step at every image size (experiments/results/huge_pages.md). glibc
+# reads this only when a process starts.
+HUGE_PAGES = "glibc.malloc.hugetlb=1"
+THP_SETTING = Path("/sys/kernel/mm/transparent_hugepage/enabled")
+
+
+def huge_pages_would_help(environ: Mapping[str, str] | None = None) -> bool:
+    """Whether a process started with ``environ`` (default: this one's) would get huge pages
+    for XLA's buffers only by asking: glibc 2.35 or newer, a kernel that gives them to memory
+    that asks (THP ``[madvise]``; with ``[always]`` every process has them already), and
+    ``GLIBC_TUNABLES`` not saying otherwise (``glibc.malloc.hugetlb=0`` turns this off)."""
+    environ = os.environ if environ is None else environ
+    try:
+        name, version = os.confstr("CS_GNU_LIBC_VERSION").split()
+        thp = THP_SETTING.read_text()
+    except (ValueError, OSError, AttributeError):  # not glibc, or no THP (macOS, musl)
+        return False
+    newer = tuple(int(p) for p in version.split(".")[:2]) >= (2, 35)
+    told = "glibc.malloc.hugetlb" in environ.get("GLIBC_TUNABLES", "")
+    return name == "glibc" and newer and "[madvise]" in thp and not told
+
+
+def restart_with_huge_pages() -> None:
+    """Runs this command again from its start, the same arguments in the same process (its id,
+    streams and signals kept), with :data:`HUGE_PAGES` added to ``GLIBC_TUNABLES``, where
+    :func:`huge_pages_would_help`. Costs the imports once more (a second or two): for
+    ``aejax.train`` on images large enough to gain more than that
+    (:func:`aejax.train.huge_pages_pay`). Never from a Python caller: it replaces the
+    process."""
+    if not huge_pages_would_help():
+        return
+    tunables = [t for t in os.environ.get("GLIBC_TUNABLES", "").split(":") if t]
+    os.environ["GLIBC_TUNABLES"] = ":".join([*tunables, HUGE_PAGES])
+    import sys
+
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    # argv[0] the interpreter's own path: Python finds its environment (a venv) from it.
+    os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
 
 
 def compilation_cache_dir() -> Path:

@@ -16,6 +16,10 @@ os.environ.setdefault("AEJAX_CACHE_DIR", tempfile.mkdtemp(prefix="aejax-test-cac
 # default (aejax.stopping): the tests' runs stop at 300 (tests/test_stopping.py checks the
 # real ceiling).
 os.environ.setdefault("AEJAX_MAX_STEPS", "300")
+# The commands' subprocesses start with the huge pages `python -m aejax.train` would restart
+# itself to get (aejax.xla.restart_with_huge_pages): the same allocator a user's run has,
+# without a second start-up per command. tests/test_train_cli.py checks the restart itself.
+os.environ.setdefault("GLIBC_TUNABLES", "glibc.malloc.hugetlb=1")
 
 import jax  # noqa: E402
 

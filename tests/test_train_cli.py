@@ -313,3 +313,59 @@ def test_a_repeated_command_loads_its_compiled_programs(tmp_path):
     env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "estimator")}
     subprocess.run([sys.executable, "-c", fit], check=True, env=env, capture_output=True)
     assert list((tmp_path / "estimator" / "aejax" / "jax" / jaxlib.__version__).glob("*-cache"))
+
+
+def test_the_command_restarts_itself_with_huge_pages_for_large_images(tmp_path):
+    # The same process (its id is kept across exec) comes to hold the tunable in its starting
+    # environment; the run's numbers are those of a run started with it, or without (the
+    # allocator changes no number).
+    from aejax import xla
+
+    env = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
+    if not xla.huge_pages_would_help(env):  # glibc too old, THP off or always on
+        pytest.skip("huge pages need no restart here (not glibc 2.35+ with THP madvise)")
+    images = np.random.default_rng(0).integers(0, 256, (300, 48, 48), np.uint8)
+    np.save(tmp_path / "large.npy", images)
+    dataset = str(tmp_path / "large.npy")
+    # 128 images of 2,304 values a batch: enough. Its default batch (16) and MNIST's 28x28
+    # digits (64 a device) are not.
+    given = {"dataset": dataset, "arch": "dense"}
+    assert training.huge_pages_pay(training.TrainRequest(given={**given, "batch_size": 128}))
+    assert not training.huge_pages_pay(training.TrainRequest(given=given))
+    assert not training.huge_pages_pay(training.TrainRequest(given={"arch": "conv"}))
+
+    def command(workdir):
+        return [sys.executable, "-m", "aejax.train", "--arch", "dense", "--dataset", dataset,
+                "--batch-size", "128", "--epochs", "1", "--workdir", str(workdir)]  # fmt: skip
+
+    process = subprocess.Popen(command(tmp_path / "a"), env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    seen = ""
+    while process.poll() is None and xla.HUGE_PAGES not in seen:
+        try:
+            seen = open(f"/proc/{process.pid}/environ").read()
+        except OSError:
+            break
+    output = process.communicate(timeout=300)[0]
+    assert process.returncode == 0, output
+    assert xla.HUGE_PAGES in seen
+    # Started with the tunable already (or turned off): no restart, the same numbers.
+    for tunable in (xla.HUGE_PAGES, "glibc.malloc.hugetlb=0"):
+        workdir = tmp_path / tunable.replace("=", "-")
+        subprocess.run(command(workdir), env={**env, "GLIBC_TUNABLES": tunable},
+                       check=True, capture_output=True)  # fmt: skip
+        assert losses(workdir) == losses(tmp_path / "a")
+
+
+def test_a_users_glibc_tunables_are_kept(monkeypatch):
+    from aejax import xla
+
+    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.hugetlb=0")
+    assert not xla.huge_pages_would_help()  # the user's choice stands
+    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.arena_max=2")
+    if xla.huge_pages_would_help():
+        executed = []
+        monkeypatch.setattr(os, "execv", lambda path, argv: executed.append((path, argv)))
+        xla.restart_with_huge_pages()
+        assert os.environ["GLIBC_TUNABLES"] == f"glibc.malloc.arena_max=2:{xla.HUGE_PAGES}"
+        assert executed and executed[0][0] == sys.executable == executed[0][1][0]

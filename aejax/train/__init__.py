@@ -37,6 +37,7 @@ from aejax.run import (
     device_hints,
     model_step,
     move_aside,
+    peek_config,
     restore_state,
     saved_config,
     workdir_lock,
@@ -530,6 +531,35 @@ def train(request: TrainRequest, clock: PhaseClock | None = None) -> TrainResult
     if parallel.is_main_process():
         write_timings(workdir, clock, history)
     return TrainResult(state, history, config, workdir, placement)
+
+
+# A device's training batch of at least this many values (images x H x W x C) steps faster
+# with huge pages for XLA's buffers, by more than the command's restart costs; below it
+# (the tutorial's 28x28 digits, 64 a device) they measured slower as often as faster
+# (experiments/results/huge_pages.md).
+HUGE_PAGES_FROM_VALUES = 2**18
+
+
+def huge_pages_pay(request: TrainRequest) -> bool:
+    """Whether a device's batch is large enough for :func:`aejax.xla.restart_with_huge_pages`
+    to pay, as far as it is known before JAX starts (as :func:`aejax.run.device_hints` knows
+    the architecture): the config the given dataset resolves to, else the run saved in the
+    request's workdir; the default dataset's reference runs do not."""
+    given = {"model": {}, **request.given}
+    if "dataset" in given:
+        options = {k: given[k] for k in ("image_size", "channels") if k in given}
+        source = data.source(given["dataset"], request.data_dir, **options)
+        shape = source.image_shape()
+        config = resolve(given, None, shape, source.num_examples("train"))
+    else:
+        config = peek_config(request.workdir) if request.workdir else None
+        if config is None:
+            return False
+        shape = data.source(config.dataset, request.data_dir, **config.data_options()).image_shape()
+    splits = models.get(config.arch).splits_well_on_cpu
+    devices = request.devices.cpu_devices or parallel.default_cpu_devices(splits, config.batch_size)
+    per_device = -(-config.batch_size // devices) * math.prod(shape)
+    return per_device >= HUGE_PAGES_FROM_VALUES
 
 
 def _setup(request: TrainRequest):

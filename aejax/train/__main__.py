@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from aejax import cli, core, data, models, parallel, plural, run
+from aejax import cli, core, data, models, parallel, plural, run, xla
 from aejax import train as training
 from aejax.clock import PhaseClock, seconds_since_start
 
@@ -180,11 +180,17 @@ def request(args: argparse.Namespace) -> training.TrainRequest:
     )
 
 
-def train_command(args: argparse.Namespace) -> int:
+def train_command(args: argparse.Namespace, restart: bool = False) -> int:
+    """``restart``: this is the command's own process (not a Python caller of :func:`main`),
+    which starts again with huge pages where its images are large enough
+    (:func:`aejax.xla.restart_with_huge_pages`)."""
     clock = PhaseClock()
-    # Until here: the interpreter's start, the imports, parsing the command line.
+    asked = request(args)
+    if restart and training.huge_pages_pay(asked):
+        xla.restart_with_huge_pages()
+    # Until here: the interpreter's start, the imports (twice after a restart), parsing.
     clock.seconds["start_and_imports"] = seconds_since_start()
-    result = training.train(request(args), clock)
+    result = training.train(asked, clock)
     if not parallel.is_main_process():
         return 0
     history, state, config = result.history, result.state, result.config
@@ -213,7 +219,7 @@ def train_command(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     return cli.run_command(
-        lambda: train_command(args),
+        lambda: train_command(args, restart=argv is None),
         verbose=args.verbose,
         compile_cache=args.compile_cache,
         interrupted="interrupted: run the same command again to resume from the last checkpoint",
