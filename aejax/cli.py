@@ -109,6 +109,18 @@ def number(
     return Numeric(False, low, high, low_open, high_open)
 
 
+def local_path(text: str) -> Path:
+    """An argparse ``type``: a path on a local or shared filesystem, ``~`` expanded. A URL
+    (``gs://bucket/runs``) is refused: aejax writes its runs, reports and exports with the
+    operating system's file calls (atomic renames, locks), which object stores lack."""
+    if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", text):
+        raise argparse.ArgumentTypeError(
+            f"takes a path on a local or shared filesystem, not a URL ({text}): mount the "
+            "bucket (e.g. gcsfuse, or a shared disk) and give the mounted path"
+        )
+    return Path(text).expanduser()
+
+
 def add_common_args(parser: argparse.ArgumentParser) -> None:
     """Device options and --verbose."""
     parser.add_argument(
@@ -183,7 +195,7 @@ def add_detector_args(parser: argparse.ArgumentParser, *, contamination: bool) -
 
     parser.add_argument(
         "--workdir",
-        type=Path,
+        type=local_path,
         help="a run of aejax.train with fitted statistics (default: the most recent one)",
     )
     parser.add_argument("--step", type=integer(1), help="checkpoint (epoch; default latest)")

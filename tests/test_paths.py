@@ -69,6 +69,22 @@ def test_distributed_without_a_cluster_is_one_line(tmp_path):
     assert err.startswith("error: --distributed found no cluster to join") and "\n" not in err
 
 
+@pytest.mark.parametrize("command", ["train", "eval", "score", "export"])
+def test_a_url_where_a_path_goes_is_one_line(command, capsys):
+    # Runs, reports and exports are written with file calls (atomic renames, locks): a gs://
+    # workdir once became a local folder named "gs:"; it is refused before any work.
+    from importlib import import_module
+
+    main = import_module(f"aejax.{command}.__main__").main
+    with pytest.raises(SystemExit) as exited:
+        main(
+            ["--workdir", "gs://bucket/runs/conv", *(["--out", "d"] if command == "export" else [])]
+        )
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exited.value.code == 2 and len(err) == 1 + err[0].startswith("usage"), err
+    assert "not a URL (gs://bucket/runs/conv): mount the bucket" in err[-1]
+
+
 def test_two_writers_of_one_file_never_share_a_temporary_file(tmp_path):
     from aejax import files
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from aejax import cli, ood, parallel, run
 from aejax import eval as evaluation
@@ -36,7 +35,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--workdir",
-        type=Path,
+        type=cli.local_path,
         help="a run of aejax.train (default: the most recent one under runs/)",
     )
     p.add_argument(
@@ -62,7 +61,7 @@ def _parser() -> argparse.ArgumentParser:
         help="make the evaluated score and threshold the run's detector, the one aejax.score "
         "and aejax.export use (without it, evaluating changes nothing)",
     )
-    p.add_argument("--out", type=Path, help="output directory (default <workdir>/eval)")
+    p.add_argument("--out", type=cli.local_path, help="output directory (default <workdir>/eval)")
     p.add_argument("--refit", action="store_true", help="fit the scores' statistics anew")
     p.add_argument(
         "--seed", type=cli.integer(0, 2**32 - 1), default=0, help="seed of the synthetic OOD sets"

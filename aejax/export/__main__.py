@@ -12,7 +12,6 @@ says what they compute and how to load them.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from aejax import cli
 from aejax import export as exporting
@@ -24,7 +23,9 @@ def _parser() -> argparse.ArgumentParser:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--out", type=Path, required=True, help="directory to write the detector to")
+    p.add_argument(
+        "--out", type=cli.local_path, required=True, help="directory to write the detector to"
+    )
     cli.add_detector_args(p, contamination=False)
     p.add_argument(
         "--platforms",

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from aejax import cli, plural
 from aejax import score as scoring
@@ -38,8 +37,12 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders, .npy")
-    p.add_argument("--out", type=Path, help="CSV file to write (default: standard output)")
-    p.add_argument("--maps", type=Path, metavar="DIR", help="write anomaly maps (PNG) here")
+    p.add_argument(
+        "--out", type=cli.local_path, help="CSV file to write (default: standard output)"
+    )
+    p.add_argument(
+        "--maps", type=cli.local_path, metavar="DIR", help="write anomaly maps (PNG) here"
+    )
     cli.add_detector_args(p, contamination=True)
     cli.add_common_args(p)
     return p

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
 import numpy as np
 
@@ -116,7 +115,7 @@ def _parser() -> argparse.ArgumentParser:
         "flip was applied to the input; its negative log-likelihood of the true ones is the "
         "'transform' term and score, and joins 'joint' (aejax.models.heads)",
     )
-    p.add_argument("--workdir", type=Path, help="default runs/<arch>-<dataset>")
+    p.add_argument("--workdir", type=cli.local_path, help="default runs/<arch>-<dataset>")
     p.add_argument(
         "--stream",
         action=argparse.BooleanOptionalAction,
