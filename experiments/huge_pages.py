@@ -124,6 +124,14 @@ def render(rows: list[dict]) -> None:
         "often as faster (28x28 digits at 64 a device, the reference conv run's share, "
         "lost), and a restart costs its imports again (about 1.4 s: MNIST's conv epoch took "
         "the same s/epoch either way, the command 1.4 s longer with the restart, farm-bench).",
+        "",
+        "The command, by hand in the same sitting (`/usr/bin/time`; `python -m aejax.train "
+        "--arch conv --dataset <300 RGB 128x128 PNGs> --model depth=3 --epochs 6`, 2 CPU "
+        "devices, 8 images a device): with `GLIBC_TUNABLES=glibc.malloc.hugetlb=0` 2,549,836 "
+        "page faults, 2.75 s/epoch, 22.3 s; restarting itself (no variable set) 210,480 and "
+        "213,790 faults, 2.49 and 2.23 s/epoch, 21.8 and 21.2 s; started with the variable "
+        "set 183,617 faults, 2.17 s/epoch, 19.9 s. This machine's s/epoch varies by about "
+        "10% run to run; the faults do not.",
     ]
     write_results("huge_pages", rows, lines)
 
