@@ -16,7 +16,7 @@ MEASURED = re.compile(
     r"(?<![\w.-])\d+\.\d+(?![\w.])|\b\d[\d,]*(\.\d+)? ?(s|ms|us|x|%|MB|GB|minutes?|seconds?|"
     r"hours?|tests|img/s|s/epoch)(?![\w-])"
 )
-VERSION = re.compile(r"Python \d+\.\d+")  # a requirement, not a measurement
+VERSION = re.compile(r"(Python|glibc) \d+\.\d+")  # a requirement, not a measurement
 
 
 def prose(path: Path) -> list[tuple[int, str]]:
