@@ -16,6 +16,7 @@ import argparse
 import collections
 import gzip
 import json
+import os
 import re
 import sys
 import tempfile
@@ -111,7 +112,9 @@ def main() -> int:
         "",
         f"`python experiments/conv_profile.py {' '.join(sys.argv[1:])}` on {cpu_name()}: one "
         f"device, {args.batch} images of {'x'.join(map(str, shape))} per step, conv depth "
-        f"{args.depth}, {STEPS} steps traced. Step wall time (median) "
+        f"{args.depth}, {STEPS} steps traced, GLIBC_TUNABLES "
+        f"`{os.environ.get('GLIBC_TUNABLES', '')}` (aejax.train's restart sets "
+        "glibc.malloc.hugetlb=1 for batches this large: huge_pages.md). Step wall time (median) "
         f"{row['wall_ms_median']} ms (untraced); the traced ops' durations add up to "
         f"{row['ops_ms_sum']} ms "
         f"({row['ops_per_step']} ops per step, run concurrently on the machine's threads).",
