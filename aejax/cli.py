@@ -233,9 +233,12 @@ def detector_lines(used: Detector, runs: Detector, fitted_now: bool) -> str:
 
 
 def devices(args: argparse.Namespace) -> parallel.Devices:
-    """The device options :func:`add_common_args` parsed."""
+    """The device options :func:`add_common_args` parsed. A job of several processes (not
+    ``--verbose``) gets its standard output filtered of gloo's lines (:func:`drop_gloo_lines`)."""
     from aejax import parallel
 
+    if (args.coordinator_address or args.distributed) and not getattr(args, "verbose", False):
+        drop_gloo_lines()
     return parallel.Devices(
         devices=args.devices,
         cpu_devices=args.cpu_devices,
@@ -244,6 +247,56 @@ def devices(args: argparse.Namespace) -> parallel.Devices:
         process_id=args.process_id,
         distributed=args.distributed,
     )
+
+
+# What gloo (the CPU collectives of a multi-process job) prints to standard output from C++
+# for each communicator it connects: "[Gloo] Rank 0 is connected to 1 peer ranks. Expected
+# number of connected peer ranks is : 1". It has no setting to turn that off.
+GLOO_LINES = b"[Gloo] "
+_stdout_filter: list = []  # the drain of the filter drop_gloo_lines installed, if any
+
+
+def drop_gloo_lines() -> None:
+    """Passes this process's standard output (file descriptor 1, where C++ libraries write
+    too) through a pipe whose reader thread drops :data:`GLOO_LINES` and writes every other
+    line, in order, to the real output. Commands only, once per process; at exit (atexit,
+    :func:`exit_process`) the pipe is drained and fd 1 restored. A reader that cannot write
+    (a closed terminal) keeps reading, so no writer ever blocks on a full pipe."""
+    import atexit
+    import threading
+
+    if _stdout_filter:
+        return
+    sys.stdout.flush()
+    read, write = os.pipe()
+    real = os.dup(1)
+    os.dup2(write, 1)
+    os.close(write)
+
+    def pump() -> None:
+        with os.fdopen(read, "rb") as lines, os.fdopen(real, "wb", closefd=False) as out:
+            for line in lines:
+                if line.startswith(GLOO_LINES):
+                    continue
+                try:
+                    out.write(line)
+                    out.flush()
+                except OSError:
+                    pass
+
+    reader = threading.Thread(target=pump, name="stdout filter", daemon=True)
+    reader.start()
+
+    def drain() -> None:
+        try:
+            sys.stdout.flush()
+        except (OSError, ValueError):
+            pass
+        os.dup2(real, 1)  # the pipe's last write end closes: the reader sees its end
+        reader.join(timeout=2)
+
+    atexit.register(drain)
+    _stdout_filter.append(drain)
 
 
 def exit_process(code: int) -> NoReturn:

@@ -195,6 +195,7 @@ def two_processes_run(tool: str, *options: str) -> list[str]:
     ]
     outputs = [p.communicate(timeout=180)[0] for p in processes]
     assert [p.returncode for p in processes] == [0, 0], outputs
+    assert not any("[Gloo]" in output for output in outputs), outputs  # gloo's own lines
     return outputs
 
 
@@ -294,6 +295,7 @@ def test_the_scaling_out_guides_cluster_commands_run_as_written(tmp_path):
         assert [p.returncode for p in processes] == [0, 0], outputs
         assert "on 4 CPU devices in 2 processes" in outputs[0], outputs[0]
         assert "; for 1 epoch of " in outputs[0], outputs[0]  # "1 epoch", not "1 epochs"
+        assert not any("[Gloo]" in output for output in outputs), outputs
 
     hosts = (
         commands["hosts"]
