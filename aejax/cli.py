@@ -237,7 +237,7 @@ def devices(args: argparse.Namespace) -> parallel.Devices:
     ``--verbose``) gets its standard output filtered of gloo's lines (:func:`drop_gloo_lines`)."""
     from aejax import parallel
 
-    if (args.coordinator_address or args.distributed) and not getattr(args, "verbose", False):
+    if (args.coordinator_address or args.distributed) and not args.verbose:
         drop_gloo_lines()
     return parallel.Devices(
         devices=args.devices,

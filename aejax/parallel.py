@@ -91,14 +91,18 @@ class Devices:
     process_id: int | None = None
     distributed: bool = False
 
+    def cpu_count(self, splits_well: bool, batch_size: int) -> int:
+        """The host devices this process splits its CPU into: ``cpu_devices``, else
+        :func:`default_cpu_devices` for the model and batch."""
+        return self.cpu_devices or default_cpu_devices(splits_well, batch_size)
+
 
 def setup(devices: Devices, *, splits_well: bool, batch_size: int) -> Placement:
     """Configures JAX (before anything starts a backend) and returns the devices to use:
     the CPU split into one host device per core where the model ``splits_well`` for this
     ``batch_size``, unless ``devices`` says otherwise."""
-    wanted = devices.cpu_devices or default_cpu_devices(splits_well, batch_size)
     configure(
-        cpu_devices=wanted,
+        cpu_devices=devices.cpu_count(splits_well, batch_size),
         coordinator_address=devices.coordinator_address,
         num_processes=devices.num_processes,
         process_id=devices.process_id,

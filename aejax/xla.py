@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -148,9 +149,9 @@ _trimming: list = []  # the listener release_memory_after_compiles installed, if
 
 # glibc's malloc (2.35 or newer) asks the kernel for transparent huge pages (2 MB) for the
 # large blocks it maps. XLA:CPU allocates a program's temporary buffers anew on every run, and
-# the kernel mapped and zeroed them 4 KB at a time, a fault per page: a fifth to a quarter of
-# a conv-net training step at every image size (experiments/results/huge_pages.md). glibc
-# reads this only when a process starts.
+# the kernel mapped and zeroed them 4 KB at a time, a fault per page: a quarter to a third of
+# a conv-net training step on large batches (experiments/results/huge_pages.md). glibc reads
+# this only when a process starts.
 HUGE_PAGES = "glibc.malloc.hugetlb=1"
 THP_SETTING = Path("/sys/kernel/mm/transparent_hugepage/enabled")
 
@@ -182,8 +183,6 @@ def restart_with_huge_pages() -> None:
         return
     tunables = [t for t in os.environ.get("GLIBC_TUNABLES", "").split(":") if t]
     os.environ["GLIBC_TUNABLES"] = ":".join([*tunables, HUGE_PAGES])
-    import sys
-
     for stream in (sys.stdout, sys.stderr):
         stream.flush()
     # argv[0] the interpreter's own path: Python finds its environment (a venv) from it.

@@ -546,9 +546,8 @@ def huge_pages_pay(request: TrainRequest) -> bool:
     the architecture): the config the given dataset resolves to, else the run saved in the
     request's workdir; the default dataset's reference runs do not."""
     given = {"model": {}, **request.given}
-    if "dataset" in given:
-        options = {k: given[k] for k in ("image_size", "channels") if k in given}
-        source = data.source(given["dataset"], request.data_dir, **options)
+    source = _given_source(request)
+    if source is not None:
         shape = source.image_shape()
         config = resolve(given, None, shape, source.num_examples("train"))
     else:
@@ -557,17 +556,25 @@ def huge_pages_pay(request: TrainRequest) -> bool:
             return False
         shape = data.source(config.dataset, request.data_dir, **config.data_options()).image_shape()
     splits = models.get(config.arch).splits_well_on_cpu
-    devices = request.devices.cpu_devices or parallel.default_cpu_devices(splits, config.batch_size)
+    devices = request.devices.cpu_count(splits, config.batch_size)
     per_device = -(-config.batch_size // devices) * math.prod(shape)
     return per_device >= HUGE_PAGES_FROM_VALUES
 
 
+def _given_source(request: TrainRequest) -> data.Source | None:
+    """The dataset the request gives (converted to its ``image_size`` and ``channels``), if
+    it gives one."""
+    given = request.given
+    if "dataset" not in given:
+        return None
+    options = {k: given[k] for k in ("image_size", "channels") if k in given}
+    return data.source(given["dataset"], request.data_dir, **options)
+
+
 def _setup(request: TrainRequest):
     given = {"model": {}, **request.given}
-    options = {k: given[k] for k in ("image_size", "channels") if k in given}
-    source = None
-    if "dataset" in given:  # its canonical name: a local path made absolute (from any cwd)
-        source = data.source(given["dataset"], request.data_dir, **options)
+    source = _given_source(request)
+    if source is not None:  # its canonical name: a local path made absolute (from any cwd)
         given["dataset"] = source.name
     arch = given.get("arch", RunConfig.arch)
     dataset = given.get("dataset", RunConfig.dataset)

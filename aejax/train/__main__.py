@@ -185,7 +185,9 @@ def train_command(args: argparse.Namespace, restart: bool = False) -> int:
     (:func:`aejax.xla.restart_with_huge_pages`)."""
     clock = PhaseClock()
     asked = request(args)
-    if restart and training.huge_pages_pay(asked):
+    # The cheap check first: a restarted process (or one without glibc's huge pages) reads
+    # no data for the second.
+    if restart and xla.huge_pages_would_help() and training.huge_pages_pay(asked):
         xla.restart_with_huge_pages()
     # Until here: the interpreter's start, the imports (twice after a restart), parsing.
     clock.seconds["start_and_imports"] = seconds_since_start()
