@@ -252,6 +252,14 @@ def stopping_protocol() -> str:
     return (RESULTS / "stopping_protocol.md").read_text().split("\n", 2)[2].rstrip()
 
 
+def transform_head() -> str:
+    """docs/ood_scores.md: whether the protocol offers the head (ood_transform_head.md's
+    section on it)."""
+    text = (RESULTS / "ood_transform_head.md").read_text()
+    section = text.split("## Is the head offered?", 1)[1].split("\n## ", 1)[0]
+    return section.split("\n", 1)[1].strip()
+
+
 def pyod_compare() -> str:
     """docs/python_api.md: aejax's detector beside PyOD's AutoEncoder."""
     return (RESULTS / "pyod_compare.md").read_text().split("\n", 2)[2].rstrip()
@@ -318,6 +326,7 @@ RENDER = {
     "stopping_protocol": stopping_protocol,
     "pyod_compare": pyod_compare,
     "one_class": one_class,
+    "transform_head": transform_head,
     "speed": speed,
     "seed_parity": seed_parity,
     "ood_default": ood_default,

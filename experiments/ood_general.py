@@ -221,20 +221,26 @@ def scored_run(arch, dataset, workdir, background, test_images, family_sets) -> 
     }  # fmt: skip
 
 
-def rgb_runs() -> list[dict]:
-    """The RGB runs: the conv net on crops of two photos (a ``.npy`` dataset), and both
-    reference architectures on crops of a microscope image (a folder of PNG files, as a user
-    trains), against crops of scikit-image's photos (and, for the microscope, its other
-    scientific images) besides the synthetic families."""
+def rgb_specs() -> list[tuple]:
+    """The RGB runs as ``(arch, name, dataset, rgb_families' extra arguments)``: the conv net
+    on crops of two photos (a ``.npy`` dataset), and both reference architectures on crops of
+    a microscope image (a folder of PNG files, as a user trains), against crops of
+    scikit-image's photos (and, for the microscope, its other scientific images) besides the
+    synthetic families."""
     npy = rgb32_data(OOD_RUNS / "data")[0]
     folder = microscopy_folder(OOD_RUNS / "data")
     photos = skimage_sets(SKIMAGE_PHOTOS, SET_SIZE, seed=1)
     science = skimage_sets(SKIMAGE_SCIENCE, SET_SIZE, seed=2)
-    out = []
-    for arch, name, dataset, extra in [
+    return [
         ("conv", "photos32", str(npy), (photos, {}, True)),
         *[(arch, "microscopy32", str(folder), (photos, science, False)) for arch in REFERENCE],
-    ]:
+    ]
+
+
+def rgb_runs() -> list[dict]:
+    """The RGB runs of :func:`rgb_specs`, trained (when missing) and scored."""
+    out = []
+    for arch, name, dataset, extra in rgb_specs():
         workdir = OOD_RUNS / f"{arch}-{name}"
         train("--arch", arch, "--dataset", dataset, workdir=workdir)
         test_images = data.load(dataset, "test")[0]

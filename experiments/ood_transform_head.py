@@ -3,14 +3,16 @@ trained without and with ``--transform-head``, and the leave-one-family-out prot
 between them.
 
     python experiments/ood_transform_head.py           # the grey reference runs
-    python experiments/ood_transform_head.py --rgb     # and the conv run on photos32
+    python experiments/ood_transform_head.py --rgb     # and ood_general's three RGB runs
 
 For each of dense and conv on MNIST and on Fashion-MNIST (15 epochs, default options, seed 0)
 two runs: ``runs/ood/<arch>-<dataset>`` (as ``ood_general.py`` trains it) and
 ``runs/ood/<arch>-<dataset>-transforms`` (the same with ``--transform-head``), scored on
 ``ood_general.py``'s families and sets (:func:`ood_general.families`, 2,000 images a set).
-With ``--rgb`` also the conv net on 32x32 crops of scikit-learn's photos, the RGB run whose
-worst families (``transformed``, ``photos``) were the weakest in ``ood_general.md``.
+With ``--rgb`` also ``ood_general.py``'s three RGB runs (:func:`ood_general.rgb_specs`: conv
+on 32x32 crops of scikit-learn's photos, dense and conv on a microscope image's crops, a folder
+of PNG files), whose worst families (``transformed``, ``photos``) were the weakest in
+``ood_general.md``; their training length comes from the data (early stopping), as a user's.
 
 The protocol (:mod:`protocol`, as in ``ood_general.py``): a candidate is a score of the runs
 without the head (``joint``) or of the runs with it (``joint@head``); for each family, the
@@ -24,12 +26,13 @@ Writes experiments/results/ood_transform_head.{json,md}.
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import time
 
 import ood_general
 import protocol
-from common import OOD_RUNS, RESULTS, cpu_name, rgb32_data, skimage_sets, train, write_results
+from common import OOD_RUNS, RESULTS, cpu_name, train, write_results
 
 from aejax import data
 
@@ -56,12 +59,13 @@ def scored(arch: str, dataset: str, head: bool, label: str, test_images, family_
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--rgb", action="store_true", help="also the conv run on photos32")
+    p.add_argument("--rgb", action="store_true", help="also ood_general's three RGB runs")
     p.add_argument("--render", action="store_true", help="only re-write the markdown")
     args = p.parse_args()
     path = RESULTS / "ood_transform_head.json"
     if args.render:
         (result,) = json.loads(path.read_text())
+        result.update(decide(result["runs"]))
         write_results("ood_transform_head", [result], markdown(result))
         return 0
     runs = []
@@ -70,14 +74,23 @@ def main() -> int:
         family_sets = ood_general.families(dataset, test_images)
         for head in (False, True):
             runs.append(scored(arch, dataset, head, dataset, test_images, family_sets))
-    if args.rgb:
-        npy = rgb32_data(OOD_RUNS / "data")[0]
-        photos = skimage_sets(ood_general.SKIMAGE_PHOTOS, ood_general.SET_SIZE, seed=1)
-        test_images = data.load(str(npy), "test")[0]
-        family_sets = ood_general.rgb_families(test_images, photos, {}, True)
+    for arch, name, dataset, extra in ood_general.rgb_specs() if args.rgb else []:
+        test_images = data.load(dataset, "test")[0]
+        family_sets = ood_general.rgb_families(test_images, *extra)
         for head in (False, True):
-            runs.append(scored("conv", str(npy), head, "photos32", test_images, family_sets))
+            runs.append(scored(arch, dataset, head, name, test_images, family_sets))
+    result = {"cpu": cpu_name(), **decide(runs), "runs": runs}
+    write_results("ood_transform_head", [result], markdown(result))
+    return 0
+
+
+def decide(runs: list[dict]) -> dict:
+    """The protocol twice: its candidates the scores of the runs without the head only, and
+    those of both (``score@head``: of the runs trained with it). Comparing the two on the
+    left-out families is the outer loop of a nested selection: it judges each way of choosing
+    on families neither saw, so it may decide whether the head is offered at all."""
     families = list(runs[0]["sets"])
+    chosen_on = [f for f in families if f not in ood_general.NEVER_CHOSEN_ON]
     # One selection row per (architecture, dataset): its scores without the head, and with it.
     pairs: dict[tuple, dict] = {}
     for r in runs:
@@ -87,31 +100,47 @@ def main() -> int:
             if score not in constant:
                 row[score + (HEAD if r["head"] else "")] = by_family
     common = set.intersection(*(set(row) for row in pairs.values()))
-    selection = [{k: v for k, v in row.items() if k in common} for row in pairs.values()]
-    lofo = protocol.leave_one_family_out(selection, families, ood_general.NEVER_CHOSEN_ON)
-    chosen_on = [f for f in families if f not in ood_general.NEVER_CHOSEN_ON]
-    result = {
-        "cpu": cpu_name(),
-        "lofo_choice": lofo,
-        "all_families_choice": protocol.choose_score(selection, chosen_on),
-        "runs": runs,
-    }
-    write_results("ood_transform_head", [result], markdown(result))
-    return 0
+    out = {}
+    for suffix, offered in (("", common), ("_without", {s for s in common if HEAD not in s})):
+        selection = [{k: v for k, v in row.items() if k in offered} for row in pairs.values()]
+        out["lofo_choice" + suffix] = protocol.leave_one_family_out(
+            selection, families, ood_general.NEVER_CHOSEN_ON
+        )
+        out["all_families_choice" + suffix] = protocol.choose_score(selection, chosen_on)
+    return out
+
+
+def lofo_worst(result: dict, choices: dict[str, str]) -> dict[str, float]:
+    """Per left-out family, the worst test-split AUROC over the runs of the score chosen
+    without it."""
+    runs = result["runs"]
+    pairs = {(r["arch"], r["dataset"]) for r in runs}
+    worst = {}
+    for family, choice in choices.items():
+        score, head = choice.removesuffix(HEAD), choice.endswith(HEAD)
+        by_run = [_run(runs, a, d, head)["report_family"][score] for a, d in pairs]
+        worst[family] = min(by[family] for by in by_run)
+    return worst
 
 
 def markdown(result: dict) -> list[str]:
     runs = result["runs"]
     families = list(runs[0]["sets"])
     pairs = sorted({(r["arch"], r["dataset"]) for r in runs}, key=lambda p: (p[1], p[0]))
+    rgb = sorted({d for _, d in pairs} - {d for _, d in RUNS})
     lines = [
         "# The self-supervised head on ood_general's families",
         "",
-        "Written by `python experiments/ood_transform_head.py` (its docstring has the protocol):",
-        "the reference runs (15 epochs, default options, seed 0) trained without and with",
+        "Written by `python experiments/ood_transform_head.py"
+        + (" --rgb" if rgb else "")
+        + "` (its docstring has the protocol):",
+        "the reference runs (15 epochs, default options, seed 0)"
+        + (f" and the RGB runs ({', '.join(rgb)}: training length from the data)" if rgb else "")
+        + " trained without and with",
         "`--transform-head`, scored on `ood_general.py`'s families; AUROC of the test split",
         "against each family's worst set. Run on " + result["cpu"] + ".",
         "",
+        *decision(result),
         "## Leave one family out, choosing between the runs without and with the head",
         "",
         "| left-out family | chosen on the others | "
@@ -158,6 +187,45 @@ def markdown(result: dict) -> list[str]:
             f"{ratio:.2f}x |"
         )
     return lines + [""]
+
+
+def decision(result: dict) -> list[str]:
+    """Whether the head is offered: the two ways of choosing, judged on left-out families."""
+    from aejax import AutoencoderDetector
+
+    ways = {"without the head": "_without", "the head offered": ""}
+    worst = {way: lofo_worst(result, result["lofo_choice" + s]) for way, s in ways.items()}
+    judged = [f for f in worst["without the head"] if f not in ood_general.NEVER_CHOSEN_ON]
+    overall = {way: min(w[f] for f in judged) for way, w in worst.items()}
+    offered = overall["the head offered"] > overall["without the head"]
+    default = inspect.signature(AutoencoderDetector).parameters["transform_head"].default
+    lines = [
+        "## Is the head offered? The protocol with and without it",
+        "",
+        "Each way of choosing, judged on the families it did not see (the worst test-split",
+        f"AUROC over these {len({(r['arch'], r['dataset']) for r in result['runs']})} runs of"
+        " the score chosen without the family; the default score itself is chosen on",
+        "all of `ood_general.py`'s runs):",
+        "",
+        "| left-out family | " + " | ".join(f"{way}: chosen, worst" for way in ways) + " |",
+        "|---|" + "---|" * len(ways),
+    ]
+    for family in worst["without the head"]:
+        cells = [
+            f"`{result['lofo_choice' + s][family]}` {worst[way][family]:.4f}"
+            for way, s in ways.items()
+        ]
+        lines.append(f"| {family} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "Worst over the left-out families but `transformed`: "
+        + ", ".join(f"{way} **{v:.4f}**" for way, v in overall.items())
+        + f". So the protocol {'offers' if offered else 'does not offer'} the head: the"
+        + f" default {'is' if offered else 'is not'} a model trained with it. aejax's default"
+        + f" today: `transform_head={default}`.",
+        "",
+    ]
+    return lines
 
 
 def _run(runs: list[dict], arch: str, dataset: str, head: bool) -> dict:
