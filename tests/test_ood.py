@@ -72,3 +72,35 @@ def test_the_left_out_family_is_never_seen(never_seen):
                 protocol.choose_without(poisoned, families, left_out, never_seen)
                 == (chosen[left_out])
             )
+
+
+@pytest.mark.parametrize("head_reported, verdict", [(0.7, "does not offer"), (0.99, "offers")])
+def test_offering_the_head_is_judged_on_the_families_left_out(head_reported, verdict):
+    # ood_transform_head.py runs the protocol with and without the head's runs among the
+    # candidates; which way is kept is decided by the test-split AUROC on each left-out
+    # family (what each choice never saw), not by the held-out numbers it chose on.
+    head_experiment = experiments_module("ood_transform_head")
+    families = ["noise", "transformed", "digits"]
+
+    def by_family(auroc_by_score):
+        return {s: dict.fromkeys(families, v) for s, v in auroc_by_score.items()}
+
+    def run(arch, head, chosen_on, reported):
+        return {"arch": arch, "dataset": "d", "head": head, "constant": [],
+                "sets": {f: [f] for f in families}, "selection_family": by_family(chosen_on),
+                "report_family": by_family(reported)}  # fmt: skip
+
+    runs = [
+        run(arch, head, chosen_on, reported)
+        for arch in ("dense", "conv")
+        for head, chosen_on, reported in [
+            (False, {"joint": 0.9, "knn": 0.8}, {"joint": 0.9, "knn": 0.8}),
+            (True, {"joint": 0.85, "transform": 0.95}, {"joint": 0.85, "transform": head_reported}),
+        ]
+    ]
+    result = {"runs": runs, **head_experiment.decide(runs)}
+    assert set(result["lofo_choice_without"].values()) == {"joint"}
+    assert set(result["lofo_choice"].values()) == {"transform@head"}
+    text = "\n".join(head_experiment.decision(result))
+    assert f"So the protocol {verdict} the head" in text
+    assert "aejax's default today: `transform_head=False`" in text
