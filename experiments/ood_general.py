@@ -366,6 +366,10 @@ def markdown(result: dict, family_names: list[str]) -> list[str]:
         "would be): "
         f"`{result['all_families_choice']}`; aejax's default today: `{result['current_default']}`.",
         "",
+        "These runs are trained without the self-supervised head (`--transform-head`); the same",
+        "families before and after it, and the protocol with and without its runs among the",
+        "candidates: `ood_transform_head.md`.",
+        "",
     ]
     shown = [result["all_families_choice"], result["current_default"], "typ-rss-knn", "knn"]
     for name in dict.fromkeys(shown):
