@@ -3,16 +3,27 @@
 XLA:CPU's own convolution runs these small-channel shapes (1 <-> 30 <-> 15 channels) at a
 fraction of the machine's speed, and its gradients are slower still (measured per layer in
 experiments/results/speed.md). On CPU this module computes the same sums as one matrix
-product over all ``N = B H W`` positions plus shifts, in whichever of two forms moves less
+product over all ``N = B H W`` positions plus shifts, in whichever of three forms moves less
 data:
 
 * **im2col** (``Ci <= Co``): stack the 9 shifted copies of ``x`` (``[9 Ci, N]``) and multiply
   once by the ``[Co, 9 Ci]`` kernel.
 * **output shift** (``Co < Ci``): multiply ``x`` once by all 9 taps (``[9 Co, Ci] @ [Ci, N]``)
   and add the 9 shifted ``[Co, N]`` products.
+* **split** (a plain convolution whose channel counts differ by less than a factor 2,
+  ``30 -> 30``, ``15 -> 15``): the kernel's columns on the input side, its rows on the
+  output side: stack the 3 column shifts of ``x`` (``[3 Ci, N]``), multiply once by
+  ``[3 Co, 3 Ci]``, and add the 3 row-shifted ``[Co, N]`` blocks. ``3 (Ci + Co)`` values a
+  position where the others move ``9 min(Ci, Co)``: fewer below a factor 2, as many at it
+  (``30 -> 15``, where the forward pass measured slower split). Used for the gradients and
+  for a forward pass a pool reads, not for one the next convolution reads: its output is a
+  sum of shifted blocks, which XLA:CPU recomputes in each fusion that reads it, and an
+  im2col reads it 9 or 16 times. experiments/results/conv_split.md: steps and scorings
+  before and after.
 
 Their gradients are again of these forms with the cheap side shifted (the kernel gradient of
-im2col stacks the shifted input, that of the output-shift form the shifted output gradient).
+im2col stacks the shifted input, that of the output-shift form the shifted output gradient,
+that of the split form both: ``[3 Ci, N] @ [N, 3 Co]`` is every tap's at once).
 They are written out by hand: autodiff derives the same sums, but the transposed shifts it
 produces fuse into kernels XLA:CPU runs several times slower. A shift is a slice padded back
 with zeros (slicing then padding measured faster than padding then slicing).
@@ -33,6 +44,8 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from aejax.backend.pooling import pool_bias_relu
 
 _TAPS = [(dy, dx) for dy in range(3) for dx in range(3)]  # HWIO's H, W order
 _PHASES = [(p, q) for p in range(2) for q in range(2)]  # a 2x2 block, row-major
@@ -119,14 +132,64 @@ def _taps_matrix(k_PxTxIxO):
     return jnp.swapaxes(k_PxTxIxO, -1, -2).reshape(-1, k_PxTxIxO.shape[-2])
 
 
-def _uses_output_shift(k_PxTxIxO) -> bool:
+def _channel_form(k_PxTxIxO) -> str:
+    """im2col or the output shift: the one that shifts the side with fewer channels."""
     ci, co = k_PxTxIxO.shape[2:]
-    return co < ci
+    return "output shift" if co < ci else "im2col"
+
+
+def _form(k_PxTxIxO, plan) -> str:
+    """The form of a gradient, or of a forward pass followed by a pool (the docstring)."""
+    ci, co = k_PxTxIxO.shape[2:]
+    if len(plan) == 1 and max(ci, co) < 2 * min(ci, co):
+        return "split"
+    return _channel_form(k_PxTxIxO)
+
+
+def _grid(offsets) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """A phase's taps as the row and column offsets whose every pair (row-major) they are."""
+    rows = tuple(dict.fromkeys(oy for oy, _ in offsets))
+    cols = tuple(dict.fromkeys(ox for _, ox in offsets))
+    assert tuple(offsets) == tuple((r, s) for r in rows for s in cols), offsets
+    return rows, cols
+
+
+def _split_blocks(k_TxIxO, rows, cols, order: str):
+    """The kernel as one matrix of ``[Co, Ci]`` (``order="rows"``: ``[rows Co, cols Ci]``) or
+    ``[Ci, Co]`` blocks (``"cols"``: ``[cols Ci, rows Co]``), one per tap."""
+    ci, co = k_TxIxO.shape[1:]
+    k = k_TxIxO.reshape(len(rows), len(cols), ci, co)
+    if order == "rows":
+        return k.transpose(0, 3, 1, 2).reshape(len(rows) * co, len(cols) * ci)
+    return k.transpose(1, 2, 0, 3).reshape(len(cols) * ci, len(rows) * co)
+
+
+def _split_forward(x_CxBxHxW, k_TxIxO, offsets):
+    rows, cols = _grid(offsets)
+    x_cols = jnp.concatenate([_shift(x_CxBxHxW, 0, ox) for ox in cols])
+    z = _matmul(_split_blocks(k_TxIxO, rows, cols, "rows"), x_cols)
+    z = z.reshape(len(rows), -1, *z.shape[1:])
+    return sum(_shift(z[i], oy, 0) for i, oy in enumerate(rows))
+
+
+def _split_backward(x_CxBxHxW, k_TxIxO, offsets, g_OxBxHxW):
+    rows, cols = _grid(offsets)
+    g_rows = jnp.concatenate([_shift(g_OxBxHxW, -oy, 0) for oy in rows])  # [rows Co, N]
+    z = _matmul(_split_blocks(k_TxIxO, rows, cols, "cols"), g_rows)
+    z = z.reshape(len(cols), -1, *z.shape[1:])
+    dx = sum(_shift(z[j], 0, -ox) for j, ox in enumerate(cols))
+    x_cols = jnp.concatenate([_shift(x_CxBxHxW, 0, ox) for ox in cols])
+    ci, co = k_TxIxO.shape[1:]
+    dk = _positions_matmul(x_cols, g_rows).reshape(len(cols), ci, len(rows), co)
+    return dx, dk.transpose(2, 0, 1, 3).reshape(k_TxIxO.shape)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
 def _conv_cpu(x_CxBxHxW, k_PxTxIxO, plan):
-    if _uses_output_shift(k_PxTxIxO):
+    # Never split here: the split form's output is a sum of shifted blocks, which XLA:CPU
+    # recomputes inside each consumer fusion; the next layer's im2col reads it 9 or 16
+    # times (scoring the 28x28 net ran 1.37x slower so). Behind a pool, read once, it pays.
+    if _channel_form(k_PxTxIxO) == "output shift":
         z = _matmul(_taps_matrix(k_PxTxIxO), x_CxBxHxW)
         z = z.reshape(len(plan), -1, *x_CxBxHxW.shape[1:])
         return _interleave([_sum_shifts(z[p], offsets) for p, offsets in enumerate(plan)])
@@ -146,8 +209,12 @@ def _conv_cpu_bwd(plan, residuals, g_OxBxHxW):
     # Written out rather than left to autodiff: the transposes of the shifts that autodiff
     # produces fuse into kernels XLA:CPU runs an order of magnitude slower than these.
     x_CxBxHxW, k_PxTxIxO = residuals
+    form = _form(k_PxTxIxO, plan)
+    if form == "split":
+        dx, dk = _split_backward(x_CxBxHxW, k_PxTxIxO[0], plan[0], g_OxBxHxW)
+        return dx, dk[None]
     g_phases = [_phase(g_OxBxHxW, len(plan), p) for p in range(len(plan))]
-    if _uses_output_shift(k_PxTxIxO):
+    if form == "output shift":
         dz = jnp.concatenate(
             [
                 _stack_shifts(g, offsets, sign=-1)  # cheap: Co is the small side
@@ -217,6 +284,12 @@ def conv3x3_pool_bias_relu(x_CxBxHxW: jax.Array, w_HWIO: jax.Array, bias_C: jax.
     the gradient goes to each window's first maximum (as select-and-scatter does). The
     convolution of the input (im2col) form only: for a layer with fewer inputs than outputs."""
     # The forward pass alone (scoring, and what an exporter traces): no gradient routes.
+    k_1xTxIxO, plan = _phase_kernels(w_HWIO, upsampled=False)
+    if _form(k_1xTxIxO, plan) == "split":
+        # Without a gradient to route, the split convolution then the pool ran faster than
+        # the four corners (30 -> 30 channels, 1.7x in isolation; with a gradient the
+        # corners' routing still paid). experiments/results/conv_split.md: the whole net.
+        return pool_bias_relu(_split_forward(x_CxBxHxW, k_1xTxIxO[0], plan[0]), bias_C)
     return _corners_pooled_out(x_CxBxHxW, w_HWIO, bias_C)[-1]
 
 
