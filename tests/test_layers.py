@@ -116,3 +116,26 @@ def test_interleave_and_phase_are_inverse():
     phases = [_phase(x, 4, k) for k in range(4)]
     np.testing.assert_array_equal(phases[1], x[:, :, 0::2, 1::2])  # even rows, odd columns
     np.testing.assert_array_equal(_interleave(phases), x)
+
+
+def test_the_split_forward_pass_exports_to_onnx_as_computed():
+    # The fused convolution-pool of similar channel counts scores through the split form
+    # (no gradient); export traces that forward pass (whole detectors: test_score.py, whose
+    # reference conv net has no such layer).
+    pytest.importorskip("onnxruntime")
+    import onnxruntime
+    from jax2onnx import to_onnx
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(6, 2, 8, 10)).astype(np.float32)
+    w = jnp.asarray(rng.normal(size=(3, 3, 6, 8)), jnp.float32)
+    b = jnp.asarray(rng.normal(size=(8,)), jnp.float32)
+
+    def layer(x_CxBxHxW):
+        return conv3x3_pool_bias_relu(x_CxBxHxW, w, b)
+
+    model = to_onnx(layer, inputs=[jax.ShapeDtypeStruct(x.shape, jnp.float32)])
+    session = onnxruntime.InferenceSession(model.SerializeToString())
+    got = session.run(None, {session.get_inputs()[0].name: x})[0]
+    want = flax_pool(jax.nn.relu(reference_conv(x, w, False) + b[:, None, None, None]))
+    assert rel_err(got, want) < RTOL
