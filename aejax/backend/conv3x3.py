@@ -166,19 +166,17 @@ def _split_blocks(k_TxIxO, rows, cols, order: str):
 
 def _split_forward(x_CxBxHxW, k_TxIxO, offsets):
     rows, cols = _grid(offsets)
-    x_cols = jnp.concatenate([_shift(x_CxBxHxW, 0, ox) for ox in cols])
+    x_cols = _stack_shifts(x_CxBxHxW, [(0, ox) for ox in cols])  # [cols Ci, N]
     z = _matmul(_split_blocks(k_TxIxO, rows, cols, "rows"), x_cols)
-    z = z.reshape(len(rows), -1, *z.shape[1:])
-    return sum(_shift(z[i], oy, 0) for i, oy in enumerate(rows))
+    return _sum_shifts(z, [(oy, 0) for oy in rows])
 
 
 def _split_backward(x_CxBxHxW, k_TxIxO, offsets, g_OxBxHxW):
     rows, cols = _grid(offsets)
-    g_rows = jnp.concatenate([_shift(g_OxBxHxW, -oy, 0) for oy in rows])  # [rows Co, N]
+    g_rows = _stack_shifts(g_OxBxHxW, [(oy, 0) for oy in rows], sign=-1)  # [rows Co, N]
     z = _matmul(_split_blocks(k_TxIxO, rows, cols, "cols"), g_rows)
-    z = z.reshape(len(cols), -1, *z.shape[1:])
-    dx = sum(_shift(z[j], 0, -ox) for j, ox in enumerate(cols))
-    x_cols = jnp.concatenate([_shift(x_CxBxHxW, 0, ox) for ox in cols])
+    dx = _sum_shifts(z, [(0, ox) for ox in cols], sign=-1)
+    x_cols = _stack_shifts(x_CxBxHxW, [(0, ox) for ox in cols])
     ci, co = k_TxIxO.shape[1:]
     dk = _positions_matmul(x_cols, g_rows).reshape(len(cols), ci, len(rows), co)
     return dx, dk.transpose(2, 0, 1, 3).reshape(k_TxIxO.shape)
