@@ -191,12 +191,19 @@ def own_images() -> str:
     return "\n".join(lines)
 
 
+def experiment(name: str):
+    """The experiment script ``name`` as a module (its own table code; imported by path: this
+    module's functions carry the scripts' names)."""
+    spec = importlib.util.spec_from_file_location(name, RESULTS.parent / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def one_class() -> str:
     """docs/ood_scores.md: the one-class table's means beside the published rows."""
     rows = load("one_class.json")
-    spec = importlib.util.spec_from_file_location("one_class", RESULTS.parent / "one_class.py")
-    one_class = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(one_class)
+    one_class = experiment("one_class")
     table = one_class.table({one_class.key(r): r for r in rows})
     lines = [line for line in table if line.startswith("|") or line.startswith("## ")]
     return "\n".join(
@@ -237,23 +244,17 @@ def own_data_defaults() -> str:
             + " | ".join(f"{w:.3f}" for w in worst)
             + " |"
         )
-    seeds: dict[str, dict[int, dict]] = {}
-    for r in every_seed:
-        seeds.setdefault(r["row"], {}).setdefault(r["seed"], {})[r["setting"]] = r
-    several = {name: by for name, by in seeds.items() if len(by) > 1}
+    several = experiment("own_data_defaults").several_seeds(every_seed)
     if several:
-        means = []
-        for by_seed in several.values():
-            d = by_seed[0]["default"]
-            diffs = [min(s["default"]["auroc"].values()) - min(s["150 epochs"]["auroc"].values())
-                     for s in by_seed.values()]  # fmt: skip
-            means.append(
-                f"{d['images']} {d['mode']} {d['side']}x{d['side']} {sum(diffs) / len(diffs):+.3f}"
-            )
+        means = [
+            f"{f['first']['images']} {f['first']['mode']} {f['first']['side']}x"
+            f"{f['first']['side']} {sum(f['differences']) / len(f['differences']):+.3f}"
+            for f in several
+        ]
         lines += [
             "",
             f"The rows where the default was behind at seed 0, trained again with other seeds "
-            f"({len(next(iter(several.values())))} in all): the default's worst AUROC minus the "
+            f"({len(several[0]['seeds'])} in all): the default's worst AUROC minus the "
             f"150-epoch run's, mean over the seeds: {', '.join(means)}.",
         ]
     memory = load("own_data_memory.json")

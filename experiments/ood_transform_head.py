@@ -110,17 +110,19 @@ def decide(runs: list[dict]) -> dict:
     return out
 
 
+def reported(runs: list[dict], pairs, choice: str, family: str) -> list[float]:
+    """The test-split AUROC on ``family`` of the candidate ``choice`` (``score`` or
+    ``score@head``), one per (architecture, dataset) of ``pairs``."""
+    score, head = choice.removesuffix(HEAD), choice.endswith(HEAD)
+    return [_run(runs, a, d, head)["report_family"][score][family] for a, d in pairs]
+
+
 def lofo_worst(result: dict, choices: dict[str, str]) -> dict[str, float]:
     """Per left-out family, the worst test-split AUROC over the runs of the score chosen
     without it."""
     runs = result["runs"]
     pairs = {(r["arch"], r["dataset"]) for r in runs}
-    worst = {}
-    for family, choice in choices.items():
-        score, head = choice.removesuffix(HEAD), choice.endswith(HEAD)
-        by_run = [_run(runs, a, d, head)["report_family"][score] for a, d in pairs]
-        worst[family] = min(by[family] for by in by_run)
-    return worst
+    return {family: min(reported(runs, pairs, c, family)) for family, c in choices.items()}
 
 
 def markdown(result: dict) -> list[str]:
@@ -150,9 +152,7 @@ def markdown(result: dict) -> list[str]:
     ]
     for family in families:
         choice = result["lofo_choice"][family]
-        score, head = choice.removesuffix(HEAD), choice.endswith(HEAD)
-        values = [_run(runs, a, d, head)["report_family"][score][family] for a, d in pairs]
-        lines.append(_row(f"{family} | `{choice}`", values))
+        lines.append(_row(f"{family} | `{choice}`", reported(runs, pairs, choice, family)))
     lines += [
         "",
         f"Chosen on every family but `transformed`: `{result['all_families_choice']}` "

@@ -315,13 +315,27 @@ def difference(r: dict, rows: list[dict]) -> dict | None:
     return {"difference": min(r["auroc"].values()) - min(other[0]["auroc"].values())}
 
 
+def several_seeds(rows: list[dict]) -> list[dict]:
+    """The folders trained with several seeds: for each, its seed-0 default row (``first``),
+    the ``seeds``, each setting's ``worst`` AUROC per seed and the default's ``differences``
+    from ``150 epochs`` per seed."""
+    seeds: dict[str, dict[int, dict[str, dict]]] = {}
+    for r in rows:
+        seeds.setdefault(r["row"], {}).setdefault(r.get("seed", 0), {})[r["setting"]] = r
+    out = []
+    for by_seed in (by for by in seeds.values() if len(by) > 1):
+        order = sorted(by_seed)
+        worst = {s: [min(by_seed[k][s]["auroc"].values()) for k in order] for s in SETTINGS}
+        differences = [d - o for d, o in zip(worst["default"], worst["150 epochs"], strict=True)]
+        out.append({"first": by_seed[order[0]]["default"], "seeds": order, "worst": worst,
+                    "differences": differences})  # fmt: skip
+    return out
+
+
 def seeds_markdown(rows: list[dict]) -> list[str]:
     """Rows trained with several seeds: each seed's worst AUROC per setting, and the default's
     difference from ``150 epochs`` averaged over the seeds."""
-    seeds: dict[str, dict[int, dict[str, dict]]] = {}
-    for r in rows:
-        seeds.setdefault(r["row"], {}).setdefault(r["seed"], {})[r["setting"]] = r
-    several = {name: by for name, by in seeds.items() if len(by) > 1}
+    several = several_seeds(rows)
     if not several:
         return []
     lines = [
@@ -337,16 +351,13 @@ def seeds_markdown(rows: list[dict]) -> list[str]:
         "| mean |",
         "|---|---|---|---|---|---|---|",
     ]
-    for by_seed in several.values():
-        order = sorted(by_seed)
-        worst = {s: [min(by_seed[k][s]["auroc"].values()) for k in order] for s in SETTINGS}
-        diffs = [d - o for d, o in zip(worst["default"], worst["150 epochs"], strict=True)]
-        r = by_seed[order[0]]["default"]
+    for folder in several:
+        r, diffs = folder["first"], folder["differences"]
         lines.append(
             f"| {r['images']} {r['mode']} {r['side']}x{r['side']} | "
-            + ", ".join(map(str, order))
+            + ", ".join(map(str, folder["seeds"]))
             + " | "
-            + " | ".join(", ".join(f"{w:.3f}" for w in worst[s]) for s in SETTINGS)
+            + " | ".join(", ".join(f"{w:.3f}" for w in folder["worst"][s]) for s in SETTINGS)
             + " | "
             + ", ".join(f"{d:+.3f}" for d in diffs)
             + f" | **{np.mean(diffs):+.3f}** |"
