@@ -214,6 +214,31 @@ def one_class() -> str:
     )  # fmt: skip
 
 
+def conv_roofline() -> str:
+    rows = load("conv_roofline.json")
+    ceiling = rows[0]["matmul_gflops"]
+    lines = [
+        f"On {rows[0]['cpu']}, 2 cores, 300 RGB images, the s/epoch of own_images.md's table "
+        "(`experiments/results/conv_roofline.md`). Nominal GFLOP: the "
+        "net's 3x3 convolutions, forward and backward for the training images and forward for "
+        "the test images, counted from its layers. This CPU's ceiling, a 4096x4096 float32 "
+        f"matrix product on both cores: {ceiling['torch']:.0f} GFLOP/s in PyTorch, "
+        f"{ceiling['xla']:.0f} in XLA under aejax's flags.",
+        "",
+        "| images | nominal GFLOP an epoch | aejax GFLOP/s | PyTorch channels-last GFLOP/s "
+        "| half PyTorch's time needs |",
+        "|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['size']}x{r['size']}, `depth={r['depth']}`, batch {r['batch']} | "
+            f"{r['nominal_gflop_per_epoch']:,.0f} | {r['aejax_gflops']:.0f} | "
+            f"{r['torch_gflops']:.0f} | {r['half_torch_gflops']:.0f} GFLOP/s, "
+            f"{100 * r['half_torch_of_ceiling']:.0f}% of the ceiling |"
+        )
+    return "\n".join(lines)
+
+
 def own_data_defaults() -> str:
     """docs/own_images.md: a real run's last lines, and the defaults against the old ones."""
     every_seed = load("own_data_defaults.json")
@@ -343,6 +368,7 @@ def headline() -> str:
 RENDER = {
     "quickstart": quickstart,
     "own_images": own_images,
+    "conv_roofline": conv_roofline,
     "own_data_defaults": own_data_defaults,
     "stopping_protocol": stopping_protocol,
     "pyod_compare": pyod_compare,

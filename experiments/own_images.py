@@ -111,6 +111,8 @@ def one_size(size: int, epochs: int, scratch: Path) -> dict:
                   "--data", str(npz), "--depth", str(depth), "--epochs", str(epochs),
                   "--batch", str(batch), "--channels-last"], env)  # fmt: skip
     peer_result = json.loads(peer[2].strip().splitlines()[-1])
+    with np.load(npz) as rows:
+        test_images = len(rows["test"])  # each epoch's test pass (conv_roofline.py counts it)
     epoch_seconds = [h["epoch_seconds"] for h in runs[1:]]
     row = {
         "size": size,
@@ -118,6 +120,7 @@ def one_size(size: int, epochs: int, scratch: Path) -> dict:
         "batch": batch,
         "images": N_IMAGES,
         "train_images": peer_result["train_images"],
+        "test_images": test_images,
         "epochs": epochs,
         "aejax_sec_per_epoch": round(statistics.median(epoch_seconds), 3),
         "torch_channels_last_sec_per_epoch": peer_result["sec_per_epoch_median"],
