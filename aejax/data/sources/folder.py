@@ -90,6 +90,10 @@ class FolderSource(TfdsBacked):
         """The TFDS dataset directory of the folder with this preprocessing; prepared first
         if it is missing or the folder changed."""
         if getattr(self, "_prepared_dir", None) is None:
+            where = _version_dir(Path(self.spec), self.layout(), self.data_dir, self.image_size,
+                                 self.channels)  # fmt: skip
+            if not (where / "dataset_info.json").is_file():
+                self._decode_apart()
             self._prepared_dir = _prepared_dir(
                 Path(self.spec), self.layout(), self.data_dir, self.image_size, self.channels
             )
@@ -183,6 +187,12 @@ def _encoded(
         yield index, {"image": image, "label": labels.index(label)}
 
 
+def _version_dir(root: Path, layout: dict, data_dir: str, image_size, channels) -> Path:
+    """Where the folder with this preprocessing is (or would be) prepared."""
+    name = f"folder_{_fingerprint(root, layout, image_size, channels)}"
+    return Path(data_dir) / "aejax_folders" / name / VERSION
+
+
 def _prepared_dir(root: Path, layout: dict, data_dir: str, image_size, channels) -> Path:
     if not layout:
         raise AejaxError(
@@ -191,9 +201,8 @@ def _prepared_dir(root: Path, layout: dict, data_dir: str, image_size, channels)
         )
     if "train" not in layout:
         raise AejaxError(f"{root} has no training images (train/ is empty)")
-    name = f"folder_{_fingerprint(root, layout, image_size, channels)}"
-    base = Path(data_dir) / "aejax_folders"
-    version_dir = base / name / VERSION
+    version_dir = _version_dir(root, layout, data_dir, image_size, channels)
+    base, name = version_dir.parents[1], version_dir.parent.name
     if (version_dir / "dataset_info.json").is_file():
         return version_dir
     size, channels = _settle_shape(layout, image_size, channels)
