@@ -22,10 +22,11 @@ READ_BATCH = 10_000  # rows TFDS decodes at a time while the decoded copy is wri
 
 # Whether a dataset that is not prepared and decoded yet is prepared and decoded by a child
 # process (``python -m aejax.data prepare``): the commands switch it on (:func:`decode_apart`).
-# TFDS needs TensorFlow for that, and TensorFlow keeps about 0.7 GB in a process that imported
-# it, for the rest of its life: a first run on a folder of 256x256 images peaked at 1.9 GB
-# instead of 1.4 GB. The child prepares, writes every split's decoded copy and exits; the
-# command reads the copies without TensorFlow. A library user's process is left as it is.
+# TFDS needs TensorFlow for that, and TensorFlow keeps hundreds of MB in a process that
+# imported it, for the rest of its life (the first runs of experiments/results/own_images.md
+# prepare their folders so). The child
+# prepares, writes every split's decoded copy and exits; the command reads the copies
+# without TensorFlow. A library user's process is left as it is.
 _apart = [False]
 
 
