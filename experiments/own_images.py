@@ -8,11 +8,13 @@ For each size S: 300 procedurally drawn RGB pictures (shapes on a dark field) of
 PNG files; ``python -m aejax.train --arch conv --dataset FOLDER --model depth=D`` (D = 3 at
 128, 4 at 256, 5 at 512: a 16x16x15 code) with its default held-out slice, then ``aejax.eval
 --ood uniform`` and ``aejax.score FOLDER``, each timed as a whole command with its peak RSS
-(training twice: with an empty compile cache, as a first run at a size, then with its
-programs cached, as every later one); and the PyTorch peer (experiments/peers/torch_ae.py
-``--depth D --batch B``, aejax's batch, channels-last, the fastest PyTorch layout on CPU) on
-the very rows aejax trains and tests on (``aejax.data.load``). Seconds per epoch are medians
-over the epochs after the first (which compiles), training pass plus test pass, as both time
+(training twice: first on the folder never seen, with an empty compile cache, as a user's
+first run, which prepares the folder and compiles; then with its programs cached, as every
+later run; a command's peak RSS is the largest of its own and its child processes', as
+``wait4`` reports it); and the PyTorch peer (experiments/peers/torch_ae.py ``--depth D
+--batch B``, aejax's batch, channels-last, the fastest PyTorch layout on CPU) on the very
+rows aejax trains and tests on (``aejax.data.load``). Seconds per epoch are medians over
+the epochs after the first (which compiles), training pass plus test pass, as both time
 them. Writes experiments/results/own_images.{json,md}."""
 
 from __future__ import annotations
@@ -88,13 +90,10 @@ def one_size(size: int, epochs: int, scratch: Path) -> dict:
     folder = draw_folder(scratch / f"pictures{size}", size)
     depth, data_dir = DEPTH[size], str(scratch / "tfds")
     workdir = scratch / f"run{size}"
-    # A compile cache of the experiment's own: the first training compiles (a user's first
-    # run at this size), the second loads its programs (every later run).
+    # Caches of the experiment's own: the first training prepares the folder and compiles (a
+    # user's first run on these images), the second loads its programs (every later run).
     env = {**os.environ, "TFDS_DATA_DIR": data_dir, "XDG_CACHE_HOME": str(scratch / "cache")}
     aejax = [sys.executable, "-m"]
-    # Prepare the folder first (untimed), so that training's time is training's.
-    subprocess.run([*aejax, "aejax.data", "info", str(folder)], env=env, check=True,
-                   capture_output=True)  # fmt: skip
     train = timed([*aejax, "aejax.train", "--arch", "conv", "--dataset", str(folder),
                    "--model", f"depth={depth}", "--epochs", str(epochs), "--fresh",
                    "--workdir", str(workdir)], env)  # fmt: skip
@@ -155,8 +154,10 @@ def main() -> None:
         "its default held-out slice and batch; the PyTorch peer (channels-last) with "
         "`--depth D` and that batch on the same training and test rows. s/epoch: median "
         "after the first epoch, training pass + test pass. Whole commands: wall seconds and "
-        "peak RSS; `aejax.train` twice, first with an empty compile cache (a first run at "
-        "that size), then again for 2 epochs with its programs cached (every later run).",
+        "peak RSS (of the command or of a child process it ran, whichever is larger); "
+        "`aejax.train` twice, first on the folder never seen, with an empty compile cache "
+        "(a user's first run: it prepares the folder and compiles), then again for 2 epochs "
+        "with its programs cached (every later run).",
         "",
         "| size | depth | batch | train images | aejax s/epoch | PyTorch s/epoch | ratio | "
         "`aejax.train` (s, peak MB) | again, compiled programs cached | `aejax.eval` | "

@@ -24,9 +24,9 @@ READ_BATCH = 10_000  # rows TFDS decodes at a time while the decoded copy is wri
 # process (``python -m aejax.data prepare``): the commands switch it on (:func:`decode_apart`).
 # TFDS needs TensorFlow for that, and TensorFlow keeps hundreds of MB in a process that
 # imported it, for the rest of its life (the first runs of experiments/results/own_images.md
-# prepare their folders so). The child
-# prepares, writes every split's decoded copy and exits; the command reads the copies
-# without TensorFlow. A library user's process is left as it is.
+# prepare their folders so). The child prepares, writes every split's decoded copy and
+# exits; the command reads the copies without TensorFlow. A library user's process is left
+# as it is.
 _apart = [False]
 
 
