@@ -220,9 +220,17 @@ def decision(result: dict) -> list[str]:
         "",
         "Worst over the left-out families but `transformed`: "
         + ", ".join(f"{way} **{v:.4f}**" for way, v in overall.items())
-        + f". So the protocol {'offers' if offered else 'does not offer'} the head: the"
-        + f" default {'is' if offered else 'is not'} a model trained with it. aejax's default"
-        + f" today: `transform_head={default}`.",
+        + f". So the protocol {'offers' if offered else 'does not offer'} the head: by it, the"
+        + f" default {'would be' if offered else 'is not'} a model trained with it. aejax's"
+        + f" default today: `transform_head={default}`."
+        + (
+            " The two disagree, by "
+            f"{abs(overall['the head offered'] - overall['without the head']):.4f} of AUROC on "
+            "the worst family: switching aejax's default (every model then trains with the "
+            "head) is open work, not done."
+            if offered != default
+            else ""
+        ),
         "",
     ]
     return lines
