@@ -90,12 +90,13 @@ class FolderSource(TfdsBacked):
         """The TFDS dataset directory of the folder with this preprocessing; prepared first
         if it is missing or the folder changed."""
         if getattr(self, "_prepared_dir", None) is None:
-            where = _version_dir(Path(self.spec), self.layout(), self.data_dir, self.image_size,
-                                 self.channels)  # fmt: skip
-            if not (where / "dataset_info.json").is_file():
+            root, layout = Path(self.spec), self.layout()
+            # The fingerprint reads every file's size and time: once per source.
+            version_dir = _version_dir(root, layout, self.data_dir, self.image_size, self.channels)
+            if not (version_dir / "dataset_info.json").is_file():
                 self._decode_apart()
             self._prepared_dir = _prepared_dir(
-                Path(self.spec), self.layout(), self.data_dir, self.image_size, self.channels
+                root, layout, version_dir, self.image_size, self.channels
             )
         return self._prepared_dir
 
@@ -193,7 +194,8 @@ def _version_dir(root: Path, layout: dict, data_dir: str, image_size, channels) 
     return Path(data_dir) / "aejax_folders" / name / VERSION
 
 
-def _prepared_dir(root: Path, layout: dict, data_dir: str, image_size, channels) -> Path:
+def _prepared_dir(root: Path, layout: dict, version_dir: Path, image_size, channels) -> Path:
+    """``version_dir`` (:func:`_version_dir`), prepared first if it is not."""
     if not layout:
         raise AejaxError(
             f"{root} holds no {'/'.join(e[1:].upper() for e in images.EXTENSIONS)} "
@@ -201,7 +203,6 @@ def _prepared_dir(root: Path, layout: dict, data_dir: str, image_size, channels)
         )
     if "train" not in layout:
         raise AejaxError(f"{root} has no training images (train/ is empty)")
-    version_dir = _version_dir(root, layout, data_dir, image_size, channels)
     base, name = version_dir.parents[1], version_dir.parent.name
     if (version_dir / "dataset_info.json").is_file():
         return version_dir
