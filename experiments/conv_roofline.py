@@ -25,10 +25,13 @@ import json
 import os
 import subprocess
 import sys
-from itertools import pairwise
 from pathlib import Path
 
 from common import RESULTS, ROOT, cpu_name, write_results
+from flax import nnx
+
+from aejax import models
+from aejax.models.layers import MaxPool, UpSample
 
 PEER = Path(os.environ.get("PEER_VENVS", Path.home() / ".peer-venvs")) / "torch/bin/python"
 MATMUL = 4096
@@ -65,15 +68,20 @@ print(json.dumps({"gflops": 2 * n**3 / min(times) / 1e9}))
 """
 
 
-def layer_gflop(side: int, channels: int, depth: int, width: int = 30, latent: int = 15):
-    """Each 3x3 convolution's nominal GFLOP for one image's forward pass, in order
-    (aejax.models.conv's layers: ``depth`` poolings, ``width`` channels, a ``latent`` code)."""
-    down = [channels] + [width] * (depth - 1) + [latent]
-    up = [latent, *down[::-1][:-1]]
-    layers = [(ci, co, side >> k) for k, (ci, co) in enumerate(pairwise(down))]
-    layers += [(ci, co, side >> (depth - k)) for k, (ci, co) in enumerate(pairwise(up))]
-    layers += [(up[-1], channels, side)]
-    return [2 * 9 * ci * co * s * s / 1e9 for ci, co, s in layers]
+def layer_gflop(side: int, channels: int, depth: int) -> list[float]:
+    """Each 3x3 convolution's nominal GFLOP for one image's forward pass, in order, read
+    off aejax's conv net as ``models.create`` builds it (poolings halve the side, up-samplings
+    double it)."""
+    model = models.create("conv", rngs=nnx.Rngs(0), channels=channels, depth=depth)
+    gflop = []
+    for layer in [*model.encoder.layers, *model.decoder.layers]:
+        if isinstance(layer, nnx.Conv):
+            gflop.append(2 * 9 * layer.in_features * layer.out_features * side * side / 1e9)
+        elif isinstance(layer, MaxPool):
+            side //= 2
+        elif isinstance(layer, UpSample):
+            side *= 2
+    return gflop
 
 
 def epoch_gflop(row: dict) -> float:
