@@ -273,7 +273,7 @@ def own_data_defaults() -> str:
     if several:
         means = [
             f"{f['first']['images']} {f['first']['mode']} {f['first']['side']}x"
-            f"{f['first']['side']} {sum(f['differences']) / len(f['differences']):+.3f}"
+            f"{f['first']['side']} {f['mean']:+.3f}"
             for f in several
         ]
         lines += [
